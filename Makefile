@@ -1,0 +1,115 @@
+# openai-usage: build, install, test.
+#   make                      build openai_usage/core.so for Lua 5.4
+#   make LUA_VERSION=5.1      build against LuaJIT's (or Lua 5.1's) headers into build/5.1/
+#   make install PREFIX=P     install the standard tree under P
+#   make test                 install missing Debian packages, build, run the busted suite
+#   make check-memory         the suite under valgrind (no definite leaks, no errors)
+#   make check-asan           the suite with an ASan+UBSan build of the module
+#   make lint                 clang-format check, cppcheck, clang-tidy
+
+LUA_VERSION ?= 5.4
+PREFIX ?= /usr/local
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+
+# pkg-config name of the Lua headers: LuaJIT for 5.1 when it is installed.
+ifeq ($(LUA_VERSION),5.1)
+LUA_PKG ?= $(shell $(PKG_CONFIG) --exists luajit && echo luajit || echo lua5.1)
+else
+LUA_PKG ?= lua$(LUA_VERSION)
+endif
+LUA ?= lua$(LUA_VERSION)
+
+ifeq ($(LUA_VERSION),5.4)
+OUTDIR ?= .
+else
+OUTDIR ?= build/$(LUA_VERSION)
+endif
+ifdef SANITIZE
+OUTDIR := build/sanitize
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+endif
+OBJDIR := $(if $(filter .,$(OUTDIR)),build/$(LUA_VERSION),$(OUTDIR))/obj
+MODULE := $(OUTDIR)/openai_usage/core.so
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
+CFLAGS ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(SAN_FLAGS) \
+	$(shell $(PKG_CONFIG) --cflags $(LUA_PKG) libcurl)
+LDLIBS := $(shell $(PKG_CONFIG) --libs libcurl) -lm
+
+SOURCES := $(wildcard src/*.c)
+OBJECTS := $(patsubst src/%.c,$(OBJDIR)/%.o,$(SOURCES))
+HEADERS := $(wildcard src/*.h)
+LUA_FILES := $(wildcard lua/openai_usage/*.lua lua/openai_usage/*/*.lua)
+
+# Debian packages the build and the suite need.
+DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-busted lua-cjson \
+	python3 curl
+BUSTED := $(LUA) /usr/bin/busted
+BUSTED_ARGS ?= -o TAP
+
+.PHONY: all install test check-memory check-asan deps lint clean uninstall
+
+all: $(MODULE)
+
+$(OBJDIR)/%.o: src/%.c $(HEADERS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(MODULE): $(OBJECTS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(SAN_FLAGS) $(LDFLAGS) -o $@ $(OBJECTS) $(LDLIBS)
+
+install: $(MODULE)
+	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage
+	install -m 644 lua/openai_usage/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage/
+	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage/core.so
+
+uninstall:
+	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage
+	rm -rf $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage
+
+# Installs whatever of DEB_PACKAGES is missing; refreshes the lists only when needed.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; }; \
+	fi
+
+SUITE_ENV := LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" \
+	OPENAI_USAGE_LUA="$(LUA)"
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	$(SUITE_ENV) $(BUSTED) $(BUSTED_ARGS) spec
+
+check-memory: deps
+	@$(MAKE) --no-print-directory all CFLAGS="-O1 -g"
+	@command -v valgrind >/dev/null || apt-get install -y -qq valgrind
+	$(SUITE_ENV) OPENAI_USAGE_VALGRIND=1 valgrind -q --leak-check=full --errors-for-leak-kinds=definite \
+	  --error-exitcode=99 --suppressions=spec/support/valgrind.supp $(BUSTED) $(BUSTED_ARGS) spec
+
+ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
+UBSAN_RT = $(shell $(CC) -print-file-name=libubsan.so)
+check-asan: deps
+	@$(MAKE) --no-print-directory all SANITIZE=1 CFLAGS="-O1 -g"
+	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/sanitize/?.so;;" \
+	  OPENAI_USAGE_LUA="$(LUA)" $(BUSTED) $(BUSTED_ARGS) spec
+
+lint:
+	clang-format --dry-run --Werror src/*.c src/*.h
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	  --suppress=missingIncludeSystem $(shell $(PKG_CONFIG) --cflags-only-I $(LUA_PKG) libcurl) src
+	clang-tidy --quiet src/*.c -- -std=c11 -D_GNU_SOURCE $(shell $(PKG_CONFIG) --cflags $(LUA_PKG) libcurl)
+
+clean:
+	rm -rf build openai_usage
