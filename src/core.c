@@ -1,12 +1,16 @@
-/* The Lua-facing module openai_usage.core: client objects, decode, errors. */
+/* The Lua-facing module openai_usage.core: the module table, the offline
+ * functions (decode, encode_query, rules) and client construction. */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "client.h"
 #include "compat.h"
 #include "decode.h"
 #include "error.h"
+#include "query.h"
+#include "rules.h"
 
-#define OU_VERSION "0.1.0"
 
 /* core.decode(text [, max_depth]) -> value | nil, err */
 static int core_decode(lua_State *L)
@@ -22,8 +26,112 @@ static int core_decode(lua_State *L)
     return ou_error_return(L);
 }
 
+/* The query buffer of core.encode_query lives in a userdata so that a Lua
+ * error raised midway still frees it. */
+static int query_box_gc(lua_State *L)
+{
+    ou_buf_free(lua_touserdata(L, 1));
+    return 0;
+}
+
+/* core.encode_query(endpoint, params [, "brackets"|"repeat"]) -> query | nil, err */
+static int core_encode_query(lua_State *L)
+{
+    static const char *const formats[] = {"brackets", "repeat", NULL};
+    const struct ou_endpoint_rule *ep;
+    struct ou_buf *box;
+    int format;
+    lua_settop(L, 3);
+    format = luaL_checkoption(L, 3, "brackets", formats);
+    if (!(ep = ou_query_endpoint(L, 1)))
+        return ou_error_return(L);
+    box = lua_newuserdata(L, sizeof *box);
+    memset(box, 0, sizeof *box);
+    if (luaL_newmetatable(L, "openai_usage.query_box")) {
+        lua_pushcfunction(L, query_box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    if (!ou_query_encode(L, 2, ep, format == 1 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS, box))
+        return ou_error_return(L);
+    lua_pushlstring(L, box->data ? box->data : "", box->len);
+    ou_buf_free(box);
+    return 1;
+}
+
+static const char *const type_names[] = {"time", "bucket_width", "limit", "cursor", "list"};
+
+static void push_string_list(lua_State *L, const char *const *values)
+{
+    int n = 0;
+    lua_newtable(L);
+    for (; values && values[n]; n++) {
+        lua_pushstring(L, values[n]);
+        lua_rawseti(L, -2, n + 1);
+    }
+}
+
+/* core.rules(endpoint) -> the rule table as Lua data, for help text and the
+ * report layer; core.rules() -> the list of endpoint names. */
+static int core_rules(lua_State *L)
+{
+    const struct ou_endpoint_rule *ep;
+    if (lua_isnoneornil(L, 1)) {
+        lua_createtable(L, (int)ou_nendpoints, 0);
+        for (size_t i = 0; i < ou_nendpoints; i++) {
+            lua_pushstring(L, ou_endpoints[i].name);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        return 1;
+    }
+    if (!(ep = ou_query_endpoint(L, 1)))
+        return ou_error_return(L);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, ep->name);
+    lua_setfield(L, -2, "name");
+    lua_pushstring(L, ep->path);
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, ep->default_width);
+    lua_setfield(L, -2, "default_width");
+    lua_createtable(L, (int)ep->nparams, 0);
+    for (size_t i = 0; i < ep->nparams; i++) {
+        const struct ou_param_rule *p = &ep->params[i];
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, p->name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, type_names[p->type]);
+        lua_setfield(L, -2, "type");
+        lua_pushboolean(L, p->required);
+        lua_setfield(L, -2, "required");
+        lua_pushstring(L, p->doc);
+        lua_setfield(L, -2, "doc");
+        if (p->values) {
+            push_string_list(L, p->values);
+            lua_setfield(L, -2, "values");
+        }
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "params");
+    lua_createtable(L, (int)ep->nwidths, 0);
+    for (size_t i = 0; i < ep->nwidths; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, ep->widths[i].width);
+        lua_setfield(L, -2, "width");
+        ou_pushint64(L, ep->widths[i].default_limit);
+        lua_setfield(L, -2, "default_limit");
+        ou_pushint64(L, ep->widths[i].max_limit);
+        lua_setfield(L, -2, "max_limit");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "widths");
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
     {"decode", core_decode},
+    {"encode_query", core_encode_query},
+    {"rules", core_rules},
+    {"new", ou_client_new},
     {"error", ou_error_new_lua},
     {NULL, NULL},
 };
@@ -31,9 +139,16 @@ static const luaL_Reg core_functions[] = {
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L);
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L)
 {
+    /* once per process; libcurl keeps its own count */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return luaL_error(L, "openai_usage: libcurl failed to initialise");
     ou_error_open(L);
     ou_newlib(L, core_functions);
+    ou_client_open(L);
+    lua_setfield(L, -2, "client_methods");
     lua_pushliteral(L, OU_VERSION);
     lua_setfield(L, -2, "version");
+    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+    lua_setfield(L, -2, "libcurl_version");
     return 1;
 }

@@ -1,14 +1,182 @@
 -- openai_usage: read the OpenAI organization Usage API from Lua.
+-- The C core validates, encodes, transfers (libcurl) and decodes; this file
+-- adds the environment's defaults and the lazy iterators.
 local core = require "openai_usage.core"
 
 local M = {
   version = core.version,
+  libcurl_version = core.libcurl_version,
 }
+
+local methods = core.client_methods
+
+local function env(name)
+  local value = os.getenv(name)
+  if value ~= nil and value ~= "" then
+    return value
+  end
+end
+
+-- Option -> environment variable used when the option is not given.
+local ENV_DEFAULTS = {
+  api_key = "OPENAI_ADMIN_KEY",
+  base_url = "OPENAI_BASE_URL",
+  organization = "OPENAI_ORG_ID",
+  project = "OPENAI_PROJECT_ID",
+}
+
+--- Creates a client. Options: api_key, base_url, organization, project,
+-- timeout, connect_timeout, max_retries, user_agent, ca_file, array_format,
+-- max_response_bytes, low_speed_limit, low_speed_time, retry_backoff,
+-- retry_backoff_max, retry_after_max (README lists them all).
+-- @return client, or nil and an error table
+function M.new(options)
+  if options ~= nil and type(options) ~= "table" then
+    return nil, core.error { kind = "invalid_argument", message = "options: expected a table, got a " .. type(options) }
+  end
+  local opts = {}
+  for name, value in pairs(options or {}) do
+    opts[name] = value
+  end
+  for name, variable in pairs(ENV_DEFAULTS) do
+    if opts[name] == nil then
+      opts[name] = env(variable)
+    end
+  end
+  return core.new(opts)
+end
 
 --- Decodes a UsageResponse JSON text offline with the same decoder the client uses.
 -- @return page table, or nil and an error table
 function M.decode(text, max_depth)
   return core.decode(text, max_depth)
+end
+
+--- The query string a request would send, validated (nil, err when invalid).
+function M.encode_query(endpoint, params, array_format)
+  return core.encode_query(endpoint, params, array_format)
+end
+
+--- The rule table of an endpoint (parameters, enums, limits per bucket width),
+-- or the list of endpoint names when called with none.
+function M.rules(endpoint)
+  return core.rules(endpoint)
+end
+
+M.error = core.error
+
+local function raise(err)
+  error(err, 0)
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t or {}) do
+    c[k] = v
+  end
+  return c
+end
+
+--- One page of any usage endpoint.
+function methods:usage(endpoint, params)
+  return self:request(endpoint, params)
+end
+
+--- One page of /organization/usage/images.
+function methods:images(params)
+  return self:request("images", params)
+end
+
+--- Iterates over pages, requesting the next one only when asked for it.
+-- Raises the error table on failure, on a cursor that repeats, and on a
+-- page that says has_more without a cursor: a walk never ends early
+-- without saying so.
+function methods:pages(endpoint, params)
+  if params ~= nil and type(params) ~= "table" then
+    raise(core.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) })
+  end
+  local query = copy(params)
+  local seen = {}
+  local finished, pending = false, nil
+  if query.page ~= nil then
+    seen[query.page] = true
+  end
+  return function()
+    if pending then
+      local err = pending
+      pending, finished = nil, true
+      raise(err)
+    end
+    if finished then
+      return nil
+    end
+    local page, err = self:request(endpoint, query)
+    if not page then
+      finished = true
+      raise(err)
+    end
+    local cursor = page.next_page
+    if page.has_more ~= true then
+      finished = true
+    elseif type(cursor) ~= "string" or cursor == "" then
+      pending = core.error {
+        kind = "api",
+        message = "the page says has_more but gives no next_page cursor; the walk is incomplete",
+      }
+    elseif seen[cursor] then
+      pending = core.error {
+        kind = "api",
+        message = "the API repeated the cursor " .. cursor .. "; stopping instead of looping",
+      }
+    else
+      seen[cursor] = true
+      query.page = cursor
+    end
+    return page
+  end
+end
+
+--- Iterates over time buckets across pages; yields bucket, page.
+function methods:buckets(endpoint, params)
+  local next_page = self:pages(endpoint, params)
+  local page, index = nil, 0
+  return function()
+    while true do
+      local data = page and page.data
+      if data and index < #data then
+        index = index + 1
+        return data[index], page
+      end
+      page, index = next_page(), 0
+      if page == nil then
+        return nil
+      end
+    end
+  end
+end
+
+--- Iterates over result rows across buckets and pages; each row also
+-- carries its bucket's start_time and end_time. Yields row, bucket.
+function methods:results(endpoint, params)
+  local next_bucket = self:buckets(endpoint, params)
+  local bucket, index = nil, 0
+  return function()
+    while true do
+      local results = bucket and bucket.results
+      if results and index < #results then
+        index = index + 1
+        local row = results[index]
+        if type(row) == "table" then
+          row.start_time, row.end_time = bucket.start_time, bucket.end_time
+        end
+        return row, bucket
+      end
+      bucket, index = next_bucket(), 0
+      if bucket == nil then
+        return nil
+      end
+    end
+  end
 end
 
 return M

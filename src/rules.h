@@ -1,0 +1,51 @@
+/* The one table of request rules: endpoints, their parameters, enums and
+ * the limits per bucket width. Validation, encoding, help text and error
+ * messages all read it. */
+#ifndef OU_RULES_H
+#define OU_RULES_H
+
+#include <stddef.h>
+
+enum ou_param_type {
+    OU_PARAM_TIME,   /* integer Unix seconds, >= 0 */
+    OU_PARAM_WIDTH,  /* one of the endpoint's bucket widths */
+    OU_PARAM_LIMIT,  /* integer 1..max of the bucket width in force */
+    OU_PARAM_CURSOR, /* opaque, non-empty string (next_page of a previous page) */
+    OU_PARAM_LIST,   /* one string or a sequence of them; values restricts them */
+};
+
+struct ou_param_rule {
+    const char *name;
+    enum ou_param_type type;
+    int required;
+    const char *const *values; /* NULL-terminated allowed values, or NULL for any */
+    const char *doc;           /* one line, for help text */
+};
+
+struct ou_width_rule {
+    const char *width;
+    int default_limit;
+    int max_limit;
+};
+
+struct ou_endpoint_rule {
+    const char *name; /* "images" */
+    const char *path; /* "/organization/usage/images", appended to base_url */
+    const struct ou_param_rule *params;
+    size_t nparams;
+    const struct ou_width_rule *widths;
+    size_t nwidths;
+    const char *default_width;
+};
+
+extern const struct ou_endpoint_rule ou_endpoints[];
+extern const size_t ou_nendpoints;
+
+const struct ou_endpoint_rule *ou_endpoint_find(const char *name);
+const struct ou_width_rule *ou_width_find(const struct ou_endpoint_rule *ep, const char *width);
+
+/* The closest of n candidate names to word (for "did you mean"), or NULL
+ * when none is close enough to be a plausible typo. */
+const char *ou_suggest(const char *word, const char *const *candidates, size_t n);
+
+#endif

@@ -1,0 +1,309 @@
+#include "transfer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    struct ou_transfer *t = userdata;
+    size_t n = size * nmemb;
+    /* the cap counts decompressed bytes: libcurl hands us decoded data */
+    if (t->resp.body.len + n > t->opts.max_body) {
+        t->too_large = 1;
+        return 0;
+    }
+    if (!ou_buf_add(&t->resp.body, data, n)) {
+        t->out_of_memory = 1;
+        return 0;
+    }
+    return n;
+}
+
+static void copy_value(char *out, size_t size, const char *value, size_t n)
+{
+    while (n && (value[n - 1] == '\r' || value[n - 1] == '\n' || value[n - 1] == ' ' || value[n - 1] == '\t'))
+        n--;
+    if (n >= size)
+        n = size - 1;
+    memcpy(out, value, n);
+    out[n] = '\0';
+}
+
+static int header_is(const char *line, size_t n, const char *name, const char **value, size_t *vlen)
+{
+    size_t nl = strlen(name);
+    if (n <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
+        return 0;
+    *value = line + nl + 1;
+    *vlen = n - nl - 1;
+    while (*vlen && (**value == ' ' || **value == '\t'))
+        (*value)++, (*vlen)--;
+    return 1;
+}
+
+static void reset_response_headers(struct ou_response *r)
+{
+    r->request_id[0] = r->content_type[0] = '\0';
+    r->retry_after = -1;
+    r->retry_after_from_ms = 0;
+    r->should_retry = -1;
+}
+
+/* Parses a Retry-After value: seconds, or an HTTP date. */
+static double parse_retry_after(const char *v)
+{
+    char *end;
+    double seconds;
+    time_t when;
+    errno = 0;
+    seconds = strtod(v, &end);
+    if (end != v && *end == '\0' && errno == 0 && seconds >= 0 && isfinite(seconds))
+        return seconds;
+    when = curl_getdate(v, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    seconds = difftime(when, time(NULL));
+    return seconds > 0 ? seconds : 0;
+}
+
+static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
+{
+    struct ou_transfer *t = userdata;
+    struct ou_response *r = &t->resp;
+    size_t n = size * nmemb, vlen;
+    const char *value;
+    char text[64];
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        reset_response_headers(r);
+    } else if (header_is(line, n, "x-request-id", &value, &vlen)) {
+        copy_value(r->request_id, sizeof r->request_id, value, vlen);
+    } else if (header_is(line, n, "content-type", &value, &vlen)) {
+        copy_value(r->content_type, sizeof r->content_type, value, vlen);
+    } else if (header_is(line, n, "retry-after-ms", &value, &vlen)) {
+        /* the millisecond form wins over Retry-After, as in the SDKs */
+        char *end;
+        double ms;
+        copy_value(text, sizeof text, value, vlen);
+        ms = strtod(text, &end);
+        if (end != text && *end == '\0' && ms >= 0 && isfinite(ms)) {
+            r->retry_after = ms / 1000.0;
+            r->retry_after_from_ms = 1;
+        }
+    } else if (header_is(line, n, "retry-after", &value, &vlen)) {
+        copy_value(text, sizeof text, value, vlen);
+        if (!r->retry_after_from_ms)
+            r->retry_after = parse_retry_after(text);
+    } else if (header_is(line, n, "x-should-retry", &value, &vlen)) {
+        copy_value(text, sizeof text, value, vlen);
+        if (strcmp(text, "true") == 0)
+            r->should_retry = 1;
+        else if (strcmp(text, "false") == 0)
+            r->should_retry = 0;
+    }
+    return n;
+}
+
+int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
+                     const char *user_agent, const char *ca_file)
+{
+    CURL *e;
+    memset(t, 0, sizeof *t);
+    t->headers = headers;
+    t->opts = *opts;
+    reset_response_headers(&t->resp);
+    t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
+    e = t->easy = curl_easy_init();
+    if (!e) {
+        snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle");
+        return 0;
+    }
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "gzip");
+    /* never follow a redirect: it would carry the key to another place */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, opts->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, opts->connect_timeout_ms);
+    if (opts->low_speed_limit > 0 && opts->low_speed_time > 0) {
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, opts->low_speed_limit);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, opts->low_speed_time);
+    }
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    return 1;
+}
+
+static int retryable_status(long status) { return status == 408 || status == 409 || status == 429 || status >= 500; }
+
+static int retryable_code(CURLcode code)
+{
+    switch (code) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* xorshift64*: jitter needs no quality, only independence from Lua's RNG. */
+static double random_unit(struct ou_transfer *t)
+{
+    t->rng ^= t->rng >> 12;
+    t->rng ^= t->rng << 25;
+    t->rng ^= t->rng >> 27;
+    return (double)((t->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
+
+/* The SDKs' backoff: 0.5 s doubling to 8 s, times a random 0.75..1.0. */
+static double backoff(struct ou_transfer *t, int retry)
+{
+    double delay = t->opts.backoff_initial * pow(2.0, retry);
+    if (delay > t->opts.backoff_max)
+        delay = t->opts.backoff_max;
+    return delay * (1.0 - 0.25 * random_unit(t));
+}
+
+static void sleep_seconds(double seconds)
+{
+    struct timespec ts;
+    if (seconds <= 0)
+        return;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static enum ou_outcome attempt(struct ou_transfer *t, const char *url)
+{
+    long connects = 0;
+    curl_off_t bytes = 0;
+    ou_buf_clear(&t->resp.body);
+    reset_response_headers(&t->resp);
+    t->resp.status = 0;
+    t->too_large = t->out_of_memory = 0;
+    t->errbuf[0] = '\0';
+    curl_easy_setopt(t->easy, CURLOPT_URL, url);
+    t->code = curl_easy_perform(t->easy);
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->resp.status);
+    curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &bytes);
+    t->connects += connects;
+    t->wire_bytes += (long long)bytes;
+    if (t->too_large)
+        return OU_FAIL_TOO_LARGE;
+    if (t->out_of_memory)
+        return OU_FAIL_NOMEM;
+    if (t->code == CURLE_OPERATION_TIMEDOUT)
+        return OU_FAIL_TIMEOUT;
+    if (t->code != CURLE_OK)
+        return OU_FAIL_NETWORK;
+    if (t->resp.status >= 200 && t->resp.status < 300)
+        return OU_OK;
+    return OU_FAIL_HTTP;
+}
+
+enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
+{
+    enum ou_outcome outcome;
+    t->attempts = 0;
+    t->connects = 0;
+    t->wire_bytes = 0;
+    for (;;) {
+        int retry;
+        double delay;
+        outcome = attempt(t, url);
+        t->attempts++;
+        if (outcome == OU_FAIL_HTTP)
+            retry = t->resp.should_retry >= 0 ? t->resp.should_retry : retryable_status(t->resp.status);
+        else
+            retry = (outcome == OU_FAIL_NETWORK || outcome == OU_FAIL_TIMEOUT) && retryable_code(t->code);
+        if (!retry || t->attempts > t->opts.max_retries)
+            return outcome;
+        if (outcome == OU_FAIL_HTTP && t->resp.retry_after >= 0) {
+            if (t->resp.retry_after > t->opts.retry_after_max)
+                return OU_FAIL_WAIT_LONG;
+            delay = t->resp.retry_after;
+        } else {
+            delay = backoff(t, t->attempts - 1);
+        }
+        t->delays[t->attempts - 1] = delay;
+        sleep_seconds(delay);
+    }
+}
+
+const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size)
+{
+    const char *detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->code);
+    char suffix[48] = "";
+    if (t->attempts > 1)
+        snprintf(suffix, sizeof suffix, " after %d attempts", t->attempts);
+    switch (outcome) {
+    case OU_OK:
+        snprintf(out, size, "ok");
+        break;
+    case OU_FAIL_HTTP:
+        snprintf(out, size, "HTTP status %ld%s", t->resp.status, suffix);
+        break;
+    case OU_FAIL_WAIT_LONG:
+        snprintf(out, size, "HTTP status %ld: the server asked to retry after %.0f s, more than the %.0f s allowed",
+                 t->resp.status, t->resp.retry_after, t->opts.retry_after_max);
+        break;
+    case OU_FAIL_TIMEOUT:
+        snprintf(out, size, "timed out%s: %s", suffix, detail);
+        break;
+    case OU_FAIL_NETWORK:
+        snprintf(out, size, "transfer failed%s: %s", suffix, detail);
+        break;
+    case OU_FAIL_TOO_LARGE:
+        snprintf(out, size, "response body exceeds max_response_bytes (%zu bytes, decompressed); transfer aborted",
+                 t->opts.max_body);
+        break;
+    case OU_FAIL_NOMEM:
+        snprintf(out, size, "out of memory while receiving the response");
+        break;
+    }
+    return out;
+}
+
+void ou_transfer_release(struct ou_transfer *t)
+{
+    if (t->easy) {
+        curl_easy_cleanup(t->easy);
+        t->easy = NULL;
+    }
+    if (t->headers) {
+        curl_slist_free_all(t->headers);
+        t->headers = NULL;
+    }
+    ou_buf_free(&t->resp.body);
+}

@@ -1,0 +1,76 @@
+/* One HTTP GET with libcurl, retried the way the official SDKs retry.
+ * Pure C: no Lua call ever happens here, so no Lua error can unwind
+ * through libcurl. Callbacks only copy bytes. */
+#ifndef OU_TRANSFER_H
+#define OU_TRANSFER_H
+
+#include <curl/curl.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+#define OU_MAX_RETRIES 10
+
+struct ou_transfer_opts {
+    long timeout_ms;         /* total, per attempt */
+    long connect_timeout_ms; /* per attempt */
+    long low_speed_limit;    /* bytes/s; with low_speed_time, 0 = off */
+    long low_speed_time;     /* seconds */
+    int max_retries;         /* 0..OU_MAX_RETRIES */
+    double backoff_initial;  /* seconds: 0.5 */
+    double backoff_max;      /* seconds: 8 */
+    double retry_after_max;  /* seconds: 120; a longer wait gives up at once */
+    size_t max_body;         /* decompressed bytes */
+};
+
+struct ou_response {
+    long status;
+    struct ou_buf body;
+    char request_id[128];
+    char content_type[128];
+    double retry_after; /* seconds, < 0 when the server gave none */
+    int retry_after_from_ms; /* retry-after-ms was seen: it wins over Retry-After */
+    int should_retry;   /* x-should-retry: -1 absent, 0 false, 1 true */
+};
+
+enum ou_outcome {
+    OU_OK,              /* a 2xx status with its body */
+    OU_FAIL_HTTP,       /* any other status (resp holds it) */
+    OU_FAIL_WAIT_LONG,  /* a retryable status whose Retry-After exceeds retry_after_max */
+    OU_FAIL_NETWORK,    /* connection, TLS or transfer failure */
+    OU_FAIL_TIMEOUT,    /* connect or total timeout */
+    OU_FAIL_TOO_LARGE,  /* body over max_body */
+    OU_FAIL_NOMEM,      /* out of memory */
+};
+
+struct ou_transfer {
+    CURL *easy;
+    struct curl_slist *headers; /* owned */
+    struct ou_transfer_opts opts;
+    struct ou_response resp;
+    char errbuf[CURL_ERROR_SIZE];
+    int too_large, out_of_memory;
+    unsigned long long rng;
+    /* what the last ou_transfer_get did */
+    int attempts;
+    double delays[OU_MAX_RETRIES];
+    long connects;          /* new TCP connections opened */
+    long long wire_bytes;   /* body bytes as received, before decompression */
+    CURLcode code;
+};
+
+/* Prepares t; takes ownership of headers (freed by ou_transfer_release even
+ * on failure). Returns 1, or 0 with a reason in t->errbuf. */
+int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
+                     const char *user_agent, const char *ca_file);
+
+/* GETs url, retrying as configured. The final response stays in t->resp. */
+enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url);
+
+/* A message for a failed outcome (never contains request headers). */
+const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size);
+
+/* Frees the handle, the header list and the body; safe to call twice. */
+void ou_transfer_release(struct ou_transfer *t);
+
+#endif
