@@ -2,6 +2,7 @@
 #   make                      build openai_usage/core.so for Lua 5.4
 #   make LUA_VERSION=5.1      build against LuaJIT's (or Lua 5.1's) headers into build/5.1/
 #   make install PREFIX=P     install the standard tree under P
+#   make report               the main job: a 30-day images report (see README)
 #   make test                 install missing Debian packages, build, run the busted suite
 #   make check-memory         the suite under valgrind (no definite leaks, no errors)
 #   make check-asan           the suite with an ASan+UBSan build of the module
@@ -49,7 +50,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lu
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
-.PHONY: all install test check-memory check-asan deps lint clean uninstall
+.PHONY: all install test report check-memory check-asan deps lint clean uninstall
 
 all: $(MODULE)
 
@@ -85,6 +86,11 @@ deps:
 
 SUITE_ENV := LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" \
 	OPENAI_USAGE_LUA="$(LUA)"
+
+# The main job: a 30-day report (offline against the stand-in without OPENAI_ADMIN_KEY).
+report: deps
+	@$(MAKE) --no-print-directory all
+	@$(SUITE_ENV) $(LUA) bin/report.lua
 
 test: deps
 	@$(MAKE) --no-print-directory all

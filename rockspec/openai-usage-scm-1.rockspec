@@ -1,0 +1,54 @@
+rockspec_format = "3.0"
+package = "openai-usage"
+version = "scm-1"
+source = {
+  url = "git+file://.",
+}
+description = {
+  summary = "Read the OpenAI organization Usage API from Lua, with a C core on libcurl",
+  detailed = [[
+    A client for GET /v1/organization/usage/images (and the other usage
+    endpoints): parameters validated and encoded in C from one rule table,
+    libcurl with keep-alive, gzip, timeouts and SDK-style retries, and a
+    one-pass JSON decoder straight into Lua tables that keeps integers exact.
+  ]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+}
+external_dependencies = {
+  CURL = {
+    header = "curl/curl.h",
+    library = "curl",
+  },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["openai_usage"] = "lua/openai_usage/init.lua",
+    ["openai_usage.core"] = {
+      sources = {
+        "src/buf.c",
+        "src/client.c",
+        "src/core.c",
+        "src/decode.c",
+        "src/error.c",
+        "src/query.c",
+        "src/rules.c",
+        "src/transfer.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "curl", "m" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+    },
+  },
+}
+test_dependencies = {
+  "busted",
+  "lua-cjson",
+}
+test = {
+  type = "busted",
+}

@@ -1,0 +1,181 @@
+-- Iterators: pages, buckets and result rows, fetched lazily by following
+-- next_page; a repeating or missing cursor is an error, never a loop or a
+-- silently short walk.
+local usage = require "openai_usage"
+local standin = require "spec.support.standin"
+
+local KEY = "sk-admin-paging"
+local NOW = 1732406400 -- 2024-11-24T00:00:00Z
+local START = NOW - 3 * 86400
+
+describe("paging", function()
+  local srv, c
+
+  setup(function()
+    srv = standin.start { key = KEY, now = NOW }
+    c = assert(usage.new { api_key = KEY, base_url = srv.url, retry_backoff = 0.01 })
+  end)
+
+  teardown(function()
+    c:close()
+    srv:stop()
+  end)
+
+  before_each(function()
+    srv:reset()
+  end)
+
+  local params = { start_time = START, end_time = NOW, bucket_width = "1h", limit = 24, group_by = "model" }
+
+  it("pages() follows next_page until has_more is false", function()
+    local pages, buckets = 0, 0
+    for page in c:pages("images", params) do
+      pages = pages + 1
+      buckets = buckets + #page.data
+      assert.are.equal(pages < 3, page.has_more)
+    end
+    assert.are.equal(3, pages)
+    assert.are.equal(72, buckets)
+    local records = srv:requests()
+    assert.are.equal(3, #records)
+    assert.is_nil(records[1].query:find("page=", 1, true))
+    assert.is_not_nil(records[2].query:find("&page=", 1, true))
+  end)
+
+  it("sends each cursor exactly as next_page gave it", function()
+    local cursors = {}
+    for page in c:pages("images", params) do
+      cursors[#cursors + 1] = page.next_page
+    end
+    local records = srv:requests()
+    for i = 2, #records do
+      local sent = usage.encode_query("images", {
+        start_time = START, end_time = NOW, bucket_width = "1h", limit = 24, group_by = "model", page = cursors[i - 1],
+      })
+      assert.are.equal(sent, records[i].query)
+    end
+  end)
+
+  it("is lazy: one request per page the caller takes", function()
+    local next_page = c:pages("images", params)
+    assert.are.same({}, srv:requests())
+    next_page()
+    assert.are.equal(1, #srv:requests())
+    next_page()
+    assert.are.equal(2, #srv:requests())
+  end)
+
+  it("buckets() yields every bucket once, in order, across pages", function()
+    local expect = START
+    local n = 0
+    for bucket in c:buckets("images", params) do
+      assert.are.equal(expect, bucket.start_time)
+      assert.are.equal(expect + 3600, bucket.end_time)
+      expect = bucket.end_time
+      n = n + 1
+    end
+    assert.are.equal(72, n)
+    assert.are.equal(NOW, expect)
+  end)
+
+  it("results() yields rows carrying their bucket's start_time and end_time", function()
+    local rows, hourly = 0, 0
+    for row, bucket in c:results("images", params) do
+      rows = rows + 1
+      hourly = hourly + row.images
+      assert.are.equal(bucket.start_time, row.start_time)
+      assert.are.equal(bucket.end_time, row.end_time)
+      assert.is_string(row.model)
+    end
+    assert.is_true(rows > 0)
+    -- the same usage summed by day in one page agrees with the hourly walk
+    local daily = 0
+    for row in c:results("images", { start_time = START, end_time = NOW }) do
+      daily = daily + row.images
+    end
+    assert.are.equal(daily, hourly)
+  end)
+
+  it("does not change the caller's params", function()
+    local mine = { start_time = START, end_time = NOW, bucket_width = "1h", limit = 24 }
+    for _ in c:pages("images", mine) do
+    end
+    assert.is_nil(mine.page)
+  end)
+
+  it("starts from a given page cursor", function()
+    local first = c:images(params)
+    local n = 0
+    for _ in c:pages("images", { start_time = START, end_time = NOW, bucket_width = "1h", limit = 24,
+      group_by = "model", page = first.next_page }) do
+      n = n + 1
+    end
+    assert.are.equal(2, n)
+  end)
+
+  it("raises the error table when a page fails", function()
+    srv:faults { { status = 401 } }
+    local ok, err = pcall(function()
+      for _ in c:pages("images", params) do
+      end
+    end)
+    assert.is_false(ok)
+    assert.are.equal("http", err.kind)
+    assert.are.equal(401, err.status)
+  end)
+
+  it("raises for invalid parameters before sending anything", function()
+    local ok, err = pcall(function()
+      for _ in c:results("images", { start_time = START, limit = 500 }) do
+      end
+    end)
+    assert.is_false(ok)
+    assert.are.equal("invalid_argument", err.kind)
+    assert.are.equal("limit", err.param)
+    assert.are.same({}, srv:requests())
+  end)
+
+  it("raises when the API repeats a cursor instead of looping forever", function()
+    srv:settings { cursor_loop = true }
+    local pages = 0
+    local ok, err = pcall(function()
+      for _ in c:pages("images", params) do
+        pages = pages + 1
+        assert(pages < 10, "the walk did not stop")
+      end
+    end)
+    assert.is_false(ok)
+    assert.are.equal("api", err.kind)
+    assert.matches("repeated the cursor", err.message, 1, true)
+    assert.are.equal(2, pages)
+  end)
+
+  it("raises when a page says has_more but gives no cursor", function()
+    srv:faults { { status = 200, body = '{"object":"page","data":[],"has_more":true,"next_page":null}' } }
+    local pages = 0
+    local ok, err = pcall(function()
+      for _ in c:pages("images", params) do
+        pages = pages + 1
+      end
+    end)
+    assert.is_false(ok)
+    assert.are.equal(1, pages)
+    assert.matches("has_more but gives no next_page", tostring(err), 1, true)
+  end)
+
+  it("walks a whole range with one connection", function()
+    local fresh = assert(usage.new { api_key = KEY, base_url = srv.url })
+    for _ in fresh:pages("images", params) do
+    end
+    fresh:close()
+    local ids = {}
+    for _, r in ipairs(srv:requests()) do
+      ids[r.connection] = true
+    end
+    local n = 0
+    for _ in pairs(ids) do
+      n = n + 1
+    end
+    assert.are.equal(1, n)
+  end)
+end)
