@@ -33,11 +33,20 @@ int ou_buf_add(struct ou_buf *b, const char *bytes, size_t n)
     return 1;
 }
 
-int ou_buf_addstr(struct ou_buf *b, const char *s) { return ou_buf_add(b, s, strlen(s)); }
+int ou_buf_addstr(struct ou_buf *b, const char *s)
+{
+    return ou_buf_add(b, s, strlen(s));
+}
 
-int ou_buf_addchar(struct ou_buf *b, char c) { return ou_buf_add(b, &c, 1); }
+int ou_buf_addchar(struct ou_buf *b, char c)
+{
+    return ou_buf_add(b, &c, 1);
+}
 
-void ou_buf_clear(struct ou_buf *b) { b->len = 0; }
+void ou_buf_clear(struct ou_buf *b)
+{
+    b->len = 0;
+}
 
 void ou_buf_free(struct ou_buf *b)
 {

@@ -10,7 +10,6 @@
 #include "rules.h"
 #include "transfer.h"
 
-
 struct ou_client {
     struct ou_transfer transfer;
     char *base_url;
@@ -23,10 +22,10 @@ struct ou_client {
 /* Every option core.new accepts; the Lua layer fills in the environment's
  * defaults before calling. */
 static const char *const option_names[] = {
-    "api_key",         "base_url",         "organization",   "project",        "timeout",
-    "connect_timeout", "max_retries",      "user_agent",     "ca_file",        "array_format",
-    "max_response_bytes", "low_speed_limit", "low_speed_time", "retry_backoff", "retry_backoff_max",
-    "retry_after_max",
+    "api_key",        "base_url",        "organization",       "project",
+    "timeout",        "connect_timeout", "max_retries",        "user_agent",
+    "ca_file",        "array_format",    "max_response_bytes", "low_speed_limit",
+    "low_speed_time", "retry_backoff",   "retry_backoff_max",  "retry_after_max",
 };
 #define NOPTIONS (sizeof option_names / sizeof option_names[0])
 
@@ -104,7 +103,8 @@ static int opt_header_string(lua_State *L, int opts, const char *name, const cha
     return 1;
 }
 
-static int opt_number(lua_State *L, int opts, const char *name, double dflt, double min, double max, double *out)
+static int opt_number(lua_State *L, int opts, const char *name, double dflt, double min, double max,
+                      double *out)
 {
     lua_getfield(L, opts, name);
     if (lua_isnil(L, -1)) {
@@ -129,8 +129,8 @@ static int opt_integer(lua_State *L, int opts, const char *name, int64_t dflt, i
     } else if (!ou_toint64(L, -1, out)) {
         return ou_query_fail(L, name, "%s: expected an integer, got %s", name, luaL_typename(L, -1));
     } else if (*out < min || *out > max) {
-        return ou_query_fail(L, name, "%s: %lld is out of range %lld..%lld", name, (long long)*out, (long long)min,
-                             (long long)max);
+        return ou_query_fail(L, name, "%s: %lld is out of range %lld..%lld", name, (long long)*out,
+                             (long long)min, (long long)max);
     }
     lua_pop(L, 1);
     return 1;
@@ -166,12 +166,13 @@ static char *dup_string(const char *s)
 
 int ou_client_new(lua_State *L)
 {
-    const char *api_key, *base_url, *organization, *project, *user_agent, *ca_file, *format;
+    const char *api_key = NULL, *base_url = NULL, *organization = NULL, *project = NULL, *user_agent = NULL,
+               *ca_file = NULL, *format = NULL;
     struct ou_transfer_opts topts;
     struct curl_slist *headers = NULL;
     struct ou_client *c;
-    double timeout, connect_timeout, backoff, backoff_max, wait_max;
-    int64_t retries, max_body, low_limit, low_time;
+    double timeout = 0, connect_timeout = 0, backoff = 0, backoff_max = 0, wait_max = 0;
+    int64_t retries = 0, max_body = 0, low_limit = 0, low_time = 0;
     char default_agent[160], bearer[4096];
     int ok = 1;
 
@@ -180,9 +181,10 @@ int ou_client_new(lua_State *L)
     if (!option_names_valid(L, 1))
         return ou_error_return(L);
     if (!opt_header_string(L, 1, "api_key", &api_key) || !opt_header_string(L, 1, "base_url", &base_url) ||
-        !opt_header_string(L, 1, "organization", &organization) || !opt_header_string(L, 1, "project", &project) ||
-        !opt_header_string(L, 1, "user_agent", &user_agent) || !opt_header_string(L, 1, "ca_file", &ca_file) ||
-        !opt_header_string(L, 1, "array_format", &format))
+        !opt_header_string(L, 1, "organization", &organization) ||
+        !opt_header_string(L, 1, "project", &project) ||
+        !opt_header_string(L, 1, "user_agent", &user_agent) ||
+        !opt_header_string(L, 1, "ca_file", &ca_file) || !opt_header_string(L, 1, "array_format", &format))
         return ou_error_return(L);
     if (!api_key || !*api_key) {
         ou_query_fail(L, "api_key", "api_key: required (an admin key; set OPENAI_ADMIN_KEY or pass api_key)");
@@ -195,7 +197,8 @@ int ou_client_new(lua_State *L)
         return ou_error_return(L);
     }
     if (strchr(base_url, ' ') || strchr(base_url, '?') || strchr(base_url, '#')) {
-        ou_query_fail(L, "base_url", "base_url: \"%.80s\" must not contain spaces, a query or a fragment", base_url);
+        ou_query_fail(L, "base_url", "base_url: \"%.80s\" must not contain spaces, a query or a fragment",
+                      base_url);
         return ou_error_return(L);
     }
     if (format && strcmp(format, "brackets") != 0 && strcmp(format, "repeat") != 0) {
@@ -272,7 +275,8 @@ static int build_url(lua_State *L, struct ou_client *c, int idx)
     if (!ep)
         return 0;
     ou_buf_clear(&c->url);
-    if (!ou_buf_addstr(&c->url, c->base_url) || !ou_buf_addstr(&c->url, ep->path) || !ou_buf_addchar(&c->url, '?'))
+    if (!ou_buf_addstr(&c->url, c->base_url) || !ou_buf_addstr(&c->url, ep->path) ||
+        !ou_buf_addchar(&c->url, '?'))
         luaL_error(L, "openai_usage: out of memory");
     if (!ou_query_encode(L, idx + 1, ep, c->array_format, &c->url))
         return 0;
@@ -356,9 +360,9 @@ static void add_response_fields(lua_State *L, struct ou_client *c)
 static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outcome)
 {
     char message[CURL_ERROR_SIZE + 256];
-    const char *kind = outcome == OU_FAIL_TIMEOUT ? "timeout"
+    const char *kind = outcome == OU_FAIL_TIMEOUT                                  ? "timeout"
                        : (outcome == OU_FAIL_HTTP || outcome == OU_FAIL_WAIT_LONG) ? "http"
-                                                                                    : "network";
+                                                                                   : "network";
     ou_transfer_message(&c->transfer, outcome, message, sizeof message);
     lua_pushstring(L, message);
     scrub_key(L, c);
@@ -381,8 +385,9 @@ static int decode_page(lua_State *L, struct ou_client *c)
     char message[512];
     int is_json = r->content_type[0] == '\0' || strstr(r->content_type, "json") != NULL;
     if (!ou_decode(L, r->body.data ? r->body.data : "", r->body.len, OU_DECODE_MAX_DEPTH, &derr)) {
-        snprintf(message, sizeof message, "%s at byte %zu of %zu%s%s%s", derr.message, derr.offset, r->body.len,
-                 is_json ? "" : " (Content-Type was ", is_json ? "" : r->content_type, is_json ? "" : ")");
+        snprintf(message, sizeof message, "%s at byte %zu of %zu%s%s%s", derr.message, derr.offset,
+                 r->body.len, is_json ? "" : " (Content-Type was ", is_json ? "" : r->content_type,
+                 is_json ? "" : ")");
         ou_error_push(L, "decode", message);
         ou_error_setint(L, "offset", (int64_t)derr.offset);
         add_response_fields(L, c);
@@ -476,11 +481,8 @@ static int client_tostring(lua_State *L)
 }
 
 static const luaL_Reg client_methods[] = {
-    {"request", client_request},
-    {"url", client_url},
-    {"last_transfer", client_last_transfer},
-    {"close", client_close},
-    {NULL, NULL},
+    {"request", client_request}, {"url", client_url}, {"last_transfer", client_last_transfer},
+    {"close", client_close},     {NULL, NULL},
 };
 
 void ou_client_open(lua_State *L)

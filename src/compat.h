@@ -30,11 +30,20 @@
  * exact only up to 2^53 (documented in README). */
 #if LUA_VERSION_NUM >= 503
 #define OU_HAS_INTEGERS 1
-static inline void ou_pushint64(lua_State *L, int64_t v) { lua_pushinteger(L, (lua_Integer)v); }
-static inline int ou_isinteger(lua_State *L, int i) { return lua_isinteger(L, i); }
+static inline void ou_pushint64(lua_State *L, int64_t v)
+{
+    lua_pushinteger(L, (lua_Integer)v);
+}
+static inline int ou_isinteger(lua_State *L, int i)
+{
+    return lua_isinteger(L, i);
+}
 #else
 #define OU_HAS_INTEGERS 0
-static inline void ou_pushint64(lua_State *L, int64_t v) { lua_pushnumber(L, (lua_Number)v); }
+static inline void ou_pushint64(lua_State *L, int64_t v)
+{
+    lua_pushnumber(L, (lua_Number)v);
+}
 static inline int ou_isinteger(lua_State *L, int i)
 {
     lua_Number n;

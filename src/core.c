@@ -11,7 +11,6 @@
 #include "query.h"
 #include "rules.h"
 
-
 /* core.decode(text [, max_depth]) -> value | nil, err */
 static int core_decode(lua_State *L)
 {
@@ -128,12 +127,8 @@ static int core_rules(lua_State *L)
 }
 
 static const luaL_Reg core_functions[] = {
-    {"decode", core_decode},
-    {"encode_query", core_encode_query},
-    {"rules", core_rules},
-    {"new", ou_client_new},
-    {"error", ou_error_new_lua},
-    {NULL, NULL},
+    {"decode", core_decode}, {"encode_query", core_encode_query}, {"rules", core_rules},
+    {"new", ou_client_new},  {"error", ou_error_new_lua},         {NULL, NULL},
 };
 
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L);

@@ -13,7 +13,8 @@ int ou_query_fail(lua_State *L, const char *param, const char *fmt, ...)
     char message[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(message, sizeof message, fmt, ap);
+    vsnprintf(message, sizeof message, fmt,
+              ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start is above
     va_end(ap);
     ou_error_push(L, "invalid_argument", message);
     ou_error_setstring(L, "param", param);
@@ -95,8 +96,8 @@ static int check_names(lua_State *L, int params, const struct ou_endpoint_rule *
             continue;
         near = ou_suggest(name, names, ep->nparams);
         if (near)
-            return ou_query_fail(L, name, "unknown parameter \"%s\" for %s; did you mean \"%s\"?", name, ep->name,
-                                 near);
+            return ou_query_fail(L, name, "unknown parameter \"%s\" for %s; did you mean \"%s\"?", name,
+                                 ep->name, near);
         return ou_query_fail(L, name, "unknown parameter \"%s\" for %s", name, ep->name);
     }
     return 1;
@@ -106,8 +107,8 @@ static int check_time(lua_State *L, int idx, const struct ou_param_rule *rule, i
 {
     char shown[96];
     if (!ou_toint64(L, idx, out))
-        return ou_query_fail(L, rule->name, "%s: expected an integer number of Unix seconds, got %s", rule->name,
-                             show(L, idx, shown, sizeof shown));
+        return ou_query_fail(L, rule->name, "%s: expected an integer number of Unix seconds, got %s",
+                             rule->name, show(L, idx, shown, sizeof shown));
     if (*out < 0)
         return ou_query_fail(L, rule->name, "%s: %lld is before 1970 (Unix seconds must be >= 0)", rule->name,
                              (long long)*out);
@@ -123,7 +124,8 @@ static int check_list(lua_State *L, int idx, const struct ou_param_rule *rule)
         if (ou_rawlen(L, idx) == 0)
             return ou_query_fail(L, rule->name, "%s: empty string", rule->name);
         if (rule->values && !in_list(rule->values, lua_tostring(L, idx)))
-            return ou_query_fail(L, rule->name, "%s: %s is not one of %s", rule->name, show(L, idx, shown, sizeof shown),
+            return ou_query_fail(L, rule->name, "%s: %s is not one of %s", rule->name,
+                                 show(L, idx, shown, sizeof shown),
                                  join(rule->values, allowed, sizeof allowed));
         return 1;
     }
@@ -138,11 +140,11 @@ static int check_list(lua_State *L, int idx, const struct ou_param_rule *rule)
     }
     if (n == 0)
         return ou_query_fail(L, rule->name,
-                             "%s: expected a non-empty list of strings (leave %s out to apply no filter)", rule->name,
-                             rule->name);
+                             "%s: expected a non-empty list of strings (leave %s out to apply no filter)",
+                             rule->name, rule->name);
     if (entries != n)
-        return ou_query_fail(L, rule->name, "%s: expected a list (a sequence 1..n), got a table with other keys",
-                             rule->name);
+        return ou_query_fail(
+            L, rule->name, "%s: expected a list (a sequence 1..n), got a table with other keys", rule->name);
     for (size_t i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, (int)i);
         if (lua_type(L, -1) != LUA_TSTRING)
@@ -152,7 +154,8 @@ static int check_list(lua_State *L, int idx, const struct ou_param_rule *rule)
             return ou_query_fail(L, rule->name, "%s[%zu]: empty string", rule->name, i);
         if (rule->values && !in_list(rule->values, lua_tostring(L, -1)))
             return ou_query_fail(L, rule->name, "%s[%zu]: %s is not one of %s", rule->name, i,
-                                 show(L, -1, shown, sizeof shown), join(rule->values, allowed, sizeof allowed));
+                                 show(L, -1, shown, sizeof shown),
+                                 join(rule->values, allowed, sizeof allowed));
         lua_pop(L, 1);
     }
     return 1;
@@ -165,8 +168,8 @@ int ou_query_escape(struct ou_buf *out, const char *s, size_t n)
         return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-            c == '_' || c == '~') {
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+            c == '.' || c == '_' || c == '~') {
             out->data[out->len++] = (char)c;
         } else {
             out->data[out->len++] = '%';
@@ -177,11 +180,11 @@ int ou_query_escape(struct ou_buf *out, const char *s, size_t n)
     return 1;
 }
 
-static void add_pair(lua_State *L, struct ou_buf *out, const char *name, const char *suffix, const char *value,
-                     size_t len)
+static void add_pair(lua_State *L, struct ou_buf *out, const char *name, const char *suffix,
+                     const char *value, size_t len)
 {
-    int ok = (out->len == 0 || ou_buf_addchar(out, '&')) && ou_buf_addstr(out, name) && ou_buf_addstr(out, suffix) &&
-             ou_buf_addchar(out, '=') && ou_query_escape(out, value, len);
+    int ok = (out->len == 0 || ou_buf_addchar(out, '&')) && ou_buf_addstr(out, name) &&
+             ou_buf_addstr(out, suffix) && ou_buf_addchar(out, '=') && ou_query_escape(out, value, len);
     if (!ok)
         luaL_error(L, "openai_usage: out of memory encoding the query");
 }
@@ -237,7 +240,8 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
         lua_replace(L, params_idx);
     }
     if (lua_type(L, params_idx) != LUA_TTABLE)
-        return ou_query_fail(L, NULL, "params: expected a table, got %s", show(L, params_idx, shown, sizeof shown));
+        return ou_query_fail(L, NULL, "params: expected a table, got %s",
+                             show(L, params_idx, shown, sizeof shown));
     if (!check_names(L, params_idx, ep))
         return 0;
 
@@ -262,14 +266,15 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
             } else {
                 end = v, has_end = 1;
                 if (end <= start)
-                    return ou_query_fail(L, rule->name, "%s: %lld must be after %s %lld", rule->name, (long long)end,
-                                         start_rule->name, (long long)start);
+                    return ou_query_fail(L, rule->name, "%s: %lld must be after %s %lld", rule->name,
+                                         (long long)end, start_rule->name, (long long)start);
             }
             break;
         case OU_PARAM_WIDTH:
             if (lua_type(L, idx) != LUA_TSTRING || !(width = ou_width_find(ep, lua_tostring(L, idx))))
                 return ou_query_fail(L, rule->name, "%s: %s is not one of %s", rule->name,
-                                     show(L, idx, shown, sizeof shown), join_widths(ep, allowed, sizeof allowed));
+                                     show(L, idx, shown, sizeof shown),
+                                     join_widths(ep, allowed, sizeof allowed));
             break;
         case OU_PARAM_LIMIT:
             if (!ou_toint64(L, idx, &v))
@@ -279,8 +284,9 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
             break;
         case OU_PARAM_CURSOR:
             if (lua_type(L, idx) != LUA_TSTRING || ou_rawlen(L, idx) == 0)
-                return ou_query_fail(L, rule->name, "%s: expected a non-empty cursor string (next_page), got %s",
-                                     rule->name, show(L, idx, shown, sizeof shown));
+                return ou_query_fail(L, rule->name,
+                                     "%s: expected a non-empty cursor string (next_page), got %s", rule->name,
+                                     show(L, idx, shown, sizeof shown));
             break;
         case OU_PARAM_LIST:
             if (!check_list(L, idx, rule))
@@ -295,8 +301,8 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
             width = ou_width_find(ep, ep->default_width);
         ou_toint64(L, limit_at, &limit);
         if (limit < 1 || limit > width->max_limit)
-            return ou_query_fail(L, "limit", "limit: %lld is out of range 1..%d for bucket_width %s", (long long)limit,
-                                 width->max_limit, width->width);
+            return ou_query_fail(L, "limit", "limit: %lld is out of range 1..%d for bucket_width %s",
+                                 (long long)limit, width->max_limit, width->width);
     }
 
     for (size_t i = 0; i < ep->nparams; i++)
@@ -325,7 +331,8 @@ const struct ou_endpoint_rule *ou_query_endpoint(lua_State *L, int idx)
         names[i] = ou_endpoints[i].name;
     near = ou_suggest(name, names, n);
     if (near)
-        ou_query_fail(L, "endpoint", "endpoint: unknown usage endpoint \"%s\"; did you mean \"%s\"?", name, near);
+        ou_query_fail(L, "endpoint", "endpoint: unknown usage endpoint \"%s\"; did you mean \"%s\"?", name,
+                      near);
     else
         ou_query_fail(L, "endpoint", "endpoint: unknown usage endpoint \"%s\"", name);
     return NULL;

@@ -5,7 +5,8 @@
 /* Enumerations from the seed document (GET /organization/usage/images). */
 static const char *const image_sources[] = {"image.generation", "image.edit", "image.variation", NULL};
 static const char *const image_sizes[] = {"256x256", "512x512", "1024x1024", "1792x1792", "1024x1792", NULL};
-static const char *const image_group_by[] = {"project_id", "user_id", "api_key_id", "model", "size", "source", NULL};
+static const char *const image_group_by[] = {"project_id", "user_id", "api_key_id", "model",
+                                             "size",       "source",  NULL};
 
 /* The per-width limits are stated only in prose in the API description. */
 static const struct ou_width_rule usage_widths[] = {

@@ -153,7 +153,10 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
     return 1;
 }
 
-static int retryable_status(long status) { return status == 408 || status == 409 || status == 429 || status >= 500; }
+static int retryable_status(long status)
+{
+    return status == 408 || status == 409 || status == 429 || status >= 500;
+}
 
 static int retryable_code(CURLcode code)
 {
@@ -275,7 +278,8 @@ const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome out
         snprintf(out, size, "HTTP status %ld%s", t->resp.status, suffix);
         break;
     case OU_FAIL_WAIT_LONG:
-        snprintf(out, size, "HTTP status %ld: the server asked to retry after %.0f s, more than the %.0f s allowed",
+        snprintf(out, size,
+                 "HTTP status %ld: the server asked to retry after %.0f s, more than the %.0f s allowed",
                  t->resp.status, t->resp.retry_after, t->opts.retry_after_max);
         break;
     case OU_FAIL_TIMEOUT:
@@ -285,7 +289,8 @@ const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome out
         snprintf(out, size, "transfer failed%s: %s", suffix, detail);
         break;
     case OU_FAIL_TOO_LARGE:
-        snprintf(out, size, "response body exceeds max_response_bytes (%zu bytes, decompressed); transfer aborted",
+        snprintf(out, size,
+                 "response body exceeds max_response_bytes (%zu bytes, decompressed); transfer aborted",
                  t->opts.max_body);
         break;
     case OU_FAIL_NOMEM:

@@ -28,19 +28,19 @@ struct ou_response {
     struct ou_buf body;
     char request_id[128];
     char content_type[128];
-    double retry_after; /* seconds, < 0 when the server gave none */
+    double retry_after;      /* seconds, < 0 when the server gave none */
     int retry_after_from_ms; /* retry-after-ms was seen: it wins over Retry-After */
-    int should_retry;   /* x-should-retry: -1 absent, 0 false, 1 true */
+    int should_retry;        /* x-should-retry: -1 absent, 0 false, 1 true */
 };
 
 enum ou_outcome {
-    OU_OK,              /* a 2xx status with its body */
-    OU_FAIL_HTTP,       /* any other status (resp holds it) */
-    OU_FAIL_WAIT_LONG,  /* a retryable status whose Retry-After exceeds retry_after_max */
-    OU_FAIL_NETWORK,    /* connection, TLS or transfer failure */
-    OU_FAIL_TIMEOUT,    /* connect or total timeout */
-    OU_FAIL_TOO_LARGE,  /* body over max_body */
-    OU_FAIL_NOMEM,      /* out of memory */
+    OU_OK,             /* a 2xx status with its body */
+    OU_FAIL_HTTP,      /* any other status (resp holds it) */
+    OU_FAIL_WAIT_LONG, /* a retryable status whose Retry-After exceeds retry_after_max */
+    OU_FAIL_NETWORK,   /* connection, TLS or transfer failure */
+    OU_FAIL_TIMEOUT,   /* connect or total timeout */
+    OU_FAIL_TOO_LARGE, /* body over max_body */
+    OU_FAIL_NOMEM,     /* out of memory */
 };
 
 struct ou_transfer {
@@ -54,8 +54,8 @@ struct ou_transfer {
     /* what the last ou_transfer_get did */
     int attempts;
     double delays[OU_MAX_RETRIES];
-    long connects;          /* new TCP connections opened */
-    long long wire_bytes;   /* body bytes as received, before decompression */
+    long connects;        /* new TCP connections opened */
+    long long wire_bytes; /* body bytes as received, before decompression */
     CURLcode code;
 };
 
