@@ -4,6 +4,7 @@
 #   make install PREFIX=P     install the standard tree under P
 #   make report               the main job: a 30-day images report (see README)
 #   make test                 install missing Debian packages, build, run the busted suite
+#   make bench                benchmarks, printed as ratios against named peers
 #   make check-memory         the suite under valgrind (no definite leaks, no errors)
 #   make check-asan           the suite with an ASan+UBSan build of the module
 #   make lint                 clang-format check, cppcheck, clang-tidy
@@ -50,7 +51,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lu
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
-.PHONY: all install test report check-memory check-asan deps lint clean uninstall
+.PHONY: all install test report bench check-memory check-asan deps lint clean uninstall
 
 all: $(MODULE)
 
@@ -91,6 +92,11 @@ SUITE_ENV := LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(OUTDIR)/
 report: deps
 	@$(MAKE) --no-print-directory all
 	@$(SUITE_ENV) $(LUA) bin/report.lua
+
+# Speed and memory goals, as ratios against their peers measured in the same run.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	$(SUITE_ENV) $(LUA) bench/decode.lua
 
 test: deps
 	@$(MAKE) --no-print-directory all

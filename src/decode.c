@@ -1,0 +1,619 @@
+/* One pass from JSON text to Lua values, with no intermediate tree. The
+ * UsageResponse path (page -> data -> bucket -> results) gets the API's two
+ * quirks: "result" read as "results", and results sent as JSON strings. */
+#include "decode.h"
+
+#include <locale.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Where a value sits, for the quirks of the usage schema. */
+enum place { ANYWHERE, PAGE, DATA, BUCKET, RESULTS, RESULT };
+
+struct parser {
+    lua_State *L;
+    const char *start, *p, *end;
+    int depth, max_depth;
+    struct ou_decode_error *err;
+};
+
+static int fail_at(struct parser *P, const char *where, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+static int fail_at(struct parser *P, const char *where, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(P->err->message, sizeof P->err->message, fmt, ap); // NOLINT
+    va_end(ap);
+    P->err->offset = (size_t)(where - P->start);
+    return 0;
+}
+
+static int truncated(struct parser *P)
+{
+    return fail_at(P, P->end, "unexpected end of input (truncated?)");
+}
+
+static void skip_space(struct parser *P)
+{
+    const char *p = P->p, *end = P->end;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    P->p = p;
+}
+
+static int parse_value(struct parser *P, enum place place);
+
+/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
+static size_t utf8_length(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t n = (size_t)(end - p);
+    if (c >= 0xC2 && c <= 0xDF)
+        return n >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        return n >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        return n >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 && (p[3] & 0xC0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+static int hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+static size_t utf8_encode(unsigned cp, char *out)
+{
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Reads one \uXXXX (or a surrogate pair) at P->p (on the 'u'). */
+static int read_unicode_escape(struct parser *P, const char *backslash, unsigned *cp)
+{
+    const char *p = P->p + 1;
+    unsigned hi, lo;
+    if (P->end - p < 4 || !hex4(p, &hi))
+        return fail_at(P, backslash, "invalid \\u escape (four hex digits expected)");
+    p += 4;
+    if (hi >= 0xDC00 && hi <= 0xDFFF)
+        return fail_at(P, backslash, "lone low surrogate \\u%04X", hi);
+    if (hi >= 0xD800 && hi <= 0xDBFF) {
+        if (P->end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+            return fail_at(P, backslash, "lone high surrogate \\u%04X", hi);
+        p += 6;
+        hi = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+    }
+    *cp = hi;
+    P->p = p;
+    return 1;
+}
+
+/* The slow path: the string from first (just after the quote) has an
+ * escape at P->p; build it in a luaL_Buffer. */
+static int parse_escaped_string(struct parser *P, const char *first)
+{
+    lua_State *L = P->L;
+    luaL_Buffer b;
+    const char *p = P->p, *end = P->end;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, first, (size_t)(p - first));
+    for (;;) {
+        const char *run = p;
+        while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\' && (unsigned char)*p < 0x80)
+            p++;
+        if (p > run)
+            luaL_addlstring(&b, run, (size_t)(p - run));
+        if (p >= end) {
+            luaL_pushresult(&b);
+            lua_pop(L, 1);
+            return truncated(P);
+        }
+        if (*p == '"') {
+            luaL_pushresult(&b);
+            P->p = p + 1;
+            return 1;
+        }
+        if ((unsigned char)*p >= 0x80) {
+            size_t n = utf8_length((const unsigned char *)p, (const unsigned char *)end);
+            if (!n) {
+                luaL_pushresult(&b);
+                lua_pop(L, 1);
+                return fail_at(P, p, "invalid UTF-8 in string");
+            }
+            luaL_addlstring(&b, p, n);
+            p += n;
+            continue;
+        }
+        if (*p != '\\') {
+            luaL_pushresult(&b);
+            lua_pop(L, 1);
+            return fail_at(P, p, "control character 0x%02X in string (must be escaped)", (unsigned char)*p);
+        }
+        if (p + 1 >= end) {
+            luaL_pushresult(&b);
+            lua_pop(L, 1);
+            return truncated(P);
+        }
+        {
+            const char *backslash = p;
+            char c = p[1], out[4];
+            unsigned cp = 0;
+            p += 2;
+            switch (c) {
+            case '"':
+            case '\\':
+            case '/':
+                luaL_addchar(&b, c);
+                break;
+            case 'b':
+                luaL_addchar(&b, '\b');
+                break;
+            case 'f':
+                luaL_addchar(&b, '\f');
+                break;
+            case 'n':
+                luaL_addchar(&b, '\n');
+                break;
+            case 'r':
+                luaL_addchar(&b, '\r');
+                break;
+            case 't':
+                luaL_addchar(&b, '\t');
+                break;
+            case 'u':
+                P->p = backslash + 1;
+                if (!read_unicode_escape(P, backslash, &cp)) {
+                    luaL_pushresult(&b);
+                    lua_pop(L, 1);
+                    return 0;
+                }
+                p = P->p;
+                luaL_addlstring(&b, out, utf8_encode(cp, out));
+                break;
+            default:
+                luaL_pushresult(&b);
+                lua_pop(L, 1);
+                if ((unsigned char)c < 0x20 || (unsigned char)c >= 0x7F)
+                    return fail_at(P, backslash, "invalid escape (byte 0x%02X after a backslash)",
+                                   (unsigned char)c);
+                return fail_at(P, backslash, "invalid escape \\%c", c);
+            }
+        }
+    }
+}
+
+/* P->p is just after the opening quote. Pushes the string. Plain runs are
+ * pushed straight from the input. */
+static int parse_string(struct parser *P)
+{
+    const char *first = P->p, *p = first, *end = P->end;
+    for (;;) {
+        while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\' && (unsigned char)*p < 0x80)
+            p++;
+        if (p >= end)
+            return truncated(P);
+        if (*p == '"') {
+            lua_pushlstring(P->L, first, (size_t)(p - first));
+            P->p = p + 1;
+            return 1;
+        }
+        if ((unsigned char)*p >= 0x80) {
+            size_t n = utf8_length((const unsigned char *)p, (const unsigned char *)end);
+            if (!n)
+                return fail_at(P, p, "invalid UTF-8 in string");
+            p += n;
+            continue;
+        }
+        if (*p == '\\') {
+            P->p = p;
+            return parse_escaped_string(P, first);
+        }
+        return fail_at(P, p, "control character 0x%02X in string (must be escaped)", (unsigned char)*p);
+    }
+}
+
+static locale_t c_locale(void)
+{
+    /* created once; strtod must not follow a locale a script may have set */
+    static locale_t c;
+    if (!c)
+        c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    return c;
+}
+
+static int parse_number(struct parser *P)
+{
+    const char *s = P->p, *p = s, *end = P->end;
+    uint64_t u = 0;
+    int negative = 0, overflow = 0, is_float = 0;
+    if (*p == '-') {
+        negative = 1;
+        p++;
+    }
+    if (p >= end)
+        return truncated(P);
+    if (*p == '0') {
+        p++;
+        if (p < end && *p >= '0' && *p <= '9')
+            return fail_at(P, s, "invalid number (leading zero)");
+    } else if (*p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') {
+            unsigned d = (unsigned)(*p - '0');
+            if (u > (UINT64_MAX - d) / 10)
+                overflow = 1;
+            else
+                u = u * 10 + d;
+            p++;
+        }
+    } else {
+        return fail_at(P, s, "invalid number");
+    }
+    if (p < end && *p == '.') {
+        is_float = 1;
+        p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return p >= end ? truncated(P) : fail_at(P, p, "invalid number (digit expected after '.')");
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        is_float = 1;
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || *p < '0' || *p > '9')
+            return p >= end ? truncated(P) : fail_at(P, p, "invalid number (digit expected in exponent)");
+        while (p < end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    P->p = p;
+    if (!is_float && !overflow) {
+        if (!negative && u <= (uint64_t)INT64_MAX) {
+            ou_pushint64(P->L, (int64_t)u);
+            return 1;
+        }
+        if (negative && u <= (uint64_t)INT64_MAX + 1) {
+            /* -0 is the integer 0 */
+            ou_pushint64(P->L, u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u);
+            return 1;
+        }
+    }
+    {
+        char small[128];
+        size_t n = (size_t)(p - s);
+        double v;
+        if (n < sizeof small) {
+            memcpy(small, s, n);
+            small[n] = '\0';
+            v = strtod_l(small, NULL, c_locale());
+        } else {
+            /* a long run of digits: let Lua own the copy */
+            lua_pushlstring(P->L, s, n);
+            v = strtod_l(lua_tostring(P->L, -1), NULL, c_locale());
+            lua_pop(P->L, 1);
+        }
+        if (isinf(v))
+            return fail_at(P, s, "number out of range");
+        lua_pushnumber(P->L, (lua_Number)v);
+        return 1;
+    }
+}
+
+static int enter(struct parser *P)
+{
+    if (++P->depth > P->max_depth)
+        return fail_at(P, P->p, "nesting deeper than %d", P->max_depth);
+    if (!lua_checkstack(P->L, 6))
+        return fail_at(P, P->p, "Lua stack exhausted");
+    return 1;
+}
+
+/* A result sent as a JSON string holding the object: decode the string's
+ * contents in place of it (the string is at the top of the stack). */
+static int decode_result_string(struct parser *P, const char *at)
+{
+    size_t len;
+    const char *text = lua_tolstring(P->L, -1, &len);
+    struct ou_decode_error inner;
+    struct parser sub = {P->L, text, text, text + len, P->depth, P->max_depth, &inner};
+    skip_space(&sub);
+    if (sub.p >= sub.end) {
+        truncated(&sub);
+    } else if (parse_value(&sub, ANYWHERE)) {
+        skip_space(&sub);
+        if (sub.p == sub.end) {
+            lua_remove(P->L, -2);
+            return 1;
+        }
+        lua_pop(P->L, 1);
+        fail_at(&sub, sub.p, "unexpected data after the JSON value");
+    }
+    lua_pop(P->L, 1);
+    return fail_at(P, at, "a result sent as a string is not JSON: %s at byte %zu of the string",
+                   inner.message, inner.offset);
+}
+
+static int parse_array(struct parser *P, enum place place)
+{
+    lua_State *L = P->L;
+    enum place child = place == DATA ? BUCKET : place == RESULTS ? RESULT : ANYWHERE;
+    int n = 0;
+    if (!enter(P))
+        return 0;
+    lua_createtable(L, place == DATA ? 64 : 0, 0);
+    P->p++;
+    skip_space(P);
+    if (P->p < P->end && *P->p == ']') {
+        P->p++;
+        P->depth--;
+        return 1;
+    }
+    for (;;) {
+        const char *at;
+        skip_space(P);
+        if (P->p >= P->end)
+            goto truncated;
+        at = P->p;
+        if (*at == 'n' && P->end - at >= 4 && memcmp(at, "null", 4) == 0) {
+            /* the index is kept: later elements stay at their JSON position */
+            P->p += 4;
+            n++;
+        } else {
+            if (!parse_value(P, child))
+                goto failed;
+            if (place == RESULTS && lua_type(L, -1) == LUA_TSTRING && !decode_result_string(P, at))
+                goto failed;
+            lua_rawseti(L, -2, ++n);
+        }
+        skip_space(P);
+        if (P->p >= P->end)
+            goto truncated;
+        if (*P->p == ',') {
+            P->p++;
+            continue;
+        }
+        if (*P->p == ']') {
+            P->p++;
+            P->depth--;
+            return 1;
+        }
+        fail_at(P, P->p, "expected ',' or ']' after array element");
+        goto failed;
+    }
+truncated:
+    truncated(P);
+failed:
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int key_is(lua_State *L, const char *name, size_t n)
+{
+    size_t len;
+    const char *k = lua_tolstring(L, -1, &len);
+    return len == n && memcmp(k, name, n) == 0;
+}
+
+static int parse_object(struct parser *P, enum place place)
+{
+    lua_State *L = P->L;
+    int saw_results = 0;
+    if (!enter(P))
+        return 0;
+    lua_createtable(L, 0, place == RESULT ? 10 : 4);
+    P->p++;
+    skip_space(P);
+    if (P->p < P->end && *P->p == '}') {
+        P->p++;
+        P->depth--;
+        return 1;
+    }
+    for (;;) {
+        enum place child = ANYWHERE;
+        int drop = 0;
+        skip_space(P);
+        if (P->p >= P->end)
+            goto truncated;
+        if (*P->p != '"') {
+            fail_at(P, P->p, "expected a string key in object");
+            goto failed;
+        }
+        P->p++;
+        if (!parse_string(P))
+            goto failed;
+        if (place == PAGE && key_is(L, "data", 4)) {
+            child = DATA;
+        } else if (place == BUCKET) {
+            if (key_is(L, "results", 7)) {
+                child = RESULTS;
+                saw_results = 1;
+            } else if (key_is(L, "result", 6)) {
+                /* the old schema's name; "results" wins when both come */
+                child = RESULTS;
+                lua_pop(L, 1);
+                lua_pushliteral(L, "results");
+                drop = saw_results;
+            }
+        }
+        skip_space(P);
+        if (P->p >= P->end)
+            goto truncated_key;
+        if (*P->p != ':') {
+            fail_at(P, P->p, "expected ':' after object key");
+            goto failed_key;
+        }
+        P->p++;
+        skip_space(P);
+        if (P->p >= P->end)
+            goto truncated_key;
+        if (*P->p == 'n' && P->end - P->p >= 4 && memcmp(P->p, "null", 4) == 0) {
+            /* null leaves the key absent */
+            P->p += 4;
+            lua_pop(L, 1);
+        } else {
+            if (!parse_value(P, child))
+                goto failed_key;
+            if (drop)
+                lua_pop(L, 2);
+            else
+                lua_rawset(L, -3);
+        }
+        skip_space(P);
+        if (P->p >= P->end)
+            goto truncated;
+        if (*P->p == ',') {
+            P->p++;
+            continue;
+        }
+        if (*P->p == '}') {
+            P->p++;
+            P->depth--;
+            return 1;
+        }
+        fail_at(P, P->p, "expected ',' or '}' after object member");
+        goto failed;
+    }
+truncated_key:
+    truncated(P);
+failed_key:
+    lua_pop(L, 1);
+    goto failed;
+truncated:
+    truncated(P);
+failed:
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int literal(struct parser *P, const char *word, size_t n)
+{
+    if ((size_t)(P->end - P->p) < n) {
+        if (memcmp(P->p, word, (size_t)(P->end - P->p)) == 0)
+            return truncated(P);
+        return fail_at(P, P->p, "invalid literal (expected %s)", word);
+    }
+    if (memcmp(P->p, word, n) != 0)
+        return fail_at(P, P->p, "invalid literal (expected %s)", word);
+    P->p += n;
+    return 1;
+}
+
+/* P->p is on the first byte of a value (not whitespace, not the end). */
+static int parse_value(struct parser *P, enum place place)
+{
+    switch (*P->p) {
+    case '{':
+        return parse_object(P, place);
+    case '[':
+        return parse_array(P, place == PAGE ? ANYWHERE : place);
+    case '"':
+        P->p++;
+        return parse_string(P);
+    case 't':
+        if (!literal(P, "true", 4))
+            return 0;
+        lua_pushboolean(P->L, 1);
+        return 1;
+    case 'f':
+        if (!literal(P, "false", 5))
+            return 0;
+        lua_pushboolean(P->L, 0);
+        return 1;
+    case 'n':
+        if (!literal(P, "null", 4))
+            return 0;
+        lua_pushnil(P->L);
+        return 1;
+    case '-':
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+    case '8':
+    case '9':
+        return parse_number(P);
+    default:
+        if ((unsigned char)*P->p == 0xEF && P->end - P->p >= 3 && (unsigned char)P->p[1] == 0xBB &&
+            (unsigned char)P->p[2] == 0xBF)
+            return fail_at(P, P->p, "unexpected byte order mark (JSON text must not start with one)");
+        return fail_at(P, P->p, "expected a JSON value");
+    }
+}
+
+int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct ou_decode_error *err)
+{
+    struct parser P = {L, text, text, text + len, 0, max_depth > 0 ? max_depth : OU_DECODE_MAX_DEPTH, err};
+    int top = lua_gettop(L);
+    if (!lua_checkstack(L, 8)) {
+        err->offset = 0;
+        snprintf(err->message, sizeof err->message, "Lua stack exhausted");
+        return 0;
+    }
+    skip_space(&P);
+    if (P.p >= P.end) {
+        fail_at(&P, P.p, len ? "no JSON value, only whitespace" : "empty input");
+        return 0;
+    }
+    /* the top-level object is the page */
+    if (!parse_value(&P, *P.p == '{' ? PAGE : ANYWHERE)) {
+        lua_settop(L, top);
+        return 0;
+    }
+    skip_space(&P);
+    if (P.p != P.end) {
+        lua_settop(L, top);
+        fail_at(&P, P.p, "unexpected data after the JSON value");
+        return 0;
+    }
+    return 1;
+}
