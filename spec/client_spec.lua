@@ -224,7 +224,7 @@ describe("client", function()
       local _, err = c:images { start_time = START }
       assert.are.equal("decode", err.kind)
       assert.are.equal(44, err.offset)
-      assert.matches("at byte 44 of 47", err.message, 1, true)
+      assert.matches("at byte 44 of 46", err.message, 1, true)
       assert.are.equal(1, c:last_transfer().attempts)
     end)
 

@@ -306,15 +306,16 @@ static void scrub_key(lua_State *L, const struct ou_client *c)
     lua_remove(L, -2);
 }
 
-static void set_scrubbed(lua_State *L, const struct ou_client *c, const char *key, int value_idx)
+/* Copies envelope[key], a string, into the error at err, scrubbed. */
+static void copy_scrubbed(lua_State *L, const struct ou_client *c, int err, int envelope, const char *key)
 {
-    lua_pushvalue(L, value_idx);
-    if (lua_type(L, -1) != LUA_TSTRING) {
+    lua_getfield(L, envelope, key);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        scrub_key(L, c);
+        lua_setfield(L, err, key);
+    } else {
         lua_pop(L, 1);
-        return;
     }
-    scrub_key(L, c);
-    lua_setfield(L, -2, key);
 }
 
 /* Adds what the server said to the error at the top: request id, the
@@ -337,21 +338,11 @@ static void add_response_fields(lua_State *L, struct ou_client *c)
     if (lua_type(L, -1) == LUA_TTABLE) {
         lua_getfield(L, -1, "error");
         if (lua_type(L, -1) == LUA_TTABLE) {
-            int env = lua_gettop(L);
-            lua_pushvalue(L, err);
-            lua_getfield(L, env, "message");
-            set_scrubbed(L, c, "message", -1);
-            lua_pop(L, 1);
-            lua_getfield(L, env, "type");
-            set_scrubbed(L, c, "type", -1);
-            lua_pop(L, 1);
-            lua_getfield(L, env, "code");
-            set_scrubbed(L, c, "code", -1);
-            lua_pop(L, 1);
-            lua_getfield(L, env, "param");
-            set_scrubbed(L, c, "param", -1);
-            lua_pop(L, 1);
-            lua_pop(L, 1);
+            int envelope = lua_gettop(L);
+            copy_scrubbed(L, c, err, envelope, "message");
+            copy_scrubbed(L, c, err, envelope, "type");
+            copy_scrubbed(L, c, err, envelope, "code");
+            copy_scrubbed(L, c, err, envelope, "param");
         }
     }
     lua_settop(L, err);
@@ -369,6 +360,13 @@ static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outco
     ou_error_push(L, kind, lua_tostring(L, -1));
     lua_remove(L, -2);
     add_response_fields(L, c);
+    if (outcome == OU_FAIL_HTTP && c->transfer.attempts > 1) {
+        /* the server's own message replaced ours: keep the retry count */
+        lua_getfield(L, -1, "message");
+        lua_pushfstring(L, "%s (after %d attempts)", lua_tostring(L, -1), c->transfer.attempts);
+        lua_setfield(L, -3, "message");
+        lua_pop(L, 1);
+    }
     if (outcome == OU_FAIL_WAIT_LONG) {
         /* keep our explanation: the server's own text does not say we gave up */
         lua_pushstring(L, message);

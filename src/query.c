@@ -180,17 +180,18 @@ int ou_query_escape(struct ou_buf *out, const char *s, size_t n)
     return 1;
 }
 
-static void add_pair(lua_State *L, struct ou_buf *out, const char *name, const char *suffix,
+/* mark is where this query starts in out: the first pair has no '&'. */
+static void add_pair(lua_State *L, struct ou_buf *out, size_t mark, const char *name, const char *suffix,
                      const char *value, size_t len)
 {
-    int ok = (out->len == 0 || ou_buf_addchar(out, '&')) && ou_buf_addstr(out, name) &&
+    int ok = (out->len == mark || ou_buf_addchar(out, '&')) && ou_buf_addstr(out, name) &&
              ou_buf_addstr(out, suffix) && ou_buf_addchar(out, '=') && ou_query_escape(out, value, len);
     if (!ok)
         luaL_error(L, "openai_usage: out of memory encoding the query");
 }
 
 static void encode_value(lua_State *L, int idx, const struct ou_param_rule *rule, enum ou_array_format fmt,
-                         struct ou_buf *out)
+                         struct ou_buf *out, size_t mark)
 {
     char number[32];
     int64_t v = 0;
@@ -202,23 +203,23 @@ static void encode_value(lua_State *L, int idx, const struct ou_param_rule *rule
     case OU_PARAM_LIMIT:
         ou_toint64(L, idx, &v);
         len = (size_t)snprintf(number, sizeof number, "%lld", (long long)v);
-        add_pair(L, out, rule->name, "", number, len);
+        add_pair(L, out, mark, rule->name, "", number, len);
         break;
     case OU_PARAM_WIDTH:
     case OU_PARAM_CURSOR:
         s = lua_tolstring(L, idx, &len);
-        add_pair(L, out, rule->name, "", s, len);
+        add_pair(L, out, mark, rule->name, "", s, len);
         break;
     case OU_PARAM_LIST:
         if (lua_type(L, idx) == LUA_TSTRING) {
             s = lua_tolstring(L, idx, &len);
-            add_pair(L, out, rule->name, suffix, s, len);
+            add_pair(L, out, mark, rule->name, suffix, s, len);
             break;
         }
         for (size_t i = 1, n = ou_rawlen(L, idx); i <= n; i++) {
             lua_rawgeti(L, idx, (int)i);
             s = lua_tolstring(L, -1, &len);
-            add_pair(L, out, rule->name, suffix, s, len);
+            add_pair(L, out, mark, rule->name, suffix, s, len);
             lua_pop(L, 1);
         }
         break;
@@ -232,6 +233,7 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
     const struct ou_param_rule *start_rule = NULL;
     int64_t start = 0, end = 0;
     int has_start = 0, has_end = 0, limit_at = 0, base;
+    size_t mark;
     char shown[96], allowed[256];
 
     params_idx = ou_absindex(L, params_idx);
@@ -305,9 +307,10 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
                                  (long long)limit, width->max_limit, width->width);
     }
 
+    mark = out->len;
     for (size_t i = 0; i < ep->nparams; i++)
         if (!lua_isnil(L, base + (int)i + 1))
-            encode_value(L, base + (int)i + 1, &ep->params[i], fmt, out);
+            encode_value(L, base + (int)i + 1, &ep->params[i], fmt, out, mark);
     lua_settop(L, base);
     return 1;
 }

@@ -1,0 +1,36 @@
+-- make install writes the standard tree, and a fresh Lua process loads the
+-- module from it with nothing but LUA_PATH and LUA_CPATH.
+describe("make install", function()
+  local prefix
+
+  setup(function()
+    prefix = os.tmpname()
+    os.remove(prefix)
+  end)
+
+  teardown(function()
+    os.execute("rm -rf '" .. prefix .. "'")
+  end)
+
+  local function run(cmd)
+    local p = io.popen(cmd .. " 2>&1")
+    local out = p:read "*a"
+    local ok, _, code = p:close()
+    return out, ok == true or code == 0
+  end
+
+  it("installs the Lua files and core.so where LUA_PATH and LUA_CPATH find them", function()
+    local out, ok = run("make --no-print-directory install PREFIX='" .. prefix .. "'")
+    assert.is_true(ok, out)
+    assert.is_not_nil(io.open(prefix .. "/share/lua/5.4/openai_usage/init.lua"))
+    assert.is_not_nil(io.open(prefix .. "/lib/lua/5.4/openai_usage/core.so"))
+    local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+    local cmd = ([[cd / && env LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;;' ]]
+      .. [[LUA_CPATH='%s/lib/lua/5.4/?.so;;' %s -e 'local u = require "openai_usage"; ]]
+      .. [[io.write(u.version, " ", package.searchpath("openai_usage.core", package.cpath))']])
+      :format(prefix, prefix, prefix, lua)
+    out, ok = run(cmd)
+    assert.is_true(ok, out)
+    assert.are.equal(require("openai_usage").version .. " " .. prefix .. "/lib/lua/5.4/openai_usage/core.so", out)
+  end)
+end)

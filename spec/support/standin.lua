@@ -1,0 +1,136 @@
+-- Starts the stand-in server (standin/server.py) on a free port for a spec
+-- and drives its control plane with the curl command-line tool.
+local cjson = require "cjson"
+
+local M = {}
+local Server = {}
+Server.__index = Server
+
+local function self_pid()
+  -- /proc/self opened by this Lua process names this process, not a shell
+  local f = assert(io.open("/proc/self/stat"))
+  local stat = f:read "*l"
+  f:close()
+  return stat:match "^(%d+)"
+end
+M.self_pid = self_pid
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local text = f:read "*a"
+  f:close()
+  return text
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function sleep(seconds)
+  os.execute("sleep " .. seconds)
+end
+
+local function without_nulls(value)
+  if value == cjson.null then
+    return nil
+  end
+  if type(value) == "table" then
+    for k, v in pairs(value) do
+      value[k] = without_nulls(v)
+    end
+  end
+  return value
+end
+
+--- Starts a server: options key (the accepted admin key), now (frozen time).
+function M.start(options)
+  options = options or {}
+  local base = os.tmpname()
+  local self = setmetatable({
+    key = options.key or "sk-admin-standin",
+    port_file = base .. ".port",
+    log = base .. ".log",
+    tmp = base,
+  }, Server)
+  local python = os.getenv("PYTHON") or "python3"
+  local cmd = ("env -u LD_PRELOAD %s standin/server.py --port 0 --port-file %s --watch-pid %s --key %s %s --quiet"
+    .. " >%s 2>&1 & echo $!"):format(python, shell_quote(self.port_file), self_pid(), shell_quote(self.key),
+    options.now and ("--now " .. math.floor(options.now)) or "", shell_quote(self.log))
+  local p = assert(io.popen(cmd))
+  self.pid = p:read "*l"
+  p:close()
+  for _ = 1, 200 do
+    local port = read_file(self.port_file)
+    if port and port:match "%d+" then
+      self.port = tonumber(port:match "%d+")
+      self.url = ("http://127.0.0.1:%d/v1"):format(self.port)
+      self.control = ("http://127.0.0.1:%d/__standin/"):format(self.port)
+      return self
+    end
+    sleep(0.05)
+  end
+  self:stop()
+  error("the stand-in server did not start within 10 s; its log:\n" .. (read_file(self.log) or "(none)"))
+end
+
+-- Calls the control plane; body (a Lua value) is sent as JSON.
+function Server:call(name, body)
+  local args = "-sS --max-time 20 "
+  if body ~= nil then
+    local f = assert(io.open(self.tmp, "wb"))
+    f:write(cjson.encode(body))
+    f:close()
+    args = args .. "-X POST -H 'Content-Type: application/json' --data-binary @" .. shell_quote(self.tmp) .. " "
+  end
+  local p = assert(io.popen("env -u LD_PRELOAD curl " .. args .. shell_quote(self.control .. name) .. " 2>&1"))
+  local out = p:read "*a"
+  p:close()
+  local ok, value = pcall(cjson.decode, out)
+  if not ok then
+    error("stand-in control " .. name .. " failed: " .. out)
+  end
+  return without_nulls(value)
+end
+
+function Server:requests()
+  return self:call "requests"
+end
+
+function Server:last_request()
+  local records = self:requests()
+  return records[#records]
+end
+
+function Server:faults(list)
+  return self:call("faults", list)
+end
+
+function Server:settings(settings)
+  return self:call("settings", settings)
+end
+
+function Server:reset()
+  return self:call("reset", {})
+end
+
+--- Stops the server and waits for it to exit; safe to call twice.
+function Server:stop()
+  if self.pid then
+    os.execute("kill " .. self.pid .. " 2>/dev/null")
+    for _ = 1, 100 do
+      if not os.execute("kill -0 " .. self.pid .. " 2>/dev/null") then
+        break
+      end
+      sleep(0.05)
+    end
+    self.pid = nil
+  end
+  os.remove(self.port_file)
+  os.remove(self.log)
+  os.remove(self.tmp)
+end
+
+return M

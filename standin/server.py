@@ -1,0 +1,612 @@
+#!/usr/bin/env python3
+"""The project's stand-in for the OpenAI organization Usage API.
+
+A real HTTP/1.1 server (keep-alive, gzip) on 127.0.0.1 that answers
+GET /v1/organization/usage/images like the API does, for a synthetic
+organization whose usage is a pure function of absolute time, plus a
+control plane under /__standin/ that tests use to inject faults and to read
+back every request received. Standard library only. See standin/README.md.
+"""
+
+import argparse
+import base64
+import gzip
+import json
+import os
+import secrets
+import socket
+import struct
+import sys
+import threading
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote_plus
+
+MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1"]
+SIZES = ["256x256", "512x512", "1024x1024", "1792x1792", "1024x1792"]
+SOURCES = ["image.generation", "image.edit", "image.variation"]
+GROUP_FIELDS = ["project_id", "user_id", "api_key_id", "model", "size", "source"]
+WIDTHS = {"1m": (60, 60, 1440), "1h": (3600, 24, 168), "1d": (86400, 7, 31)}  # seconds, default, max
+LIST_PARAMS = {
+    "sources": SOURCES,
+    "sizes": SIZES,
+    "project_ids": None,
+    "user_ids": None,
+    "api_key_ids": None,
+    "models": None,
+    "group_by": GROUP_FIELDS,
+}
+SCALAR_PARAMS = ["start_time", "end_time", "bucket_width", "limit", "page"]
+HISTORY_DAYS = 90
+
+
+def mix(*values):
+    """A cheap deterministic 64-bit hash (splitmix64 over the values)."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+        h = h * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
+    return h
+
+
+class Organization:
+    """Projects, users, keys and a fixed list of usage streams. A stream is
+    one key (so one project and user) using one model, size and source; its
+    requests per hour follow a daily and a weekly rhythm with noise, and an
+    hour's requests are spread over its minutes deterministically."""
+
+    def __init__(self):
+        self.projects = ["proj_%s" % n for n in ("atlas", "borealis", "cinder", "delta")]
+        self.users = ["user-%s" % n for n in ("ada", "bo", "chen", "dara", "eli", "fumi")]
+        self.keys = []  # (key id, project, user)
+        for i in range(8):
+            self.keys.append(("key_%016x" % mix(1, i), self.projects[i % 4], self.users[(i * 5) % 6]))
+        self.streams = []
+        for i in range(36):
+            key, project, user = self.keys[mix(2, i) % 8]
+            model = MODELS[mix(3, i) % 3]
+            size = SIZES[mix(4, i) % 5]
+            if model == "dall-e-3" and size in ("256x256", "512x512"):
+                size = "1024x1024"
+            source = SOURCES[0] if mix(5, i) % 4 else SOURCES[1 + mix(6, i) % 2]
+            per_request = 1 if model == "dall-e-3" else 1 + mix(7, i) % 4
+            rate = 2 + mix(8, i) % 30  # requests in a busy hour
+            self.streams.append({
+                "index": i, "api_key_id": key, "project_id": project, "user_id": user,
+                "model": model, "size": size, "source": source,
+                "per_request": per_request, "rate": rate,
+            })
+        self._hours = {}
+        self._minutes = {}
+        self._lock = threading.Lock()
+
+    def hour_requests(self, stream, hour):
+        """Requests of a stream in the hour starting at hour*3600."""
+        key = (stream["index"], hour)
+        cached = self._hours.get(key)
+        if cached is not None:
+            return cached
+        t = hour * 3600
+        hour_of_day = (t // 3600) % 24
+        weekday = (t // 86400 + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
+        daily = 0.15 + 0.85 * max(0.0, 1.0 - abs(hour_of_day - 14) / 8.0)
+        weekly = 0.35 if weekday >= 5 else 1.0
+        noise = 0.5 + (mix(9, stream["index"], hour) % 1000) / 1000.0
+        value = int(stream["rate"] * daily * weekly * noise)
+        with self._lock:
+            if len(self._hours) > 500000:
+                self._hours.clear()
+            self._hours[key] = value
+        return value
+
+    def minute_requests(self, stream, hour):
+        """The hour's requests spread over its 60 minutes."""
+        key = (stream["index"], hour)
+        cached = self._minutes.get(key)
+        if cached is not None:
+            return cached
+        counts = [0] * 60
+        for j in range(self.hour_requests(stream, hour)):
+            counts[mix(10, stream["index"], hour, j) % 60] += 1
+        with self._lock:
+            if len(self._minutes) > 100000:
+                self._minutes.clear()
+            self._minutes[key] = counts
+        return counts
+
+    def requests_between(self, stream, a, b, lo, hi):
+        """Requests of a stream in [a, b), counting only time within [lo, hi)."""
+        a, b = max(a, lo), min(b, hi)
+        if a >= b:
+            return 0
+        total = 0
+        t = a
+        while t < b:
+            hour = t // 3600
+            hour_start = hour * 3600
+            hour_end = hour_start + 3600
+            if t == hour_start and hour_end <= b:
+                total += self.hour_requests(stream, hour)
+                t = hour_end
+            else:
+                stop = min(hour_end, b)
+                minutes = self.minute_requests(stream, hour)
+                first = (t - hour_start) // 60
+                last = (stop - hour_start + 59) // 60
+                total += sum(minutes[first:last])
+                t = stop
+        return total
+
+
+class BadRequest(Exception):
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
+
+
+def parse_query(raw):
+    """Both array syntaxes: name[]=v (the SDKs') and repeated name=v."""
+    scalars, lists = {}, {}
+    if not raw:
+        return scalars, lists
+    for part in raw.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name, value = unquote_plus(name), unquote_plus(value)
+        if name.endswith("[]"):
+            name = name[:-2]
+        if name in LIST_PARAMS:
+            lists.setdefault(name, []).append(value)
+        elif name in SCALAR_PARAMS:
+            scalars[name] = value
+        else:
+            raise BadRequest(name, "Unknown parameter: '%s'." % name)
+    return scalars, lists
+
+
+def parse_int(scalars, name, required=False):
+    if name not in scalars:
+        if required:
+            raise BadRequest(name, "Missing required parameter: '%s'." % name)
+        return None
+    value = scalars[name]
+    try:
+        if not value.lstrip("-").isdigit():
+            raise ValueError
+        return int(value)
+    except ValueError:
+        raise BadRequest(name, "Invalid type for '%s': expected an integer, but got '%s'." % (name, value))
+
+
+def cursor_for(next_start, fingerprint):
+    packed = struct.pack(">QI", next_start, fingerprint)
+    return "page_" + base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def read_cursor(cursor):
+    if not cursor.startswith("page_"):
+        raise ValueError
+    body = cursor[5:]
+    packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    if len(packed) != 12:
+        raise ValueError
+    return struct.unpack(">QI", packed)
+
+
+class UsageQuery:
+    def __init__(self, raw, now, cursor_loop=False):
+        scalars, lists = parse_query(raw)
+        self.start = parse_int(scalars, "start_time", required=True)
+        if self.start < 0:
+            raise BadRequest("start_time", "Invalid 'start_time': must be a non-negative integer.")
+        end = parse_int(scalars, "end_time")
+        self.end = now if end is None else end
+        if self.end <= self.start:
+            raise BadRequest("end_time", "Invalid 'end_time': must be greater than 'start_time'.")
+        self.width_name = scalars.get("bucket_width", "1d")
+        if self.width_name not in WIDTHS:
+            raise BadRequest("bucket_width", "Invalid value for 'bucket_width': '%s'. Supported values are: "
+                             "'1m', '1h' and '1d'." % self.width_name)
+        self.width, default_limit, max_limit = WIDTHS[self.width_name]
+        limit = parse_int(scalars, "limit")
+        self.limit = default_limit if limit is None else limit
+        if not 1 <= self.limit <= max_limit:
+            raise BadRequest("limit", "Invalid 'limit': must be between 1 and %d for bucket_width=%s."
+                             % (max_limit, self.width_name))
+        for name, values in lists.items():
+            allowed = LIST_PARAMS[name]
+            for v in values:
+                if allowed is not None and v not in allowed:
+                    raise BadRequest(name, "Invalid value for '%s': '%s'. Supported values are: %s."
+                                     % (name, v, ", ".join("'%s'" % a for a in allowed)))
+        self.filters = {
+            "source": set(lists["sources"]) if "sources" in lists else None,
+            "size": set(lists["sizes"]) if "sizes" in lists else None,
+            "project_id": set(lists["project_ids"]) if "project_ids" in lists else None,
+            "user_id": set(lists["user_ids"]) if "user_ids" in lists else None,
+            "api_key_id": set(lists["api_key_ids"]) if "api_key_ids" in lists else None,
+            "model": set(lists["models"]) if "models" in lists else None,
+        }
+        self.group_by = [f for f in GROUP_FIELDS if f in lists.get("group_by", [])]
+        canonical = "&".join(sorted(p for p in raw.split("&") if p and not p.startswith("page=")))
+        self.fingerprint = zlib.crc32(canonical.encode())
+        self.position = self.start
+        self.cursor = scalars.get("page")
+        if self.cursor is not None and not (cursor_loop and self.cursor == "page_LOOP"):
+            try:
+                position, fingerprint = read_cursor(self.cursor)
+            except (ValueError, struct.error, base64.binascii.Error):
+                raise BadRequest("page", "Invalid 'page': the cursor is not one this API returned.")
+            if fingerprint != self.fingerprint or not self.start < position < self.end:
+                raise BadRequest("page", "Invalid 'page': the cursor belongs to a different query.")
+            self.position = position
+
+    def bucket_ends(self):
+        """(start, end) of this page's buckets and the start of the next page."""
+        buckets = []
+        t = self.position
+        while t < self.end and len(buckets) < self.limit:
+            boundary = (t // self.width + 1) * self.width
+            end = min(boundary, self.end)
+            buckets.append((t, end))
+            t = end
+        return buckets, (t if t < self.end else None)
+
+
+def usage_page(org, query, now, cursor_loop=False):
+    history_start = (now // 86400 - HISTORY_DAYS) * 86400
+    streams = [s for s in org.streams
+               if all(allowed is None or s[field] in allowed for field, allowed in query.filters.items())]
+    buckets, next_start = query.bucket_ends()
+    data = []
+    for start, end in buckets:
+        groups = {}
+        for s in streams:
+            requests = org.requests_between(s, start, end, history_start, now)
+            if not requests:
+                continue
+            key = tuple(s[f] for f in query.group_by)
+            g = groups.setdefault(key, [0, 0, s])
+            g[0] += requests * s["per_request"]
+            g[1] += requests
+        results = []
+        for key in sorted(groups):
+            images, requests, s = groups[key]
+            row = {"object": "organization.usage.images.result", "images": images, "num_model_requests": requests}
+            for field in ("size", "source", "project_id", "user_id", "api_key_id", "model"):
+                row[field] = s[field] if field in query.group_by else None
+            results.append(row)
+        data.append({"object": "bucket", "start_time": start, "end_time": end, "results": results})
+    if cursor_loop:
+        next_page = "page_LOOP"
+    elif next_start is not None:
+        next_page = cursor_for(next_start, query.fingerprint)
+    else:
+        next_page = None
+    return {"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page}
+
+
+def envelope(message, type_="invalid_request_error", param=None, code=None):
+    return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
+
+
+def mask(key):
+    return key[:6] + "*" * 3 + key[-4:] if len(key) > 12 else "*" * 3
+
+
+class State:
+    def __init__(self, key, now):
+        self.key = key
+        self.fixed_now = now
+        self.org = Organization()
+        self.lock = threading.Lock()
+        self.records = []
+        self.faults = []
+        self.settings = {}
+        self.next_connection = 0
+        self.last_activity = time.time()
+        self.fixture_cache = {}
+
+    def now(self):
+        return self.fixed_now if self.fixed_now is not None else int(time.time())
+
+    def take_fault(self):
+        with self.lock:
+            if not self.faults:
+                return None
+            fault = self.faults[0]
+            remaining = fault.get("times", 1) - 1
+            if remaining <= 0:
+                self.faults.pop(0)
+            else:
+                fault["times"] = remaining
+            return dict(fault)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "openai-usage-standin/1"
+
+    def setup(self):
+        super().setup()
+        with self.server.state.lock:
+            self.server.state.next_connection += 1
+            self.connection_id = self.server.state.next_connection
+
+    def finish(self):
+        try:
+            super().finish()
+        except (OSError, ValueError):
+            pass
+
+    def log_message(self, fmt, *args):
+        if not self.server.quiet:
+            sys.stderr.write("standin: %s\n" % (fmt % args))
+
+    # --- plumbing -------------------------------------------------------
+
+    def send_body(self, status, body, content_type="application/json", headers=None, gzip_ok=True,
+                  request_id=None):
+        compress = (gzip_ok and self.server.state.settings.get("gzip", True) is not False
+                    and "gzip" in self.headers.get("Accept-Encoding", ""))
+        if compress:
+            body = gzip.compress(body, compresslevel=5)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("x-request-id", request_id or "req_" + secrets.token_hex(16))
+        if compress:
+            self.send_header("Content-Encoding", "gzip")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_json_body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else None
+
+    def abort_connection(self):
+        """Close with RST: no response at all."""
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    # --- control plane --------------------------------------------------
+
+    def control(self, method):
+        state = self.server.state
+        name = self.path.split("?", 1)[0][len("/__standin/"):]
+        if method == "GET" and name == "requests":
+            with state.lock:
+                body = json.dumps(state.records).encode()
+            return self.send_body(200, body, gzip_ok=False)
+        if method == "POST" and name == "reset":
+            self.read_json_body()
+            with state.lock:
+                state.records, state.faults, state.settings = [], [], {}
+            return self.send_body(200, b'{"ok":true}', gzip_ok=False)
+        if method == "POST" and name == "settings":
+            settings = self.read_json_body() or {}
+            with state.lock:
+                state.settings.update(settings)
+            return self.send_body(200, b'{"ok":true}', gzip_ok=False)
+        if method == "POST" and name == "faults":
+            faults = self.read_json_body() or []
+            if isinstance(faults, dict):
+                faults = [faults]
+            with state.lock:
+                state.faults.extend(faults)
+            return self.send_body(200, b'{"ok":true}', gzip_ok=False)
+        return self.send_body(404, envelope("No control endpoint %s %s" % (method, name)), gzip_ok=False)
+
+    # --- the API ----------------------------------------------------------
+
+    def do_GET(self):
+        self.handle_request("GET")
+
+    def do_POST(self):
+        self.handle_request("POST")
+
+    def handle_request(self, method):
+        state = self.server.state
+        state.last_activity = time.time()
+        if self.path.startswith("/__standin/"):
+            return self.control(method)
+        path, _, query = self.path.partition("?")
+        with state.lock:
+            state.records.append({
+                "method": method, "path": path, "query": query,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "connection": self.connection_id, "time": time.time(),
+            })
+        if method == "POST":
+            self.read_json_body_safely()
+        fault = state.take_fault() or {}
+        delay = state.settings.get("latency_ms", 0) + fault.get("latency_ms", 0)
+        if delay:
+            time.sleep(delay / 1000.0)
+        if fault.get("reset"):
+            return self.abort_connection()
+        if "gzip_bomb" in fault:
+            return self.send_gzip_bomb(int(fault["gzip_bomb"]))
+        if "status" in fault:
+            return self.send_fault_status(fault)
+        if fault.get("close_after"):
+            self.close_connection = True
+        status, body = self.answer(method, path, query)
+        if "truncate" in fault:
+            return self.send_truncated(status, body, int(fault["truncate"]))
+        if "drip_bytes_per_sec" in fault:
+            return self.send_drip(status, body, int(fault["drip_bytes_per_sec"]))
+        self.send_body(status, body)
+
+    def read_json_body_safely(self):
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(min(length, 1 << 20))
+        except (OSError, ValueError):
+            pass
+
+    def answer(self, method, path, query):
+        state = self.server.state
+        auth = self.headers.get("Authorization", "")
+        if path != "/v1/organization/usage/images" or method != "GET":
+            return 404, envelope("Invalid URL (%s %s)" % (method, path))
+        if auth != "Bearer " + state.key:
+            given = auth[7:] if auth.startswith("Bearer ") else ""
+            message = ("Incorrect API key provided: %s. You can find your API key at "
+                       "https://platform.openai.com/account/api-keys." % mask(given)) if given else (
+                "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            return 401, envelope(message, code="invalid_api_key" if given else None)
+        fixture = state.settings.get("fixture_page")
+        if fixture:
+            body = state.fixture_cache.get(fixture)
+            if body is None:
+                with open(fixture, "rb") as f:
+                    body = state.fixture_cache[fixture] = f.read()
+            return 200, body
+        now = state.now()
+        cursor_loop = bool(state.settings.get("cursor_loop"))
+        try:
+            usage_query = UsageQuery(query, now, cursor_loop)
+        except BadRequest as e:
+            return 400, envelope(str(e), param=e.param)
+        page = usage_page(state.org, usage_query, now, cursor_loop)
+        return 200, json.dumps(page, separators=(",", ":")).encode()
+
+    # --- faults -----------------------------------------------------------
+
+    def send_fault_status(self, fault):
+        status = int(fault["status"])
+        headers = dict(fault.get("headers") or {})
+        if "retry_after" in fault:
+            headers["Retry-After"] = str(fault["retry_after"])
+        if "retry_after_ms" in fault:
+            headers["retry-after-ms"] = str(fault["retry_after_ms"])
+        if "body" in fault:
+            body = fault["body"].encode()
+        else:
+            body = envelope(fault.get("error_message", "Injected failure with status %d" % status),
+                            fault.get("error_type", "server_error" if status >= 500 else "invalid_request_error"),
+                            fault.get("error_param"), fault.get("error_code"))
+        self.send_body(status, body, fault.get("content_type", "application/json"), headers, gzip_ok=False)
+
+    def send_truncated(self, status, body, keep):
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body[:keep])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def send_drip(self, status, body, rate):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        chunk = max(1, rate // 10)
+        deadline = time.time() + 120
+        try:
+            for i in range(0, len(body), chunk):
+                if time.time() > deadline:
+                    break
+                self.wfile.write(body[i:i + chunk])
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            self.close_connection = True
+
+    def send_gzip_bomb(self, size):
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+        parts = [compressor.compress(b'{"object":"page","data":[],"padding":"')]
+        block = b" " * (1 << 20)
+        left = size
+        while left > 0:
+            parts.append(compressor.compress(block[:min(left, len(block))]))
+            left -= len(block)
+        parts.append(compressor.compress(b'"}'))
+        parts.append(compressor.flush())
+        body = b"".join(parts)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def watch(pid, state, idle_limit):
+    while True:
+        time.sleep(0.5)
+        if pid:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+        if time.time() - state.last_activity > idle_limit:
+            os._exit(0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Stand-in for the OpenAI organization Usage API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file")
+    parser.add_argument("--watch-pid", type=int, default=0)
+    parser.add_argument("--key", default="sk-admin-standin")
+    parser.add_argument("--now", type=int, default=None, help="freeze 'now' (Unix seconds)")
+    parser.add_argument("--idle", type=float, default=1800, help="exit after this many idle seconds")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+
+    server = Server((args.host, args.port), Handler)
+    server.state = State(args.key, args.now)
+    server.quiet = args.quiet
+    port = server.server_address[1]
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % port)
+        os.rename(tmp, args.port_file)
+    sys.stderr.write("openai-usage stand-in listening on http://%s:%d/v1\n" % (args.host, port))
+    sys.stderr.flush()
+    threading.Thread(target=watch, args=(args.watch_pid, server.state, args.idle), daemon=True).start()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
