@@ -1,0 +1,319 @@
+-- The decoder: JSON text straight into Lua tables, exact integers, strict
+-- grammar, UTF-8 checked, errors with byte offsets, and the usage API's
+-- two quirks on the page path.
+local usage = require "openai_usage"
+local cjson = require "cjson"
+
+local decode = usage.decode
+local has_integers = math.type ~= nil
+
+local function fails(text, pattern, offset)
+  local value, err = decode(text)
+  assert.is_nil(value)
+  assert.are.equal("decode", err.kind)
+  if pattern then
+    assert.matches(pattern, err.message, 1, true)
+  end
+  if offset then
+    assert.are.equal(offset, err.offset)
+  end
+  return err
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read "*a"
+  f:close()
+  return text
+end
+
+describe("decode", function()
+  describe("the seed's example response", function()
+    local page = assert(decode(read "spec/fixtures/seed-example.json"))
+
+    it("decodes verbatim into a page", function()
+      assert.are.equal("page", page.object)
+      assert.is_false(page.has_more)
+      assert.are.equal("string", page.next_page)
+      assert.are.equal(1, #page.data)
+      assert.are.equal("bucket", page.data[1].object)
+      assert.are.equal(0, page.data[1].start_time)
+      assert.are.equal(0, page.data[1].end_time)
+    end)
+
+    it("decodes a result sent as a JSON string into that object", function()
+      local r = page.data[1].results[1]
+      assert.is_table(r)
+      assert.are.same({
+        object = "organization.usage.completions.result",
+        input_tokens = 5000, output_tokens = 1000, input_cached_tokens = 4000, input_audio_tokens = 300,
+        output_audio_tokens = 200, num_model_requests = 5, project_id = "proj_abc", user_id = "user-abc",
+        api_key_id = "key_abc", model = "gpt-4o-mini-2024-07-18", batch = false, service_tier = "default",
+      }, r)
+      if has_integers then
+        assert.are.equal("integer", math.type(r.input_tokens))
+      end
+    end)
+  end)
+
+  describe("numbers", function()
+    it("keeps integers exact to the int64 limits", function()
+      local t = assert(decode "[0, 5000, -17, 9223372036854775807, -9223372036854775808, 9007199254740993]")
+      if has_integers then
+        assert.are.equal(math.maxinteger, t[4])
+        assert.are.equal(math.mininteger, t[5])
+        assert.are.equal(9007199254740993, t[6])
+        for i = 1, 6 do
+          assert.are.equal("integer", math.type(t[i]))
+        end
+      end
+      assert.are.equal(5000, t[2])
+      assert.are.equal(-17, t[3])
+    end)
+
+    it("reads -0 as the integer 0", function()
+      local t = assert(decode "[-0]")
+      assert.are.equal(0, t[1])
+      if has_integers then
+        assert.are.equal("integer", math.type(t[1]))
+      end
+    end)
+
+    it("turns integers beyond int64 into floats", function()
+      local t = assert(decode "[99999999999999999999, -9223372036854775809]")
+      assert.are.equal(1e20, t[1])
+      if has_integers then
+        assert.are.equal("float", math.type(t[1]))
+        assert.are.equal("float", math.type(t[2]))
+      end
+    end)
+
+    it("reads fractions and exponents as floats", function()
+      local t = assert(decode "[1.5, -0.25, 1e3, 2E-2, 1.25e+2, 0.1]")
+      assert.are.same({ 1.5, -0.25, 1000.0, 0.02, 125.0, 0.1 }, t)
+      if has_integers then
+        assert.are.equal("float", math.type(t[3]))
+      end
+    end)
+
+    it("refuses a number out of a double's range", function()
+      fails("1e400", "number out of range", 0)
+      fails("[-1e400]", "number out of range", 1)
+    end)
+
+    it("reads underflow as 0", function()
+      assert.are.equal(0, decode("1e-400"))
+    end)
+
+    for _, bad in ipairs { "01", "+1", ".5", "1.", "1e", "1e+", "-", "NaN", "Infinity", "-Infinity", "0x10" } do
+      it("refuses the malformed number " .. bad, function()
+        fails(bad)
+      end)
+    end
+
+    it("does not follow the C locale a script set", function()
+      -- a comma-decimal locale built into a private LOCPATH, used by a fresh process
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 2>/dev/null"),
+        "localedef could not build de_DE.UTF-8 (Debian package locales)")
+      local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+      local p = io.popen(("LOCPATH=%s %s -e 'assert(os.setlocale(\"de_DE.UTF-8\", \"numeric\")); "
+        .. "local u = require \"openai_usage\"; io.write(tostring(tonumber(\"2,5\")), \" \", "
+        .. "string.format(\"%%.2f\", u.decode(\"[2.5]\")[1]), \" \", tostring(u.decode(\"[2.5]\")[1] == 2.5))' 2>&1")
+        :format(dir, lua))
+      local out = p:read "*a"
+      p:close()
+      os.execute("rm -rf " .. dir)
+      -- tonumber("2,5") works only when the locale really took effect
+      assert.are.equal("2,5 2,50 true", out)
+    end)
+  end)
+
+  describe("strings", function()
+    it("decodes every escape", function()
+      assert.are.equal('"\\/\b\f\n\r\t', decode [["\"\\\/\b\f\n\r\t"]])
+    end)
+
+    it("decodes \\u escapes and surrogate pairs to UTF-8", function()
+      assert.are.equal("é€😀A", decode [["\u00e9\u20AC\ud83d\ude00\u0041"]])
+      assert.are.equal("\0", decode [["\u0000"]])
+    end)
+
+    it("refuses lone and reversed surrogates", function()
+      fails([["\ud83d"]], "lone high surrogate", 1)
+      fails([["\ude00"]], "lone low surrogate", 1)
+      fails([["\ude00\ud83d"]], "lone low surrogate", 1)
+      fails([["\ud83d\u0041"]], "lone high surrogate", 1)
+    end)
+
+    it("refuses a bad escape", function()
+      fails([["a\qb"]], "invalid escape \\q", 2)
+      fails([["\u12G4"]], "invalid \\u escape", 1)
+    end)
+
+    it("keeps valid UTF-8 as it is", function()
+      local text = "ÿ € 𝄞 漢字"
+      assert.are.equal(text, decode('"' .. text .. '"'))
+    end)
+
+    local invalid = {
+      { "lone continuation byte", "\128" },
+      { "overlong encoding", "\192\175" },
+      { "overlong three-byte", "\224\128\175" },
+      { "encoded surrogate", "\237\160\128" },
+      { "beyond U+10FFFF", "\244\144\128\128" },
+      { "truncated sequence", "\226\130" },
+      { "invalid lead byte", "\255" },
+    }
+    for _, case in ipairs(invalid) do
+      it("refuses invalid UTF-8: " .. case[1], function()
+        fails('"ab' .. case[2] .. '"', "invalid UTF-8", 3)
+        fails('"a\\n' .. case[2] .. '"', "invalid UTF-8", 4)
+      end)
+    end
+
+    it("refuses raw control characters", function()
+      fails('"a\nb"', "control character 0x0A", 2)
+      fails('"\\t\1"', "control character 0x01", 3)
+    end)
+  end)
+
+  describe("structure", function()
+    it("leaves a key absent for null, and keeps an array's positions", function()
+      local t = assert(decode '{"a":null,"b":1,"c":[1,null,3]}')
+      assert.is_nil(t.a)
+      assert.are.equal(1, t.b)
+      assert.are.equal(1, t.c[1])
+      assert.is_nil(t.c[2])
+      assert.are.equal(3, t.c[3])
+      assert.is_nil(decode "null")
+    end)
+
+    it("reads true, false, empty objects and arrays", function()
+      assert.are.same({ t = true, f = false, o = {}, a = {} }, decode '{"t":true,"f":false,"o":{},"a":[]}')
+    end)
+
+    it("lets the last of duplicate keys win", function()
+      assert.are.same({ a = 2 }, decode '{"a":1,"a":2}')
+    end)
+
+    it("accepts whitespace anywhere between tokens", function()
+      assert.are.same({ a = { 1, 2 } }, decode ' \t\r\n{ "a" :\n [ 1 ,\t2 ] }\n ')
+    end)
+
+    it("refuses nesting deeper than the limit, even 10 000 deep", function()
+      fails(("["):rep(10000), "nesting deeper than 512", 512)
+      fails(("{\"a\":"):rep(600) .. "1" .. ("}"):rep(600), "nesting deeper than 512")
+      assert.is_table(decode(("["):rep(512) .. ("]"):rep(512)))
+      local _, err = usage.decode(("["):rep(20) .. ("]"):rep(20), 10)
+      assert.matches("nesting deeper than 10", err.message, 1, true)
+    end)
+
+    it("names the byte offset of each kind of error", function()
+      fails("", "empty input", 0)
+      fails("   ", "only whitespace", 3)
+      fails('{"a" 1}', "expected ':' after object key", 5)
+      fails('{"a":1 "b":2}', "expected ',' or '}' after object member", 7)
+      fails("[1 2]", "expected ',' or ']' after array element", 3)
+      fails("{1:2}", "expected a string key in object", 1)
+      fails("[tru]", "invalid literal (expected true)", 1)
+      fails("[1,]", "expected a JSON value", 3)
+      fails("[1] x", "unexpected data after the JSON value", 4)
+      fails("\239\187\191[]", "byte order mark", 0)
+    end)
+
+    it("fails cleanly on every truncation of a page", function()
+      local text = '{"object":"page","data":[{"object":"bucket","start_time":1,"end_time":2,"results":'
+        .. '[{"images":1,"model":"d\\u00e9"},"{\\"images\\":2}"]}],"has_more":false,"next_page":null}'
+      assert.is_table(decode(text))
+      for n = 0, #text - 1 do
+        local value, err = decode(text:sub(1, n))
+        assert.is_nil(value, "prefix of " .. n .. " bytes decoded")
+        assert.are.equal("decode", err.kind)
+        assert.is_true(err.offset <= n)
+      end
+    end)
+
+    it("prints an error as one line", function()
+      local _, err = decode '{"a":\n\n}'
+      assert.are.equal("openai_usage: decode: expected a JSON value", tostring(err))
+      assert.are.equal(7, err.offset)
+    end)
+  end)
+
+  describe("usage quirks", function()
+    it("stores a bucket's result as results", function()
+      local page = assert(decode '{"object":"page","data":[{"object":"bucket","result":[{"images":3}]}]}')
+      assert.is_nil(page.data[1].result)
+      assert.are.equal(3, page.data[1].results[1].images)
+    end)
+
+    it("lets results win over result, in either order", function()
+      local a = decode '{"data":[{"results":[{"n":1}],"result":[{"n":2}]}]}'
+      local b = decode '{"data":[{"result":[{"n":2}],"results":[{"n":1}]}]}'
+      assert.are.equal(1, a.data[1].results[1].n)
+      assert.are.equal(1, b.data[1].results[1].n)
+    end)
+
+    it("reads an empty results list as an empty table", function()
+      local page = decode '{"data":[{"object":"bucket","results":[]}]}'
+      assert.are.same({}, page.data[1].results)
+    end)
+
+    it("applies the quirks only on the page path", function()
+      local t = decode '{"other":[{"result":["{\\"a\\":1}"]}],"data":[{"x":{"result":"{}"}}]}'
+      assert.are.same({ '{"a":1}' }, t.other[1].result)
+      assert.are.equal("{}", t.data[1].x.result)
+      assert.are.same({ { "x" } }, decode '[["x"]]')
+    end)
+
+    it("refuses a result string that is not JSON, naming both offsets", function()
+      local text = '{"data":[{"results":[{"a":1},"{\\"a\\":}"]}]}'
+      local err = fails(text, "a result sent as a string is not JSON: expected a JSON value at byte 5 of the string")
+      assert.are.equal(29, err.offset)
+      fails('{"data":[{"results":["{} x"]}]}', "unexpected data after the JSON value at byte 3")
+      fails('{"data":[{"results":[""]}]}', "a result sent as a string is not JSON")
+    end)
+
+    it("counts the depth limit across a result string", function()
+      local inner = ("["):rep(600) .. ("]"):rep(600)
+      local text = '{"data":[{"results":[' .. cjson.encode(inner) .. "]}]}"
+      fails(text, "nesting deeper than 512")
+    end)
+  end)
+
+  describe("against lua-cjson", function()
+    it("agrees field by field on a generated page, with exact integers", function()
+      local shared = os.getenv("OPENAI_USAGE_SHARED") or "../shared"
+      local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+      local p = assert(io.popen(("%s %s/bench/gen-page.lua 20 3"):format(lua, shared)))
+      local text = p:read "*a"
+      p:close()
+      assert.is_true(#text > 1000, "gen-page.lua wrote nothing (is ../shared there?)")
+      local ours, theirs = assert(decode(text)), cjson.decode(text)
+      local function compare(a, b, path)
+        if b == cjson.null then
+          assert.is_nil(a, path)
+        elseif type(b) == "table" then
+          assert.is_table(a, path)
+          for k, v in pairs(b) do
+            compare(a[k], v, path .. "." .. tostring(k))
+          end
+          for k in pairs(a) do
+            assert.is_not_nil(b[k], path .. "." .. tostring(k) .. " is extra")
+          end
+        elseif type(b) == "number" then
+          assert.are.equal(b, a, path)
+          if has_integers then
+            assert.are.equal("integer", math.type(a), path)
+          end
+        else
+          assert.are.equal(b, a, path)
+        end
+      end
+      compare(ours, theirs, "page")
+      assert.are.equal(20, #ours.data)
+    end)
+  end)
+end)
