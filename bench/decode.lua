@@ -6,14 +6,13 @@ local usage = require "openai_usage"
 local cjson = require "cjson"
 
 local runs = tonumber(arg and arg[1]) or 21
-local shared = os.getenv("OPENAI_USAGE_SHARED") or "../shared"
 local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
 
 local function generate(buckets, per_bucket)
-  local p = assert(io.popen(("%s %s/bench/gen-page.lua %d %d"):format(lua, shared, buckets, per_bucket)))
+  local p = assert(io.popen(("%s bench/gen-page.lua %d %d"):format(lua, buckets, per_bucket)))
   local text = p:read "*a"
   p:close()
-  assert(#text > 0, "gen-page.lua wrote nothing: is " .. shared .. " there?")
+  assert(#text > 0, "bench/gen-page.lua wrote nothing")
   return text
 end
 

@@ -34,3 +34,24 @@ describe("make install", function()
     assert.are.equal(require("openai_usage").version .. " " .. prefix .. "/lib/lua/5.4/openai_usage/core.so", out)
   end)
 end)
+
+describe("the bundled reference-page generator", function()
+  it("is the project's reference copy, byte for byte, where the shared original is present", function()
+    local function read(path)
+      local f = io.open(path, "rb")
+      if not f then
+        return nil
+      end
+      local text = f:read "*a"
+      f:close()
+      return text
+    end
+    local ours = read "bench/gen-page.lua"
+    assert.is_string(ours)
+    local original = read((os.getenv("OPENAI_USAGE_SHARED") or "../shared") .. "/bench/gen-page.lua")
+    if original == nil then
+      return pending "../shared is not beside this clone"
+    end
+    assert.are.equal(original, ours)
+  end)
+end)
