@@ -18,8 +18,9 @@ dependencies = {
   "lua >= 5.1",
 }
 external_dependencies = {
+  -- by library only: Debian keeps curl/curl.h in the multiarch include
+  -- directory, which LuaRocks' header probe does not search (the compiler does)
   CURL = {
-    header = "curl/curl.h",
     library = "curl",
   },
 }

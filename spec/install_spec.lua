@@ -55,3 +55,23 @@ describe("the bundled reference-page generator", function()
     assert.are.equal(original, ours)
   end)
 end)
+
+describe("the rockspec", function()
+  it("builds and installs the same module with LuaRocks, loadable from its tree", function()
+    local tree = os.tmpname()
+    os.remove(tree)
+    local p = io.popen(("luarocks --lua-version 5.4 make --tree='%s' --deps-mode=none "
+      .. "rockspec/openai-usage-scm-1.rockspec 2>&1; rm -f src/*.o"):format(tree))
+    local out = p:read "*a"
+    p:close()
+    assert.matches("openai-usage scm-1 is now installed", out, 1, true)
+    local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+    p = io.popen(([[cd / && env LUA_PATH='%s/share/lua/5.4/?.lua;%s/share/lua/5.4/?/init.lua;;' ]]
+      .. [[LUA_CPATH='%s/lib/lua/5.4/?.so;;' %s -e 'local u = require "openai_usage"; ]]
+      .. [[io.write(u.version, " ", tostring(u.decode("[5000]")[1]))' 2>&1]]):format(tree, tree, tree, lua))
+    out = p:read "*a"
+    p:close()
+    os.execute("rm -rf '" .. tree .. "'")
+    assert.are.equal(require("openai_usage").version .. " 5000", out)
+  end)
+end)
