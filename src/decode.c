@@ -379,6 +379,25 @@ static int decode_result_string(struct parser *P, const char *at)
                    inner.message, inner.offset);
 }
 
+/* After an element or member: ',' goes on (1), the closing byte ends the
+ * container (2), anything else fails (0, err set). */
+static int next_or_close(struct parser *P, char close, const char *what)
+{
+    skip_space(P);
+    if (P->p >= P->end)
+        return truncated(P);
+    if (*P->p == ',') {
+        P->p++;
+        return 1;
+    }
+    if (*P->p == close) {
+        P->p++;
+        P->depth--;
+        return 2;
+    }
+    return fail_at(P, P->p, "expected ',' or '%c' after %s", close, what);
+}
+
 static int parse_array(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
@@ -411,20 +430,14 @@ static int parse_array(struct parser *P, enum place place)
                 goto failed;
             lua_rawseti(L, -2, ++n);
         }
-        skip_space(P);
-        if (P->p >= P->end)
-            goto truncated;
-        if (*P->p == ',') {
-            P->p++;
+        switch (next_or_close(P, ']', "array element")) {
+        case 1:
             continue;
-        }
-        if (*P->p == ']') {
-            P->p++;
-            P->depth--;
+        case 2:
             return 1;
+        default:
+            goto failed;
         }
-        fail_at(P, P->p, "expected ',' or ']' after array element");
-        goto failed;
     }
 truncated:
     truncated(P);
@@ -504,20 +517,14 @@ static int parse_object(struct parser *P, enum place place)
             else
                 lua_rawset(L, -3);
         }
-        skip_space(P);
-        if (P->p >= P->end)
-            goto truncated;
-        if (*P->p == ',') {
-            P->p++;
+        switch (next_or_close(P, '}', "object member")) {
+        case 1:
             continue;
-        }
-        if (*P->p == '}') {
-            P->p++;
-            P->depth--;
+        case 2:
             return 1;
+        default:
+            goto failed;
         }
-        fail_at(P, P->p, "expected ',' or '}' after object member");
-        goto failed;
     }
 truncated_key:
     truncated(P);

@@ -136,47 +136,44 @@ function methods:pages(endpoint, params)
   end
 end
 
---- Iterates over time buckets across pages; yields bucket, page.
-function methods:buckets(endpoint, params)
-  local next_page = self:pages(endpoint, params)
-  local page, index = nil, 0
+-- Walks the list t[field] of each item the outer iterator yields: yields
+-- element, item; visit(element, item) may annotate the element first.
+local function flatten(next_outer, field, visit)
+  local outer, index = nil, 0
   return function()
     while true do
-      local data = page and page.data
-      if data and index < #data then
+      local list = outer and outer[field]
+      if list and index < #list then
         index = index + 1
-        return data[index], page
+        local element = list[index]
+        if visit then
+          visit(element, outer)
+        end
+        return element, outer
       end
-      page, index = next_page(), 0
-      if page == nil then
+      outer, index = next_outer(), 0
+      if outer == nil then
         return nil
       end
     end
   end
 end
 
+--- Iterates over time buckets across pages; yields bucket, page.
+function methods:buckets(endpoint, params)
+  return flatten(self:pages(endpoint, params), "data")
+end
+
+local function stamp(row, bucket)
+  if type(row) == "table" then
+    row.start_time, row.end_time = bucket.start_time, bucket.end_time
+  end
+end
+
 --- Iterates over result rows across buckets and pages; each row also
 -- carries its bucket's start_time and end_time. Yields row, bucket.
 function methods:results(endpoint, params)
-  local next_bucket = self:buckets(endpoint, params)
-  local bucket, index = nil, 0
-  return function()
-    while true do
-      local results = bucket and bucket.results
-      if results and index < #results then
-        index = index + 1
-        local row = results[index]
-        if type(row) == "table" then
-          row.start_time, row.end_time = bucket.start_time, bucket.end_time
-        end
-        return row, bucket
-      end
-      bucket, index = next_bucket(), 0
-      if bucket == nil then
-        return nil
-      end
-    end
-  end
+  return flatten(self:buckets(endpoint, params), "results", stamp)
 end
 
 return M
