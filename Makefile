@@ -5,8 +5,10 @@
 #   make report               the main job: a 30-day images report (see README)
 #   make test                 install missing Debian packages, build, run the busted suite
 #   make bench                benchmarks, printed as ratios against named peers
-#   make check-memory         the suite under valgrind (no definite leaks, no errors)
+#   make check-memory         the suite under valgrind (no definite leaks, no errors); alias check-valgrind
 #   make check-asan           the suite with an ASan+UBSan build of the module
+#   make fuzz [FUZZ_SECONDS=60] libFuzzer runs of the decoder and the query encoder
+#   make check                test + check-asan + a 60 s fuzz run of each harness
 #   make lint                 clang-format check, cppcheck, clang-tidy
 
 LUA_VERSION ?= 5.4
@@ -51,7 +53,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lu
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
-.PHONY: all install test report bench check-memory check-asan deps lint clean uninstall
+.PHONY: all install test report bench fuzz check check-valgrind check-memory check-asan deps lint clean uninstall
 
 all: $(MODULE)
 
@@ -116,6 +118,39 @@ check-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/sanitize/?.so;;" \
 	  OPENAI_USAGE_LUA="$(LUA)" $(BUSTED) $(BUSTED_ARGS) spec
+
+# libFuzzer harnesses (clang), each run for FUZZ_SECONDS on its seed corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	$(shell $(PKG_CONFIG) --cflags lua5.4)
+FUZZ_LIBS := $(shell $(PKG_CONFIG) --libs lua5.4) -lm
+build/fuzz/decode_fuzz: fuzz/decode_fuzz.c src/decode.c src/error.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/decode_fuzz.c src/decode.c src/error.c $(FUZZ_LIBS)
+build/fuzz/query_fuzz: fuzz/query_fuzz.c src/query.c src/rules.c src/buf.c src/error.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/query_fuzz.c src/query.c src/rules.c src/buf.c src/error.c $(FUZZ_LIBS)
+
+fuzz: deps
+	@command -v $(FUZZ_CC) >/dev/null && dpkg-query -W libclang-rt-14-dev >/dev/null 2>&1 || \
+	  apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
+	@$(MAKE) --no-print-directory build/fuzz/decode_fuzz build/fuzz/query_fuzz
+	@for h in decode query; do \
+	  mkdir -p build/fuzz/corpus-$$h; \
+	  echo "fuzzing $$h for $(FUZZ_SECONDS) s"; \
+	  build/fuzz/$${h}_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -max_len=65536 \
+	    -artifact_prefix=build/fuzz/$$h- build/fuzz/corpus-$$h fuzz/seeds/$$h \
+	    >build/fuzz/$$h.log 2>&1 || { tail -40 build/fuzz/$$h.log; exit 1; }; \
+	  grep -aE '^#[0-9]+[[:space:]]+DONE' build/fuzz/$$h.log | sed "s/^/$$h: /"; \
+	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' build/fuzz/$$h.log | sed "s/^/$$h: /"; \
+	done
+
+# Everything a change must pass: the suite, the suite under ASan+UBSan, a short fuzz run.
+check: test check-asan
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=60
+
+check-valgrind: check-memory
 
 lint:
 	clang-format --dry-run --Werror src/*.c src/*.h

@@ -282,6 +282,32 @@ describe("decode", function()
     end)
   end)
 
+  describe("the upstream description's examples", function()
+    it("decodes every response and result example verbatim", function()
+      local p = assert(io.popen "ls fuzz/seeds/decode/upstream-*.json")
+      local n = 0
+      for path in p:lines() do
+        local text = read(path)
+        local value, err = decode(text)
+        assert.is_table(value, path .. ": " .. tostring(err))
+        assert.are.same(cjson.decode(text).object, value.object)
+        if value.object == "page" then
+          assert.is_table(value.data)
+          for _, bucket in ipairs(value.data) do
+            assert.is_table(bucket.results, path)
+            for _, r in ipairs(bucket.results) do
+              assert.is_table(r, path .. ": a result was not decoded into a table")
+              assert.is_string(r.object)
+            end
+          end
+        end
+        n = n + 1
+      end
+      p:close()
+      assert.is_true(n >= 20, "only " .. n .. " examples")
+    end)
+  end)
+
   describe("against lua-cjson", function()
     it("agrees field by field on a generated page, with exact integers", function()
             local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
