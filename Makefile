@@ -11,6 +11,7 @@
 #   make check                test + check-asan + a 60 s fuzz run of each harness
 #   make lint                 clang-format check, cppcheck, clang-tidy
 
+SHELL := /bin/bash
 LUA_VERSION ?= 5.4
 PREFIX ?= /usr/local
 CC ?= cc
@@ -100,9 +101,12 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	$(SUITE_ENV) $(LUA) bench/decode.lua
 
+# The suite, then a scan of everything it printed for the API keys it used.
 test: deps
 	@$(MAKE) --no-print-directory all
-	$(SUITE_ENV) $(BUSTED) $(BUSTED_ARGS) spec
+	@mkdir -p build
+	set -o pipefail; $(SUITE_ENV) $(BUSTED) $(BUSTED_ARGS) spec 2>&1 | tee build/test-output.txt
+	@$(LUA) spec/support/scan_secrets.lua build/test-output.txt
 
 check-memory: deps
 	@$(MAKE) --no-print-directory all CFLAGS="-O1 -g"

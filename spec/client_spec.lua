@@ -416,7 +416,7 @@ describe("client", function()
     end)
 
     it("refuses CR, LF or NUL in any header value, without echoing it", function()
-      for _, name in ipairs { "api_key", "organization", "project", "user_agent" } do
+      for _, name in ipairs { "api_key", "base_url", "organization", "project", "user_agent" } do
         for _, bad in ipairs { "\r", "\n", "\0" } do
           local opts = { api_key = KEY }
           opts[name] = (opts[name] or "x") .. bad .. "X-Injected: 1"

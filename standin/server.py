@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -447,6 +448,8 @@ class Handler(BaseHTTPRequestHandler):
         status, body = self.answer(method, path, query)
         if "truncate" in fault:
             return self.send_truncated(status, body, int(fault["truncate"]))
+        if "reset_after" in fault:
+            return self.send_truncated(status, body, int(fault["reset_after"]), reset=True)
         if "drip_bytes_per_sec" in fault:
             return self.send_drip(status, body, int(fault["drip_bytes_per_sec"]))
         self.send_body(status, body)
@@ -496,7 +499,9 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(fault["retry_after"])
         if "retry_after_ms" in fault:
             headers["retry-after-ms"] = str(fault["retry_after_ms"])
-        if "body" in fault:
+        if "body_hex" in fault:
+            body = bytes.fromhex(fault["body_hex"])
+        elif "body" in fault:
             body = fault["body"].encode()
         else:
             body = envelope(fault.get("error_message", "Injected failure with status %d" % status),
@@ -504,7 +509,7 @@ class Handler(BaseHTTPRequestHandler):
                             fault.get("error_param"), fault.get("error_code"))
         self.send_body(status, body, fault.get("content_type", "application/json"), headers, gzip_ok=False)
 
-    def send_truncated(self, status, body, keep):
+    def send_truncated(self, status, body, keep, reset=False):
         self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -514,7 +519,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(body[:keep])
             self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
+            if reset:
+                self.abort_connection()
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -588,9 +596,17 @@ def main():
     parser.add_argument("--now", type=int, default=None, help="freeze 'now' (Unix seconds)")
     parser.add_argument("--idle", type=float, default=1800, help="exit after this many idle seconds")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     args = parser.parse_args()
 
     server = Server((args.host, args.port), Handler)
+    scheme = "http"
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     server.state = State(args.key, args.now)
     server.quiet = args.quiet
     port = server.server_address[1]
@@ -599,7 +615,7 @@ def main():
         with open(tmp, "w") as f:
             f.write("%d\n" % port)
         os.rename(tmp, args.port_file)
-    sys.stderr.write("openai-usage stand-in listening on http://%s:%d/v1\n" % (args.host, port))
+    sys.stderr.write("openai-usage stand-in listening on %s://%s:%d/v1\n" % (scheme, args.host, port))
     sys.stderr.flush()
     threading.Thread(target=watch, args=(args.watch_pid, server.state, args.idle), daemon=True).start()
     try:

@@ -45,7 +45,20 @@ local function without_nulls(value)
   return value
 end
 
---- Starts a server: options key (the accepted admin key), now (frozen time).
+-- A self-signed certificate for 127.0.0.1 and localhost, made with the
+-- openssl command-line tool; returns the certificate and key paths.
+local function make_certificate(base, name)
+  local cert, key = base .. ".crt", base .. ".key"
+  local cmd = ("env -u LD_PRELOAD openssl req -x509 -newkey rsa:2048 -nodes -keyout %s -out %s -days 2 "
+    .. "-subj '/CN=%s' -addext 'subjectAltName=IP:127.0.0.1,DNS:localhost' >/dev/null 2>&1")
+    :format(shell_quote(key), shell_quote(cert), name)
+  assert(os.execute(cmd), "openssl could not make a certificate")
+  return cert, key
+end
+M.make_certificate = make_certificate
+
+--- Starts a server: options key (the accepted admin key), now (frozen
+-- time), tls (serve HTTPS with a fresh self-signed certificate: srv.ca_file).
 function M.start(options)
   options = options or {}
   local base = os.tmpname()
@@ -56,9 +69,14 @@ function M.start(options)
     tmp = base,
   }, Server)
   local python = os.getenv("PYTHON") or "python3"
-  local cmd = ("env -u LD_PRELOAD %s standin/server.py --port 0 --port-file %s --watch-pid %s --key %s %s --quiet"
-    .. " >%s 2>&1 & echo $!"):format(python, shell_quote(self.port_file), self_pid(), shell_quote(self.key),
-    options.now and ("--now " .. math.floor(options.now)) or "", shell_quote(self.log))
+  local tls, scheme = "", "http"
+  if options.tls then
+    self.ca_file, self.key_file = make_certificate(base, "openai-usage stand-in")
+    tls, scheme = ("--tls-cert %s --tls-key %s"):format(shell_quote(self.ca_file), shell_quote(self.key_file)), "https"
+  end
+  local cmd = ("env -u LD_PRELOAD %s standin/server.py --port 0 --port-file %s --watch-pid %s --key %s %s %s"
+    .. " --quiet >%s 2>&1 & echo $!"):format(python, shell_quote(self.port_file), self_pid(), shell_quote(self.key),
+    options.now and ("--now " .. math.floor(options.now)) or "", tls, shell_quote(self.log))
   local p = assert(io.popen(cmd))
   self.pid = p:read "*l"
   p:close()
@@ -66,8 +84,8 @@ function M.start(options)
     local port = read_file(self.port_file)
     if port and port:match "%d+" then
       self.port = tonumber(port:match "%d+")
-      self.url = ("http://127.0.0.1:%d/v1"):format(self.port)
-      self.control = ("http://127.0.0.1:%d/__standin/"):format(self.port)
+      self.url = ("%s://127.0.0.1:%d/v1"):format(scheme, self.port)
+      self.control = ("%s://127.0.0.1:%d/__standin/"):format(scheme, self.port)
       return self
     end
     sleep(0.05)
@@ -78,7 +96,7 @@ end
 
 -- Calls the control plane; body (a Lua value) is sent as JSON.
 function Server:call(name, body)
-  local args = "-sS --max-time 20 "
+  local args = "-sS --max-time 20 " .. (self.ca_file and ("--cacert " .. shell_quote(self.ca_file) .. " ") or "")
   if body ~= nil then
     local f = assert(io.open(self.tmp, "wb"))
     f:write(cjson.encode(body))
@@ -128,9 +146,9 @@ function Server:stop()
     end
     self.pid = nil
   end
-  os.remove(self.port_file)
-  os.remove(self.log)
-  os.remove(self.tmp)
+  for _, path in ipairs { self.port_file, self.log, self.tmp, self.ca_file, self.key_file } do
+    os.remove(path)
+  end
 end
 
 return M

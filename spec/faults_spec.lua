@@ -1,0 +1,158 @@
+-- Hostile and broken answers from the server: each gives the documented
+-- error, in bounded time, and never a partial result presented as complete.
+local usage = require "openai_usage"
+local standin = require "spec.support.standin"
+
+local KEY = "sk-admin-faults-5b1f0c"
+local NOW = 1732406400
+local START = NOW - 3 * 86400
+
+-- Raw bytes travel to the stand-in as hex (JSON cannot carry invalid UTF-8).
+local function hex(s)
+  return (s:gsub(".", function(c)
+    return ("%02x"):format(c:byte())
+  end))
+end
+
+describe("faults", function()
+  local srv
+
+  setup(function()
+    srv = standin.start { key = KEY, now = NOW }
+  end)
+
+  teardown(function()
+    srv:stop()
+  end)
+
+  before_each(function()
+    srv:reset()
+  end)
+
+  local function client(options)
+    local opts = { api_key = KEY, base_url = srv.url, retry_backoff = 0.01, retry_backoff_max = 0.02 }
+    for k, v in pairs(options or {}) do
+      opts[k] = v
+    end
+    return assert(usage.new(opts))
+  end
+
+  local function fails(fault, kind, pattern, options)
+    srv:faults { fault }
+    local page, err = client(options or { max_retries = 0 }):images { start_time = START, bucket_width = "1h", limit = 72 }
+    assert.is_nil(page)
+    assert.are.equal(kind, err.kind, tostring(err))
+    if pattern then
+      assert.matches(pattern, err.message, 1, true)
+    end
+    return err
+  end
+
+  it("a connection reset mid-body: network error, no page", function()
+    fails({ reset_after = 500 }, "network")
+  end)
+
+  it("a body cut short of its Content-Length: network error, no page", function()
+    fails({ truncate = 2000 }, "network")
+  end)
+
+  it("the server closing a keep-alive connection between pages: the walk goes on over a new one", function()
+    srv:faults { { close_after = true }, { close_after = true } }
+    local pages = 0
+    for _ in client():pages("images", { start_time = START, end_time = NOW, bucket_width = "1h", limit = 24 }) do
+      pages = pages + 1
+    end
+    assert.are.equal(3, pages)
+    local records = srv:requests()
+    assert.are_not.equal(records[1].connection, records[2].connection)
+    assert.are_not.equal(records[2].connection, records[3].connection)
+  end)
+
+  it("a slow drip below the low-speed limit: timeout, in bounded time", function()
+    local t0 = os.time()
+    fails({ drip_bytes_per_sec = 50 }, "timeout", "too slow", { max_retries = 0, low_speed_limit = 1000, low_speed_time = 1 })
+    assert.is_true(os.time() - t0 <= 5)
+  end)
+
+  it("a body over the size cap: aborted with a clear error", function()
+    fails({ latency_ms = 1 }, "network", "exceeds max_response_bytes", { max_retries = 0, max_response_bytes = 4096 })
+  end)
+
+  it("a gzip bomb: the cap counts decompressed bytes", function()
+    local err = fails({ gzip_bomb = 200 * 1024 * 1024 }, "network", "exceeds max_response_bytes (1048576 bytes",
+      { max_retries = 0, max_response_bytes = 1024 * 1024 })
+    assert.are.equal(200, err.status)
+  end)
+
+  it("a 429 storm: retried max_retries times with the asked delay, then the 429", function()
+    srv:faults { { status = 429, retry_after_ms = "20", times = 50 } }
+    local c = client { max_retries = 3 }
+    local _, err = c:images { start_time = START }
+    assert.are.equal(429, err.status)
+    assert.are.equal(4, err.attempts)
+    assert.are.same({ 0.02, 0.02, 0.02 }, c:last_transfer().delays)
+    assert.are.equal(4, #srv:requests())
+  end)
+
+  it("a Retry-After longer than allowed: gives up at once", function()
+    local err = fails({ status = 503, retry_after = "3600" }, "http", "more than the 120 s allowed", { max_retries = 5 })
+    assert.are.equal(3600, err.retry_after)
+    assert.are.equal(1, #srv:requests())
+  end)
+
+  it("a wrong Content-Type with a non-JSON body: decode error naming it", function()
+    fails({ status = 200, body = "<!doctype html><p>gateway", content_type = "text/html; charset=utf-8" }, "decode",
+      "Content-Type was text/html")
+  end)
+
+  it("invalid UTF-8 in a string: decode error at its byte", function()
+    local body = '{"object":"page","data":[{"object":"bucket","results":[{"model":"d\255e"}]}],"has_more":false}'
+    local err = fails({ status = 200, body_hex = hex(body) }, "decode", "invalid UTF-8")
+    assert.are.equal(body:find("\255", 1, true) - 1, err.offset)
+  end)
+
+  it("nesting 10 000 deep: decode error, no crash", function()
+    fails({ status = 200, body = ("["):rep(10000) .. ("]"):rep(10000) }, "decode", "nesting deeper than 512")
+  end)
+
+  it("duplicate keys: the last one wins, as documented", function()
+    srv:faults { { status = 200, body = '{"object":"page","data":[],"has_more":true,"has_more":false,"next_page":null}' } }
+    local page = assert(client():images { start_time = START })
+    assert.is_false(page.has_more)
+  end)
+
+  it("numbers: 1e400 is refused, -0 and 99999999999999999999 are read", function()
+    fails({ status = 200, body = '{"object":"page","data":[{"start_time":1e400}]}' }, "decode", "number out of range")
+    srv:faults { { status = 200, body = '{"object":"page","data":[{"start_time":-0,"end_time":99999999999999999999,"results":[]}],"has_more":false}' } }
+    local page = assert(client():images { start_time = START })
+    assert.are.equal(0, page.data[1].start_time)
+    assert.are.equal(1e20, page.data[1].end_time)
+  end)
+
+  it("a page with has_more and no cursor: the walk raises after that page", function()
+    srv:faults { { status = 200, body = '{"object":"page","data":[{"object":"bucket","start_time":1,"end_time":2,"results":[]}],"has_more":true}' } }
+    local seen = 0
+    local ok, err = pcall(function()
+      for _ in client():buckets("images", { start_time = START }) do
+        seen = seen + 1
+      end
+    end)
+    assert.is_false(ok)
+    assert.are.equal(1, seen)
+    assert.are.equal("api", err.kind)
+  end)
+
+  it("an empty 200 body: decode error, not an empty page", function()
+    fails({ status = 200, body = "" }, "decode", "empty input")
+  end)
+
+  it("a redirect to another server: not followed, and that server hears nothing", function()
+    local other = standin.start { key = KEY, now = NOW }
+    srv:faults { { status = 307, headers = { Location = other.url .. "/organization/usage/images?start_time=1" } } }
+    local _, err = client():images { start_time = START }
+    local heard = other:requests()
+    other:stop()
+    assert.are.equal(307, err.status)
+    assert.are.same({}, heard)
+  end)
+end)
