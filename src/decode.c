@@ -52,6 +52,18 @@ static void skip_space(struct parser *P)
 
 static int parse_value(struct parser *P, enum place place);
 
+/* 1 for bytes a string can hold as they are: ASCII from space up, except
+ * '"' and '\\'. One load a byte in the scanning loops. */
+static const unsigned char plain_byte[256] = {
+#define ROW16(v) v, v, v, v, v, v, v, v, v, v, v, v, v, v, v, v
+    ROW16(0), ROW16(0), 1,        1,        0,        1,        1,        1,        1,        1,
+    1,        1,        1,        1,        1,        1,        1,        1, /* 0x20..0x2F: '"' is 0x22 */
+    ROW16(1), ROW16(1), 1,        1,        1,        1,        1,        1,        1,        1,
+    1,        1,        1,        1,        0,        1,        1,        1, /* 0x50..0x5F: '\\' is 0x5C */
+    ROW16(1), ROW16(1), ROW16(0), ROW16(0), ROW16(0), ROW16(0), ROW16(0), ROW16(0), ROW16(0), ROW16(0),
+#undef ROW16
+};
+
 /* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
 static size_t utf8_length(const unsigned char *p, const unsigned char *end)
 {
@@ -134,97 +146,131 @@ static int read_unicode_escape(struct parser *P, const char *backslash, unsigned
     return 1;
 }
 
+/* Where unescaped bytes go: a stack buffer, spilling into a luaL_Buffer
+ * only for strings longer than it. Most escaped strings are short. */
+struct sink {
+    lua_State *L;
+    int spilled;
+    size_t n;
+    luaL_Buffer b;
+    char buf[512];
+};
+
+static void sink_add(struct sink *s, const char *bytes, size_t n)
+{
+    if (s->n + n > sizeof s->buf) {
+        if (!s->spilled) {
+            luaL_buffinit(s->L, &s->b);
+            s->spilled = 1;
+        }
+        luaL_addlstring(&s->b, s->buf, s->n);
+        s->n = 0;
+        if (n > sizeof s->buf) {
+            luaL_addlstring(&s->b, bytes, n);
+            return;
+        }
+    }
+    memcpy(s->buf + s->n, bytes, n);
+    s->n += n;
+}
+
+static void sink_push(struct sink *s)
+{
+    if (!s->spilled) {
+        lua_pushlstring(s->L, s->buf, s->n);
+        return;
+    }
+    luaL_addlstring(&s->b, s->buf, s->n);
+    luaL_pushresult(&s->b);
+}
+
+/* Fails with the stack as it was: a spilled buffer is finished and dropped. */
+static int sink_fail(struct sink *s, int result)
+{
+    if (s->spilled) {
+        luaL_pushresult(&s->b);
+        lua_pop(s->L, 1);
+    }
+    return result;
+}
+
 /* The slow path: the string from first (just after the quote) has an
- * escape at P->p; build it in a luaL_Buffer. */
+ * escape at P->p. */
 static int parse_escaped_string(struct parser *P, const char *first)
 {
-    lua_State *L = P->L;
-    luaL_Buffer b;
+    struct sink s;
     const char *p = P->p, *end = P->end;
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, first, (size_t)(p - first));
+    s.L = P->L;
+    s.spilled = 0;
+    s.n = 0;
+    sink_add(&s, first, (size_t)(p - first));
     for (;;) {
         const char *run = p;
-        while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\' && (unsigned char)*p < 0x80)
+        const char *backslash;
+        char c, out[4];
+        unsigned cp = 0;
+        while (p < end && plain_byte[(unsigned char)*p])
             p++;
         if (p > run)
-            luaL_addlstring(&b, run, (size_t)(p - run));
-        if (p >= end) {
-            luaL_pushresult(&b);
-            lua_pop(L, 1);
-            return truncated(P);
-        }
+            sink_add(&s, run, (size_t)(p - run));
+        if (p >= end)
+            return sink_fail(&s, truncated(P));
         if (*p == '"') {
-            luaL_pushresult(&b);
+            sink_push(&s);
             P->p = p + 1;
             return 1;
         }
         if ((unsigned char)*p >= 0x80) {
             size_t n = utf8_length((const unsigned char *)p, (const unsigned char *)end);
-            if (!n) {
-                luaL_pushresult(&b);
-                lua_pop(L, 1);
-                return fail_at(P, p, "invalid UTF-8 in string");
-            }
-            luaL_addlstring(&b, p, n);
+            if (!n)
+                return sink_fail(&s, fail_at(P, p, "invalid UTF-8 in string"));
+            sink_add(&s, p, n);
             p += n;
             continue;
         }
-        if (*p != '\\') {
-            luaL_pushresult(&b);
-            lua_pop(L, 1);
-            return fail_at(P, p, "control character 0x%02X in string (must be escaped)", (unsigned char)*p);
+        if (*p != '\\')
+            return sink_fail(
+                &s, fail_at(P, p, "control character 0x%02X in string (must be escaped)", (unsigned char)*p));
+        if (p + 1 >= end)
+            return sink_fail(&s, truncated(P));
+        backslash = p;
+        c = p[1];
+        p += 2;
+        switch (c) {
+        case '"':
+        case '\\':
+        case '/':
+            out[0] = c;
+            break;
+        case 'b':
+            out[0] = '\b';
+            break;
+        case 'f':
+            out[0] = '\f';
+            break;
+        case 'n':
+            out[0] = '\n';
+            break;
+        case 'r':
+            out[0] = '\r';
+            break;
+        case 't':
+            out[0] = '\t';
+            break;
+        case 'u':
+            P->p = backslash + 1;
+            if (!read_unicode_escape(P, backslash, &cp))
+                return sink_fail(&s, 0);
+            p = P->p;
+            sink_add(&s, out, utf8_encode(cp, out));
+            continue;
+        default:
+            if ((unsigned char)c < 0x20 || (unsigned char)c >= 0x7F)
+                return sink_fail(&s, fail_at(P, backslash, "invalid escape (byte 0x%02X after a backslash)",
+                                             (unsigned char)c));
+            return sink_fail(&s, fail_at(P, backslash, "invalid escape \\%c", c));
         }
-        if (p + 1 >= end) {
-            luaL_pushresult(&b);
-            lua_pop(L, 1);
-            return truncated(P);
-        }
-        {
-            const char *backslash = p;
-            char c = p[1], out[4];
-            unsigned cp = 0;
-            p += 2;
-            switch (c) {
-            case '"':
-            case '\\':
-            case '/':
-                luaL_addchar(&b, c);
-                break;
-            case 'b':
-                luaL_addchar(&b, '\b');
-                break;
-            case 'f':
-                luaL_addchar(&b, '\f');
-                break;
-            case 'n':
-                luaL_addchar(&b, '\n');
-                break;
-            case 'r':
-                luaL_addchar(&b, '\r');
-                break;
-            case 't':
-                luaL_addchar(&b, '\t');
-                break;
-            case 'u':
-                P->p = backslash + 1;
-                if (!read_unicode_escape(P, backslash, &cp)) {
-                    luaL_pushresult(&b);
-                    lua_pop(L, 1);
-                    return 0;
-                }
-                p = P->p;
-                luaL_addlstring(&b, out, utf8_encode(cp, out));
-                break;
-            default:
-                luaL_pushresult(&b);
-                lua_pop(L, 1);
-                if ((unsigned char)c < 0x20 || (unsigned char)c >= 0x7F)
-                    return fail_at(P, backslash, "invalid escape (byte 0x%02X after a backslash)",
-                                   (unsigned char)c);
-                return fail_at(P, backslash, "invalid escape \\%c", c);
-            }
-        }
+        sink_add(&s, out, 1);
     }
 }
 
@@ -234,7 +280,7 @@ static int parse_string(struct parser *P)
 {
     const char *first = P->p, *p = first, *end = P->end;
     for (;;) {
-        while (p < end && (unsigned char)*p >= 0x20 && *p != '"' && *p != '\\' && (unsigned char)*p < 0x80)
+        while (p < end && plain_byte[(unsigned char)*p])
             p++;
         if (p >= end)
             return truncated(P);
