@@ -39,9 +39,9 @@ MODULE := $(OUTDIR)/openai_usage/core.so
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 CFLAGS ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(SAN_FLAGS) \
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(SAN_FLAGS) \
 	$(shell $(PKG_CONFIG) --cflags $(LUA_PKG) libcurl)
-LDLIBS := $(shell $(PKG_CONFIG) --libs libcurl) -lm
+LDLIBS := $(shell $(PKG_CONFIG) --libs libcurl) -lm -pthread
 
 SOURCES := $(wildcard src/*.c)
 OBJECTS := $(patsubst src/%.c,$(OBJDIR)/%.o,$(SOURCES))

@@ -8,6 +8,14 @@ local KEY = "sk-admin-paging"
 local NOW = 1732406400 -- 2024-11-24T00:00:00Z
 local START = NOW - 3 * 86400
 
+-- Wall-clock seconds with sub-second precision (plain Lua has none).
+local function wall()
+  local p = io.popen "date +%s.%N"
+  local t = tonumber(p:read "*l")
+  p:close()
+  return t
+end
+
 describe("paging", function()
   local srv, c
 
@@ -56,13 +64,85 @@ describe("paging", function()
     end
   end)
 
-  it("is lazy: one request per page the caller takes", function()
-    local next_page = c:pages("images", params)
+  it("is lazy: with prefetch off, one request per page the caller takes", function()
+    local next_page = c:pages("images", params, { prefetch = false })
     assert.are.same({}, srv:requests())
     next_page()
     assert.are.equal(1, #srv:requests())
     next_page()
     assert.are.equal(2, #srv:requests())
+  end)
+
+  it("prefetches exactly one page ahead of the caller by default", function()
+    local next_page = c:pages("images", params)
+    assert.are.same({}, srv:requests())
+    local first = next_page()
+    c:last_transfer() -- waits for the prefetch to land
+    local records = srv:requests()
+    assert.are.equal(2, #records)
+    assert.matches("page=" .. first.next_page:gsub("%p", "%%%0"), records[2].query)
+    next_page()
+    c:last_transfer()
+    assert.are.equal(3, #srv:requests())
+    assert.is_false(next_page().has_more) -- the last page: nothing more is fetched
+    assert.is_nil(next_page())
+    assert.are.equal(3, #srv:requests())
+  end)
+
+  it("gives the same pages with and without prefetch", function()
+    local function walk(options)
+      local out = {}
+      for page in c:pages("images", params, options) do
+        out[#out + 1] = page
+      end
+      return out
+    end
+    assert.are.same(walk { prefetch = false }, walk())
+    local off = assert(usage.new { api_key = KEY, base_url = srv.url, prefetch = false })
+    srv:reset()
+    for _ in off:pages("images", params) do
+    end
+    assert.are.equal(3, #srv:requests())
+    local _, err = usage.new { api_key = KEY, prefetch = "yes" }
+    assert.are.equal("prefetch", err.param)
+  end)
+
+  it("stays correct when another request uses the client mid-walk", function()
+    local starts = {}
+    for page in c:pages("images", params) do
+      assert.is_table(c:images { start_time = START, bucket_width = "1d" })
+      starts[#starts + 1] = page.data[1].start_time
+    end
+    assert.are.same({ START, START + 86400, START + 2 * 86400 }, starts)
+  end)
+
+  it("stops a slow prefetch at once when the loop is left early (Lua 5.4)", function()
+    if _VERSION ~= "Lua 5.4" then
+      return pending "the generic for closes its fourth value from Lua 5.4 on"
+    end
+    srv:faults { { latency_ms = 0 }, { latency_ms = 5000 } }
+    local t0 = wall()
+    for _ in c:pages("images", params) do
+      break
+    end
+    local left = wall() - t0
+    assert.is_table(c:images { start_time = START }) -- the handle is free again
+    -- the prefetch would take 5 s; libcurl notices the abort within about 1 s
+    assert.is_true(left < 1.6, ("leaving the loop took %.2f s"):format(left))
+  end)
+
+  it("collects a client whose prefetch is still in flight", function()
+    srv:faults { { latency_ms = 0 }, { latency_ms = 3000 } }
+    local t0 = wall()
+    do
+      local other = assert(usage.new { api_key = KEY, base_url = srv.url })
+      local next_page = other:pages("images", params)
+      assert.is_table(next_page())
+    end
+    collectgarbage()
+    collectgarbage()
+    local took = wall() - t0
+    assert.is_true(took < 1.6, ("collecting the client took %.2f s"):format(took))
   end)
 
   it("buckets() yields every bucket once, in order, across pages", function()

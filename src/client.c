@@ -1,5 +1,6 @@
 #include "client.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,35 @@ struct ou_client {
     enum ou_array_format array_format;
     struct ou_buf url;
     int open;
+    /* A prefetch: the next page's transfer running on its own thread while
+     * Lua works. Only that thread touches transfer and url until it is
+     * joined; it makes no Lua call. */
+    pthread_t thread;
+    int running;         /* the thread exists and is not joined yet */
+    int ready;           /* its outcome is unclaimed and still in transfer */
+    unsigned long token; /* names the latest prefetch */
+    enum ou_outcome outcome;
 };
+
+static void *prefetch_main(void *arg)
+{
+    struct ou_client *c = arg;
+    c->outcome = ou_transfer_get(&c->transfer, c->url.data);
+    return NULL;
+}
+
+/* Waits for a background transfer (stopping it first when abort is set).
+ * After this, the calling thread owns transfer and url again. */
+static void join_prefetch(struct ou_client *c, int abort)
+{
+    if (!c->running)
+        return;
+    if (abort)
+        atomic_store(&c->transfer.abort_requested, 1);
+    pthread_join(c->thread, NULL);
+    atomic_store(&c->transfer.abort_requested, 0);
+    c->running = 0;
+}
 
 /* Every option core.new accepts; the Lua layer fills in the environment's
  * defaults before calling. */
@@ -31,6 +60,8 @@ static const char *const option_names[] = {
 
 static void client_release(struct ou_client *c)
 {
+    join_prefetch(c, 1);
+    c->ready = 0;
     ou_transfer_release(&c->transfer);
     ou_buf_free(&c->url);
     if (c->api_key) {
@@ -53,6 +84,7 @@ static struct ou_client *check_open(lua_State *L)
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
     if (!c->open)
         luaL_error(L, "openai_usage: the client is closed");
+    join_prefetch(c, 0);
     return c;
 }
 
@@ -413,12 +445,56 @@ static int client_request(lua_State *L)
     struct ou_client *c = check_open(L);
     enum ou_outcome outcome;
     lua_settop(L, 3);
+    c->ready = 0;
     if (!build_url(L, c, 2))
         return ou_error_return(L);
     outcome = ou_transfer_get(&c->transfer, c->url.data);
     if (outcome != OU_OK)
         return fail_outcome(L, c, outcome);
     return decode_page(L, c);
+}
+
+/* client:prefetch(endpoint, params) -> token | nil, err: validates now,
+ * then starts the transfer on a thread and returns at once. */
+static int client_prefetch(lua_State *L)
+{
+    struct ou_client *c = check_open(L);
+    lua_settop(L, 3);
+    c->ready = 0;
+    if (!build_url(L, c, 2))
+        return ou_error_return(L);
+    c->token++;
+    c->ready = 1;
+    if (pthread_create(&c->thread, NULL, prefetch_main, c) == 0)
+        c->running = 1;
+    else
+        prefetch_main(c); /* no thread to be had: fetch now, still correct */
+    lua_pushnumber(L, (lua_Number)c->token);
+    return 1;
+}
+
+/* client:collect(token) -> page | nil, err, or false when that prefetch is
+ * gone (another request reused the handle): the caller then requests. */
+static int client_collect(lua_State *L)
+{
+    struct ou_client *c = check_open(L);
+    if (!c->ready || (lua_Number)c->token != luaL_checknumber(L, 2)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    c->ready = 0;
+    if (c->outcome != OU_OK)
+        return fail_outcome(L, c, c->outcome);
+    return decode_page(L, c);
+}
+
+/* client:cancel() stops a prefetch nobody will collect (a loop left early). */
+static int client_cancel(lua_State *L)
+{
+    struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
+    join_prefetch(c, 1);
+    c->ready = 0;
+    return 0;
 }
 
 /* client:url(endpoint, params) -> the URL a request would GET | nil, err */
@@ -479,7 +555,9 @@ static int client_tostring(lua_State *L)
 }
 
 static const luaL_Reg client_methods[] = {
-    {"request", client_request}, {"url", client_url}, {"last_transfer", client_last_transfer},
+    {"request", client_request}, {"prefetch", client_prefetch},
+    {"collect", client_collect}, {"cancel", client_cancel},
+    {"url", client_url},         {"last_transfer", client_last_transfer},
     {"close", client_close},     {NULL, NULL},
 };
 

@@ -108,11 +108,21 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
+/* Lets a background transfer be stopped: libcurl calls this often. */
+static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    struct ou_transfer *t = userdata;
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return atomic_load(&t->abort_requested) ? 1 : 0;
+}
+
 int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
                      const char *user_agent, const char *ca_file)
 {
     CURL *e;
     memset(t, 0, sizeof *t);
+    atomic_init(&t->abort_requested, 0);
     t->headers = headers;
     t->opts = *opts;
     reset_response_headers(&t->resp);
@@ -149,6 +159,9 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(e, CURLOPT_XFERINFODATA, t);
+    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     return 1;
 }
@@ -195,15 +208,18 @@ static double backoff(struct ou_transfer *t, int retry)
     return delay * (1.0 - 0.25 * random_unit(t));
 }
 
-static void sleep_seconds(double seconds)
+/* Sleeps in slices of at most 50 ms so that an abort is noticed. */
+static void sleep_seconds(struct ou_transfer *t, double seconds)
 {
-    struct timespec ts;
-    if (seconds <= 0)
-        return;
-    ts.tv_sec = (time_t)seconds;
-    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
+    while (seconds > 0 && !atomic_load(&t->abort_requested)) {
+        double slice = seconds < 0.05 ? seconds : 0.05;
+        struct timespec ts;
+        ts.tv_sec = (time_t)slice;
+        ts.tv_nsec = (long)((slice - (double)ts.tv_sec) * 1e9);
+        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+            ;
+        seconds -= slice;
+    }
 }
 
 static enum ou_outcome attempt(struct ou_transfer *t, const char *url)
@@ -250,7 +266,7 @@ enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
             retry = t->resp.should_retry >= 0 ? t->resp.should_retry : retryable_status(t->resp.status);
         else
             retry = (outcome == OU_FAIL_NETWORK || outcome == OU_FAIL_TIMEOUT) && retryable_code(t->code);
-        if (!retry || t->attempts > t->opts.max_retries)
+        if (!retry || t->attempts > t->opts.max_retries || atomic_load(&t->abort_requested))
             return outcome;
         if (outcome == OU_FAIL_HTTP && t->resp.retry_after >= 0) {
             if (t->resp.retry_after > t->opts.retry_after_max)
@@ -260,7 +276,7 @@ enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
             delay = backoff(t, t->attempts - 1);
         }
         t->delays[t->attempts - 1] = delay;
-        sleep_seconds(delay);
+        sleep_seconds(t, delay);
     }
 }
 

@@ -5,6 +5,7 @@
 #define OU_TRANSFER_H
 
 #include <curl/curl.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -45,6 +46,8 @@ enum ou_outcome {
 
 struct ou_transfer {
     CURL *easy;
+    /* set from another thread to stop a transfer running in the background */
+    _Atomic int abort_requested;
     struct curl_slist *headers; /* owned */
     struct ou_transfer_opts opts;
     struct ou_response resp;

@@ -10,6 +10,9 @@ local M = {
 
 local methods = core.client_methods
 
+-- Options the Lua layer keeps for itself, per client (weak: no leak).
+local lua_options = setmetatable({}, { __mode = "k" })
+
 local function env(name)
   local value = os.getenv(name)
   if value ~= nil and value ~= "" then
@@ -28,7 +31,7 @@ local ENV_DEFAULTS = {
 --- Creates a client. Options: api_key, base_url, organization, project,
 -- timeout, connect_timeout, max_retries, user_agent, ca_file, array_format,
 -- max_response_bytes, low_speed_limit, low_speed_time, retry_backoff,
--- retry_backoff_max, retry_after_max (README lists them all).
+-- retry_backoff_max, retry_after_max, prefetch (README lists them all).
 -- @return client, or nil and an error table
 function M.new(options)
   if options ~= nil and type(options) ~= "table" then
@@ -43,7 +46,18 @@ function M.new(options)
       opts[name] = env(variable)
     end
   end
-  return core.new(opts)
+  local prefetch = opts.prefetch
+  if prefetch ~= nil and type(prefetch) ~= "boolean" then
+    return nil, core.error {
+      kind = "invalid_argument", param = "prefetch", message = "prefetch: expected a boolean, got a " .. type(prefetch),
+    }
+  end
+  opts.prefetch = nil
+  local client, err = core.new(opts)
+  if client then
+    lua_options[client] = { prefetch = prefetch ~= false }
+  end
+  return client, err
 end
 
 --- Decodes a UsageResponse JSON text offline with the same decoder the client uses.
@@ -87,21 +101,34 @@ function methods:images(params)
   return self:request("images", params)
 end
 
+-- Closes a walk left early (Lua 5.4 generic for): stops its prefetch.
+local walk_closer = {
+  __close = function(walk)
+    walk.close()
+  end,
+}
+
 --- Iterates over pages, requesting the next one only when asked for it.
--- Raises the error table on failure, on a cursor that repeats, and on a
--- page that says has_more without a cursor: a walk never ends early
--- without saying so.
-function methods:pages(endpoint, params)
+-- While the caller works on a page, the next one is already on its way
+-- (a prefetch on a background thread; options.prefetch = false, here or on
+-- the client, turns that off). Raises the error table on failure, on a
+-- cursor that repeats, and on a page that says has_more without a cursor:
+-- a walk never ends early without saying so.
+function methods:pages(endpoint, params, options)
   if params ~= nil and type(params) ~= "table" then
     raise(core.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) })
   end
+  local prefetch = (lua_options[self] or {}).prefetch ~= false
+  if options and options.prefetch ~= nil then
+    prefetch = options.prefetch
+  end
   local query = copy(params)
   local seen = {}
-  local finished, pending = false, nil
+  local finished, pending, token = false, nil, nil
   if query.page ~= nil then
     seen[query.page] = true
   end
-  return function()
+  local function next_page()
     if pending then
       local err = pending
       pending, finished = nil, true
@@ -110,7 +137,16 @@ function methods:pages(endpoint, params)
     if finished then
       return nil
     end
-    local page, err = self:request(endpoint, query)
+    local page, err
+    if token then
+      page, err = self:collect(token)
+      token = nil
+      if page == false then -- the handle was used for another request meanwhile
+        page, err = self:request(endpoint, query)
+      end
+    else
+      page, err = self:request(endpoint, query)
+    end
     if not page then
       finished = true
       raise(err)
@@ -131,9 +167,22 @@ function methods:pages(endpoint, params)
     else
       seen[cursor] = true
       query.page = cursor
+      if prefetch then
+        token = self:prefetch(endpoint, query)
+      end
     end
     return page
   end
+  local walk = setmetatable({
+    close = function()
+      if token then
+        self:cancel()
+        token = nil
+      end
+      finished = true
+    end,
+  }, walk_closer)
+  return next_page, nil, nil, walk
 end
 
 -- Walks the list t[field] of each item the outer iterator yields: yields
@@ -160,8 +209,9 @@ local function flatten(next_outer, field, visit)
 end
 
 --- Iterates over time buckets across pages; yields bucket, page.
-function methods:buckets(endpoint, params)
-  return flatten(self:pages(endpoint, params), "data")
+function methods:buckets(endpoint, params, options)
+  local next_page, _, _, walk = self:pages(endpoint, params, options)
+  return flatten(next_page, "data"), nil, nil, walk
 end
 
 local function stamp(row, bucket)
@@ -172,8 +222,9 @@ end
 
 --- Iterates over result rows across buckets and pages; each row also
 -- carries its bucket's start_time and end_time. Yields row, bucket.
-function methods:results(endpoint, params)
-  return flatten(self:buckets(endpoint, params), "results", stamp)
+function methods:results(endpoint, params, options)
+  local next_bucket, _, _, walk = self:buckets(endpoint, params, options)
+  return flatten(next_bucket, "results", stamp), nil, nil, walk
 end
 
 return M
