@@ -100,6 +100,7 @@ report: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	$(SUITE_ENV) $(LUA) bench/decode.lua
+	$(SUITE_ENV) $(LUA) bench/paging.lua
 
 # The suite, then a scan of everything it printed for the API keys it used.
 test: deps

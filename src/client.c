@@ -529,6 +529,9 @@ static int client_last_transfer(lua_State *L)
     lua_setfield(L, -2, "wire_bytes");
     ou_pushint64(L, (int64_t)t->resp.body.len);
     lua_setfield(L, -2, "body_bytes");
+    /* what the client holds in C between requests: body and URL buffers */
+    ou_pushint64(L, (int64_t)(t->resp.body.cap + c->url.cap));
+    lua_setfield(L, -2, "buffer_bytes");
     ou_pushint64(L, t->resp.status);
     lua_setfield(L, -2, "status");
     if (t->resp.request_id[0]) {

@@ -3,6 +3,7 @@
 #include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "client.h"
 #include "compat.h"
@@ -126,9 +127,19 @@ static int core_rules(lua_State *L)
     return 1;
 }
 
+/* core.clock() -> monotonic seconds, for timing walks and progress lines. */
+static int core_clock(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
-    {"decode", core_decode}, {"encode_query", core_encode_query}, {"rules", core_rules},
-    {"new", ou_client_new},  {"error", ou_error_new_lua},         {NULL, NULL},
+    {"clock", core_clock}, {"decode", core_decode}, {"encode_query", core_encode_query},
+    {"rules", core_rules}, {"new", ou_client_new},  {"error", ou_error_new_lua},
+    {NULL, NULL},
 };
 
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L);

@@ -42,14 +42,22 @@ SCALAR_PARAMS = ["start_time", "end_time", "bucket_width", "limit", "page"]
 HISTORY_DAYS = 90
 
 
+M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def mix_step(h, v):
+    """One splitmix64-style round folding v into h."""
+    h = (h ^ (v & M64)) * 0xBF58476D1CE4E5B9 & M64
+    h ^= h >> 31
+    h = h * 0x94D049BB133111EB & M64
+    return h ^ (h >> 29)
+
+
 def mix(*values):
     """A cheap deterministic 64-bit hash (splitmix64 over the values)."""
     h = 0x9E3779B97F4A7C15
     for v in values:
-        h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-        h = h * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 29
+        h = mix_step(h, v)
     return h
 
 
@@ -57,7 +65,10 @@ class Organization:
     """Projects, users, keys and a fixed list of usage streams. A stream is
     one key (so one project and user) using one model, size and source; its
     requests per hour follow a daily and a weekly rhythm with noise, and an
-    hour's requests are spread over its minutes deterministically."""
+    hour's requests are spread over its minutes deterministically.
+
+    Per hour the organization keeps only the streams with requests, so a
+    bucket costs as much as its usage, not streams x minutes."""
 
     def __init__(self):
         self.projects = ["proj_%s" % n for n in ("atlas", "borealis", "cinder", "delta")]
@@ -79,67 +90,82 @@ class Organization:
                 "index": i, "api_key_id": key, "project_id": project, "user_id": user,
                 "model": model, "size": size, "source": source,
                 "per_request": per_request, "rate": rate,
+                # mix(9, i, hour) and mix(10, i, hour, j) without re-hashing the prefix
+                "noise_seed": mix(9, i), "minute_seed": mix(10, i),
             })
         self._hours = {}
         self._minutes = {}
-        self._lock = threading.Lock()
 
-    def hour_requests(self, stream, hour):
-        """Requests of a stream in the hour starting at hour*3600."""
-        key = (stream["index"], hour)
-        cached = self._hours.get(key)
-        if cached is not None:
-            return cached
-        t = hour * 3600
-        hour_of_day = (t // 3600) % 24
-        weekday = (t // 86400 + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
+    def hour_table(self, hour):
+        """((stream index, requests), ...) for the streams with requests in
+        the hour starting at hour*3600."""
+        table = self._hours.get(hour)
+        if table is not None:
+            return table
+        hour_of_day = hour % 24
+        weekday = (hour // 24 + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
         daily = 0.15 + 0.85 * max(0.0, 1.0 - abs(hour_of_day - 14) / 8.0)
         weekly = 0.35 if weekday >= 5 else 1.0
-        noise = 0.5 + (mix(9, stream["index"], hour) % 1000) / 1000.0
-        value = int(stream["rate"] * daily * weekly * noise)
-        with self._lock:
-            if len(self._hours) > 500000:
-                self._hours.clear()
-            self._hours[key] = value
-        return value
+        rows = []
+        for s in self.streams:
+            noise = 0.5 + (mix_step(s["noise_seed"], hour) % 1000) / 1000.0
+            requests = int(s["rate"] * daily * weekly * noise)
+            if requests:
+                rows.append((s["index"], requests))
+        table = tuple(rows)
+        if len(self._hours) > 200000:
+            self._hours.clear()
+        self._hours[hour] = table
+        return table
 
-    def minute_requests(self, stream, hour):
-        """The hour's requests spread over its 60 minutes."""
-        key = (stream["index"], hour)
-        cached = self._minutes.get(key)
-        if cached is not None:
-            return cached
-        counts = [0] * 60
-        for j in range(self.hour_requests(stream, hour)):
-            counts[mix(10, stream["index"], hour, j) % 60] += 1
-        with self._lock:
-            if len(self._minutes) > 100000:
-                self._minutes.clear()
-            self._minutes[key] = counts
-        return counts
+    def minute_table(self, hour):
+        """{minute of the hour: ((stream index, requests), ...)}: the hour's
+        requests spread over its minutes, each request by its own hash."""
+        table = self._minutes.get(hour)
+        if table is not None:
+            return table
+        minutes = {}
+        for index, requests in self.hour_table(hour):
+            seed = mix_step(self.streams[index]["minute_seed"], hour)
+            counts = {}
+            for j in range(requests):
+                m = mix_step(seed, j) % 60
+                counts[m] = counts.get(m, 0) + 1
+            for m, n in counts.items():
+                minutes.setdefault(m, []).append((index, n))
+        table = {m: tuple(rows) for m, rows in minutes.items()}
+        if len(self._minutes) > 20000:
+            self._minutes.clear()
+        self._minutes[hour] = table
+        return table
 
-    def requests_between(self, stream, a, b, lo, hi):
-        """Requests of a stream in [a, b), counting only time within [lo, hi)."""
+    def tables_between(self, a, b, lo, hi):
+        """The hour and minute tables that cover [a, b) within [lo, hi); a
+        minute counts when it overlaps the range."""
         a, b = max(a, lo), min(b, hi)
-        if a >= b:
-            return 0
-        total = 0
+        tables = []
         t = a
         while t < b:
             hour = t // 3600
             hour_start = hour * 3600
             hour_end = hour_start + 3600
             if t == hour_start and hour_end <= b:
-                total += self.hour_requests(stream, hour)
+                tables.append(self.hour_table(hour))
                 t = hour_end
             else:
                 stop = min(hour_end, b)
-                minutes = self.minute_requests(stream, hour)
-                first = (t - hour_start) // 60
-                last = (stop - hour_start + 59) // 60
-                total += sum(minutes[first:last])
+                minutes = self.minute_table(hour)
+                for m in range((t - hour_start) // 60, (stop - hour_start + 59) // 60):
+                    rows = minutes.get(m)
+                    if rows:
+                        tables.append(rows)
                 t = stop
-        return total
+        return tables
+
+    def requests_between(self, stream, a, b, lo, hi):
+        """Requests of a stream in [a, b), counting only time within [lo, hi)."""
+        index = stream["index"]
+        return sum(n for rows in self.tables_between(a, b, lo, hi) for i, n in rows if i == index)
 
 
 class BadRequest(Exception):
@@ -260,23 +286,33 @@ class UsageQuery:
 
 def usage_page(org, query, now, cursor_loop=False):
     history_start = (now // 86400 - HISTORY_DAYS) * 86400
-    streams = [s for s in org.streams
-               if all(allowed is None or s[field] in allowed for field, allowed in query.filters.items())]
+    # Per stream: its group key, or None when a filter drops it.
+    keys = []
+    for s in org.streams:
+        if all(allowed is None or s[field] in allowed for field, allowed in query.filters.items()):
+            keys.append(tuple(s[f] for f in query.group_by))
+        else:
+            keys.append(None)
+    per_request = [s["per_request"] for s in org.streams]
     buckets, next_start = query.bucket_ends()
     data = []
     for start, end in buckets:
         groups = {}
-        for s in streams:
-            requests = org.requests_between(s, start, end, history_start, now)
-            if not requests:
-                continue
-            key = tuple(s[f] for f in query.group_by)
-            g = groups.setdefault(key, [0, 0, s])
-            g[0] += requests * s["per_request"]
-            g[1] += requests
+        for rows in org.tables_between(start, end, history_start, now):
+            for index, requests in rows:
+                key = keys[index]
+                if key is None:
+                    continue
+                g = groups.get(key)
+                if g is None:
+                    groups[key] = [requests * per_request[index], requests, index]
+                else:
+                    g[0] += requests * per_request[index]
+                    g[1] += requests
         results = []
         for key in sorted(groups):
-            images, requests, s = groups[key]
+            images, requests, index = groups[key]
+            s = org.streams[index]
             row = {"object": "organization.usage.images.result", "images": images, "num_model_requests": requests}
             for field in ("size", "source", "project_id", "user_id", "api_key_id", "model"):
                 row[field] = s[field] if field in query.group_by else None
@@ -311,6 +347,7 @@ class State:
         self.next_connection = 0
         self.last_activity = time.time()
         self.fixture_cache = {}
+        self.gzip_cache = {}
 
     def now(self):
         return self.fixed_now if self.fixed_now is not None else int(time.time())
@@ -334,6 +371,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        # headers and body go out in separate writes: without this, Nagle and
+        # the client's delayed ACK stall every reused connection by ~40 ms
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         with self.server.state.lock:
             self.server.state.next_connection += 1
             self.connection_id = self.server.state.next_connection
@@ -355,7 +398,16 @@ class Handler(BaseHTTPRequestHandler):
         compress = (gzip_ok and self.server.state.settings.get("gzip", True) is not False
                     and "gzip" in self.headers.get("Accept-Encoding", ""))
         if compress:
-            body = gzip.compress(body, compresslevel=5)
+            # large fixture bodies are the same object each time: compress once
+            cache = self.server.state.gzip_cache
+            cached = cache.get(id(body))
+            if cached is not None and cached[0] is body:
+                body = cached[1]
+            else:
+                compressed = gzip.compress(body, compresslevel=5)
+                if len(body) > 100000:
+                    cache[id(body)] = (body, compressed)
+                body = compressed
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("x-request-id", request_id or "req_" + secrets.token_hex(16))
@@ -476,11 +528,7 @@ class Handler(BaseHTTPRequestHandler):
             return 401, envelope(message, code="invalid_api_key" if given else None)
         fixture = state.settings.get("fixture_page")
         if fixture:
-            body = state.fixture_cache.get(fixture)
-            if body is None:
-                with open(fixture, "rb") as f:
-                    body = state.fixture_cache[fixture] = f.read()
-            return 200, body
+            return 200, self.fixture_body(fixture, query)
         now = state.now()
         cursor_loop = bool(state.settings.get("cursor_loop"))
         try:
@@ -489,6 +537,29 @@ class Handler(BaseHTTPRequestHandler):
             return 400, envelope(str(e), param=e.param)
         page = usage_page(state.org, usage_query, now, cursor_loop)
         return 200, json.dumps(page, separators=(",", ":")).encode()
+
+    def fixture_body(self, path, query):
+        """The fixture verbatim; with fixture_pages: N, a chain of N copies
+        whose cursors lead from one to the next (fixture_1 .. fixture_N-1)."""
+        state = self.server.state
+        pages = int(state.settings.get("fixture_pages", 0))
+        index = 0
+        for part in query.split("&"):
+            if part.startswith("page=fixture_"):
+                index = int(part[len("page=fixture_"):])
+        key = (path, pages, index)
+        body = state.fixture_cache.get(key)
+        if body is None:
+            with open(path, "rb") as f:
+                body = f.read()
+            if pages:
+                tail = body.rfind(b'"has_more"')
+                more = index + 1 < pages
+                body = body[:tail] + (b'"has_more":true,"next_page":"fixture_%d"}' % (index + 1) if more
+                                      else b'"has_more":false,"next_page":null}')
+            with state.lock:
+                state.fixture_cache[key] = body
+        return body
 
     # --- faults -----------------------------------------------------------
 

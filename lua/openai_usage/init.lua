@@ -79,6 +79,9 @@ end
 
 M.error = core.error
 
+--- Monotonic wall-clock seconds (for timing; plain Lua has none).
+M.clock = core.clock
+
 local function raise(err)
   error(err, 0)
 end

@@ -1,0 +1,149 @@
+-- Paging, memory, wire and start-up, against the stand-in server on
+-- 127.0.0.1. Each figure is printed with the peer it is measured against
+-- in the same run.
+--   lua5.4 bench/paging.lua
+local usage = require "openai_usage"
+local standin = require "spec.support.standin"
+
+local KEY = "sk-admin-bench"
+local NOW = 1732406400
+local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+local clock = usage.clock
+
+local srv = standin.start { key = KEY, now = NOW }
+local function client(options)
+  local opts = { api_key = KEY, base_url = srv.url }
+  for k, v in pairs(options or {}) do
+    opts[k] = v
+  end
+  return assert(usage.new(opts))
+end
+
+-- 1. Overlapped paging: 20 pages, 50 ms server latency, 50 ms of work a page.
+local function busy(seconds)
+  local t = clock()
+  while clock() - t < seconds do
+  end
+end
+
+local function walk(prefetch)
+  local c = client()
+  local t0 = clock()
+  local pages = 0
+  for _ in c:pages("images", { start_time = NOW - 20 * 3600, end_time = NOW, bucket_width = "1h", limit = 1 },
+    { prefetch = prefetch }) do
+    pages = pages + 1
+    busy(0.05)
+  end
+  c:close()
+  assert(pages == 20, pages)
+  return clock() - t0
+end
+
+srv:settings { latency_ms = 50 }
+local sequential, overlapped = walk(false), walk(true)
+srv:reset()
+print(("paging: 20 pages, 50 ms latency, 50 ms work a page: sequential %.0f ms, prefetch %.0f ms, ratio %.2f (goal <= 0.60)")
+  :format(sequential * 1000, overlapped * 1000, overlapped / sequential))
+
+-- 2. Memory: a lazy walk of 200 pages against one decoded page.
+local function heap()
+  return collectgarbage "count" * 1024
+end
+
+local c = client()
+local params = { start_time = NOW - 200 * 3600, end_time = NOW, bucket_width = "1m", limit = 60,
+  group_by = { "model", "size" } }
+collectgarbage()
+collectgarbage()
+local base = heap()
+local one = assert(c:images(params))
+collectgarbage()
+collectgarbage()
+local one_page = heap() - base + c:last_transfer().buffer_bytes
+one = nil -- luacheck: ignore
+local function lazy_walk(step)
+  collectgarbage()
+  collectgarbage()
+  local start = heap()
+  local peak, pages, images = 0, 0, 0
+  for page in c:pages("images", params) do
+    pages = pages + 1
+    for _, bucket in ipairs(page.data) do
+      for _, row in ipairs(bucket.results) do
+        images = images + row.images
+      end
+    end
+    if step then
+      collectgarbage("step", step)
+    end
+    local now = heap() - start + c:last_transfer().buffer_bytes
+    if now > peak then
+      peak = now
+    end
+  end
+  return peak, pages, images
+end
+local peak, pages, images = lazy_walk()
+print(("memory: %d pages walked lazily (%d images), default collector: peak %.0f KiB (Lua heap + C buffers) vs one decoded page %.0f KiB: ratio %.2f (goal <= 2.00)")
+  :format(pages, images, peak / 1024, one_page / 1024, peak / one_page))
+peak = lazy_walk(200)
+print(("memory: the same walk with collectgarbage(\"step\", 200) after each page: peak %.0f KiB: ratio %.2f")
+  :format(peak / 1024, peak / one_page))
+c:close()
+
+-- 3. Wire: the reference page, gzip, one connection for a whole walk.
+local page_file = os.tmpname()
+local gen = assert(io.popen(lua .. " bench/gen-page.lua"))
+local f = assert(io.open(page_file, "wb"))
+f:write(gen:read "*a")
+f:close()
+gen:close()
+srv:reset()
+srv:settings { fixture_page = page_file, fixture_pages = 10 }
+c = client()
+local wire, body, n = 0, 0, 0
+for _ in c:pages("images", { start_time = NOW - 86400 }, { prefetch = false }) do
+  local t = c:last_transfer()
+  wire, body, n = wire + t.wire_bytes, body + t.body_bytes, n + 1
+end
+c:close()
+local connections = {}
+local count = 0
+for _, r in ipairs(srv:requests()) do
+  if not connections[r.connection] then
+    connections[r.connection] = true
+    count = count + 1
+  end
+end
+print(("wire: %d reference pages: %d bytes received for %d bytes of JSON: %.1f%% (goal <= 20%%), %d TCP connection(s)")
+  :format(n, wire, body, 100 * wire / body, count))
+os.remove(page_file)
+
+-- 4. Start-up: require + client + the first request ready to send.
+local script = [[
+local t0 = os.clock()
+local usage = require "openai_usage"
+local c = assert(usage.new { api_key = "sk-x", base_url = "http://127.0.0.1:9/v1" })
+assert(c:url("images", { start_time = 1730419200, group_by = "model" }))
+io.write(os.clock() - t0)
+]]
+local runs, samples = 15, {}
+for i = 1, runs do
+  local p = assert(io.popen(lua .. " -e '" .. script .. "'"))
+  samples[i] = tonumber(p:read "*a")
+  p:close()
+end
+table.sort(samples)
+local cjson_samples = {}
+for i = 1, runs do
+  local p = assert(io.popen(lua .. [[ -e 'local t0 = os.clock(); require "cjson"; io.write(os.clock() - t0)']]))
+  cjson_samples[i] = tonumber(p:read "*a")
+  p:close()
+end
+table.sort(cjson_samples)
+local median = samples[(runs + 1) // 2]
+print(("start-up: require + new + first request ready: median %.2f ms CPU over %d processes (goal < 10 ms); require \"cjson\" alone: %.2f ms")
+  :format(median * 1000, runs, cjson_samples[(runs + 1) // 2] * 1000))
+
+srv:stop()
