@@ -101,6 +101,9 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	$(SUITE_ENV) $(LUA) bench/decode.lua
 	$(SUITE_ENV) $(LUA) bench/paging.lua
+	@command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
+	@dpkg-query -W python3-requests >/dev/null 2>&1 || apt-get install -y -qq python3-requests >/dev/null
+	$(SUITE_ENV) $(LUA) bench/e2e.lua
 
 # The suite, then a scan of everything it printed for the API keys it used.
 test: deps
