@@ -184,11 +184,16 @@ def parse_query(raw):
             continue
         name, _, value = part.partition("=")
         name, value = unquote_plus(name), unquote_plus(value)
-        if name.endswith("[]"):
+        bracketed = name.endswith("[]")
+        if bracketed:
             name = name[:-2]
         if name in LIST_PARAMS:
             lists.setdefault(name, []).append(value)
         elif name in SCALAR_PARAMS:
+            if bracketed:
+                raise BadRequest(name, "Invalid type for '%s': expected one value, not an array." % name)
+            if name in scalars:
+                raise BadRequest(name, "Invalid '%s': given more than once." % name)
             scalars[name] = value
         else:
             raise BadRequest(name, "Unknown parameter: '%s'." % name)
@@ -335,6 +340,60 @@ def mask(key):
     return key[:6] + "*" * 3 + key[-4:] if len(key) > 12 else "*" * 3
 
 
+def gzip_allowed(accept_encoding):
+    """Whether an Accept-Encoding header admits gzip (q=0 refuses it)."""
+    star = False
+    for item in (accept_encoding or "").split(","):
+        name, _, params = item.partition(";")
+        name = name.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            k, _, v = param.partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        if name in ("gzip", "x-gzip"):
+            return q > 0
+        if name == "*":
+            star = q > 0
+    return star
+
+
+# Envelope defaults for injected statuses: (type, code, message) as the API words them.
+FAULT_ERRORS = {
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached for requests. Please try again in 1s."),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+SETTING_TYPES = {
+    "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
+    "fixture_pages": (int, type(None)), "cursor_loop": (bool,),
+}
+FAULT_TYPES = {
+    "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
+    "retry_after": (str, int), "retry_after_ms": (str, int), "error_message": (str,),
+    "error_type": (str, type(None)), "error_code": (str, type(None)), "error_param": (str, type(None)),
+    "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
+    "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
+}
+
+
+def check_fields(obj, types, what):
+    """Refuses unknown fields and wrong types, so a typo in a spec fails loudly."""
+    if not isinstance(obj, dict):
+        raise ValueError("%s: expected a JSON object" % what)
+    for name, value in obj.items():
+        allowed = types.get(name)
+        if allowed is None:
+            raise ValueError("%s: unknown field '%s'; known: %s" % (what, name, ", ".join(sorted(types))))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ValueError("%s: '%s' has the wrong type (%s)" % (what, name, type(value).__name__))
+
+
 class State:
     def __init__(self, key, now):
         self.key = key
@@ -348,9 +407,16 @@ class State:
         self.last_activity = time.time()
         self.fixture_cache = {}
         self.gzip_cache = {}
+        self.active_drips = 0
 
     def now(self):
         return self.fixed_now if self.fixed_now is not None else int(time.time())
+
+    def status(self):
+        with self.lock:
+            return {"ok": True, "requests": len(self.records), "active_drips": self.active_drips,
+                    "faults_pending": sum(f.get("times", 1) for f in self.faults),
+                    "settings": dict(self.settings), "now": self.now(), "connections": self.next_connection}
 
     def take_fault(self):
         with self.lock:
@@ -368,6 +434,8 @@ class State:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "openai-usage-standin/1"
+    # An idle keep-alive connection, or a send the client stopped reading, ends after this.
+    timeout = 120
 
     def setup(self):
         super().setup()
@@ -396,7 +464,7 @@ class Handler(BaseHTTPRequestHandler):
     def send_body(self, status, body, content_type="application/json", headers=None, gzip_ok=True,
                   request_id=None):
         compress = (gzip_ok and self.server.state.settings.get("gzip", True) is not False
-                    and "gzip" in self.headers.get("Accept-Encoding", ""))
+                    and gzip_allowed(self.headers.get("Accept-Encoding")))
         if compress:
             # large fixture bodies are the same object each time: compress once
             cache = self.server.state.gzip_cache
@@ -440,28 +508,43 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, method):
         state = self.server.state
         name = self.path.split("?", 1)[0][len("/__standin/"):]
-        if method == "GET" and name == "requests":
-            with state.lock:
-                body = json.dumps(state.records).encode()
-            return self.send_body(200, body, gzip_ok=False)
-        if method == "POST" and name == "reset":
-            self.read_json_body()
-            with state.lock:
-                state.records, state.faults, state.settings = [], [], {}
-            return self.send_body(200, b'{"ok":true}', gzip_ok=False)
-        if method == "POST" and name == "settings":
-            settings = self.read_json_body() or {}
-            with state.lock:
-                state.settings.update(settings)
-            return self.send_body(200, b'{"ok":true}', gzip_ok=False)
-        if method == "POST" and name == "faults":
-            faults = self.read_json_body() or []
-            if isinstance(faults, dict):
-                faults = [faults]
-            with state.lock:
-                state.faults.extend(faults)
-            return self.send_body(200, b'{"ok":true}', gzip_ok=False)
-        return self.send_body(404, envelope("No control endpoint %s %s" % (method, name)), gzip_ok=False)
+        try:
+            if method == "GET" and name == "requests":
+                with state.lock:
+                    body = json.dumps(state.records).encode()
+                return self.send_body(200, body, gzip_ok=False)
+            if method == "GET" and name == "status":
+                return self.send_body(200, json.dumps(state.status()).encode(), gzip_ok=False)
+            if method == "POST" and name == "reset":
+                self.read_json_body()
+                with state.lock:
+                    state.records, state.faults, state.settings = [], [], {}
+                return self.send_body(200, b'{"ok":true}', gzip_ok=False)
+            if method == "POST" and name == "settings":
+                settings = self.read_json_body() or {}
+                check_fields(settings, SETTING_TYPES, "settings")
+                if settings.get("fixture_page") and not os.path.isfile(settings["fixture_page"]):
+                    raise ValueError("settings: fixture_page '%s' is not a file" % settings["fixture_page"])
+                with state.lock:
+                    state.settings.update(settings)
+                return self.send_body(200, b'{"ok":true}', gzip_ok=False)
+            if method == "POST" and name == "faults":
+                faults = self.read_json_body() or []
+                if isinstance(faults, dict):
+                    faults = [faults]
+                if not isinstance(faults, list):
+                    raise ValueError("faults: expected a JSON array of fault objects")
+                for fault in faults:
+                    check_fields(fault, FAULT_TYPES, "fault")
+                    if fault.get("times", 1) < 1:
+                        raise ValueError("fault: 'times' must be at least 1")
+                with state.lock:
+                    state.faults.extend(faults)
+                return self.send_body(200, b'{"ok":true}', gzip_ok=False)
+        except ValueError as e:  # json.JSONDecodeError included
+            return self.send_body(400, json.dumps({"ok": False, "error": str(e)}).encode(), gzip_ok=False)
+        return self.send_body(404, json.dumps({"ok": False, "error": "no control endpoint %s /__standin/%s"
+                                                % (method, name)}).encode(), gzip_ok=False)
 
     # --- the API ----------------------------------------------------------
 
@@ -471,19 +554,31 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.handle_request("POST")
 
+    def do_PUT(self):
+        self.handle_request("PUT")
+
+    def do_DELETE(self):
+        self.handle_request("DELETE")
+
+    def do_PATCH(self):
+        self.handle_request("PATCH")
+
     def handle_request(self, method):
         state = self.server.state
         state.last_activity = time.time()
         if self.path.startswith("/__standin/"):
             return self.control(method)
         path, _, query = self.path.partition("?")
+        headers = {}
+        for name, value in self.headers.items():
+            name = name.lower()
+            headers[name] = headers[name] + ", " + value if name in headers else value
         with state.lock:
             state.records.append({
-                "method": method, "path": path, "query": query,
-                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "method": method, "path": path, "query": query, "headers": headers,
                 "connection": self.connection_id, "time": time.time(),
             })
-        if method == "POST":
+        if method != "GET":
             self.read_json_body_safely()
         fault = state.take_fault() or {}
         delay = state.settings.get("latency_ms", 0) + fault.get("latency_ms", 0)
@@ -525,10 +620,13 @@ class Handler(BaseHTTPRequestHandler):
                        "https://platform.openai.com/account/api-keys." % mask(given)) if given else (
                 "You didn't provide an API key. You need to provide your API key in an Authorization header "
                 "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
-            return 401, envelope(message, code="invalid_api_key" if given else None)
+            return 401, envelope(message, code="invalid_api_key")
         fixture = state.settings.get("fixture_page")
         if fixture:
-            return 200, self.fixture_body(fixture, query)
+            try:
+                return 200, self.fixture_body(fixture, query)
+            except ValueError:
+                return 400, envelope("Invalid 'page': not a cursor of this fixture chain.", param="page")
         now = state.now()
         cursor_loop = bool(state.settings.get("cursor_loop"))
         try:
@@ -545,8 +643,13 @@ class Handler(BaseHTTPRequestHandler):
         pages = int(state.settings.get("fixture_pages", 0))
         index = 0
         for part in query.split("&"):
-            if part.startswith("page=fixture_"):
-                index = int(part[len("page=fixture_"):])
+            if part.startswith("page="):
+                cursor = unquote_plus(part[len("page="):])
+                if not cursor.startswith("fixture_"):
+                    raise ValueError(cursor)
+                index = int(cursor[len("fixture_"):])
+                if pages and not 0 < index < pages:
+                    raise ValueError(cursor)
         key = (path, pages, index)
         body = state.fixture_cache.get(key)
         if body is None:
@@ -575,10 +678,14 @@ class Handler(BaseHTTPRequestHandler):
         elif "body" in fault:
             body = fault["body"].encode()
         else:
-            body = envelope(fault.get("error_message", "Injected failure with status %d" % status),
-                            fault.get("error_type", "server_error" if status >= 500 else "invalid_request_error"),
-                            fault.get("error_param"), fault.get("error_code"))
-        self.send_body(status, body, fault.get("content_type", "application/json"), headers, gzip_ok=False)
+            type_, code, message = FAULT_ERRORS.get(status, (
+                "server_error" if status >= 500 else "invalid_request_error", None,
+                "Injected failure with status %d" % status))
+            body = envelope(fault.get("error_message", message), fault.get("error_type", type_),
+                            fault.get("error_param"), fault.get("error_code", code))
+        # a raw body goes out byte for byte; an envelope like any API answer
+        raw = "body" in fault or "body_hex" in fault
+        self.send_body(status, body, fault.get("content_type", "application/json"), headers, gzip_ok=not raw)
 
     def send_truncated(self, status, body, keep, reset=False):
         self.close_connection = True
@@ -598,34 +705,40 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def send_drip(self, status, body, rate):
+        """The body at about `rate` bytes a second; stops when the client goes away."""
+        state = self.server.state
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("x-request-id", "req_" + secrets.token_hex(16))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        chunk = max(1, rate // 10)
-        deadline = time.time() + 120
+        rate = max(float(rate), 1.0)
+        chunk = max(1, int(rate / 20))
+        begin = time.monotonic()
+        deadline = begin + 120
+        with state.lock:
+            state.active_drips += 1
         try:
-            for i in range(0, len(body), chunk):
-                if time.time() > deadline:
+            sent = 0
+            while sent < len(body):
+                if time.monotonic() > deadline:
+                    self.close_connection = True
                     break
-                self.wfile.write(body[i:i + chunk])
+                self.wfile.write(body[sent:sent + chunk])
                 self.wfile.flush()
-                time.sleep(0.1)
+                sent += chunk
+                # pace by the total so far, so the average rate holds
+                wait = begin + sent / rate - time.monotonic()
+                if wait > 0 and sent < len(body):
+                    time.sleep(wait)
         except OSError:
             self.close_connection = True
+        finally:
+            with state.lock:
+                state.active_drips -= 1
 
     def send_gzip_bomb(self, size):
-        compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
-        parts = [compressor.compress(b'{"object":"page","data":[],"padding":"')]
-        block = b" " * (1 << 20)
-        left = size
-        while left > 0:
-            parts.append(compressor.compress(block[:min(left, len(block))]))
-            left -= len(block)
-        parts.append(compressor.compress(b'"}'))
-        parts.append(compressor.flush())
-        body = b"".join(parts)
+        body = gzip_bomb(max(0, size))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Encoding", "gzip")
@@ -636,6 +749,41 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except OSError:
             self.close_connection = True
+
+
+_bombs = {}
+_bombs_lock = threading.Lock()
+
+
+def gzip_bomb(size):
+    """A gzip member that inflates to a JSON page holding `size` spaces in a
+    string. A full flush ends a deflate run on a byte boundary with no back
+    references, so one compressed mebibyte of spaces is simply repeated."""
+    with _bombs_lock:
+        body = _bombs.get(size)
+        if body is not None:
+            return body
+        head, tail = b'{"object":"page","data":[],"padding":"', b'"}'
+        block = 1 << 20
+        spaces = b" " * block
+        whole, rest = divmod(size, block)
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        parts = [c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)]
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        parts.append((c.compress(spaces) + c.flush(zlib.Z_FULL_FLUSH)) * whole)
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        parts.append(c.compress(spaces[:rest] + tail) + c.flush(zlib.Z_FINISH))
+        crc = zlib.crc32(head)
+        for _ in range(whole):
+            crc = zlib.crc32(spaces, crc)
+        crc = zlib.crc32(spaces[:rest] + tail, crc)
+        length = len(head) + size + len(tail)
+        body = (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff" + b"".join(parts)
+                + struct.pack("<II", crc & 0xFFFFFFFF, length & 0xFFFFFFFF))
+        if len(_bombs) >= 4:
+            _bombs.clear()
+        _bombs[size] = body
+        return body
 
 
 class Server(ThreadingHTTPServer):
