@@ -80,7 +80,7 @@ function M.start(options)
   local p = assert(io.popen(cmd))
   self.pid = p:read "*l"
   p:close()
-  for _ = 1, 200 do
+  for i = 1, 200 do
     local port = read_file(self.port_file)
     if port and port:match "%d+" then
       self.port = tonumber(port:match "%d+")
@@ -88,10 +88,15 @@ function M.start(options)
       self.control = ("%s://127.0.0.1:%d/__standin/"):format(scheme, self.port)
       return self
     end
+    -- a server that died (bad python, bad flag) is reported at once, not after 10 s
+    if i % 10 == 0 and not os.execute("kill -0 " .. self.pid .. " 2>/dev/null") then
+      break
+    end
     sleep(0.05)
   end
+  local log = read_file(self.log) or "(none)"
   self:stop()
-  error("the stand-in server did not start within 10 s; its log:\n" .. (read_file(self.log) or "(none)"))
+  error(("the stand-in server (%s standin/server.py) exited or did not start within 10 s; its log:\n%s"):format(python, log))
 end
 
 -- Calls the control plane; body (a Lua value) is sent as JSON.
@@ -108,7 +113,11 @@ function Server:call(name, body)
   p:close()
   local ok, value = pcall(cjson.decode, out)
   if not ok then
-    error("stand-in control " .. name .. " failed: " .. out)
+    error("stand-in control " .. name .. " failed: " .. out, 2)
+  end
+  if type(value) == "table" and value.ok == false then
+    -- the server refused it: an unknown setting or fault field, a bad type
+    error("stand-in control " .. name .. " refused: " .. tostring(value.error), 2)
   end
   return without_nulls(value)
 end
@@ -134,6 +143,11 @@ function Server:reset()
   return self:call("reset", {})
 end
 
+--- Pending faults, active drips, settings and the request count.
+function Server:status()
+  return self:call "status"
+end
+
 --- Stops the server and waits for it to exit; safe to call twice.
 function Server:stop()
   if self.pid then
@@ -150,5 +164,10 @@ function Server:stop()
     os.remove(path)
   end
 end
+
+-- `local srv <close> = standin.start()` stops it at the end of the scope;
+-- a server nothing refers to any more is stopped when collected.
+Server.__close = Server.stop
+Server.__gc = Server.stop
 
 return M
