@@ -41,7 +41,8 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 CFLAGS ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden $(WARN) $(CFLAGS) $(SAN_FLAGS) \
 	$(shell $(PKG_CONFIG) --cflags $(LUA_PKG) libcurl)
-LDLIBS := $(shell $(PKG_CONFIG) --libs libcurl) -lm -pthread
+# libcurl is loaded at run time (src/curl_api.c), not linked: see there why.
+LDLIBS := -ldl -lm -pthread
 
 SOURCES := $(wildcard src/*.c)
 OBJECTS := $(patsubst src/%.c,$(OBJDIR)/%.o,$(SOURCES))

@@ -33,6 +33,7 @@ build = {
         "src/buf.c",
         "src/client.c",
         "src/core.c",
+        "src/curl_api.c",
         "src/decode.c",
         "src/error.c",
         "src/query.c",
@@ -40,7 +41,8 @@ build = {
         "src/transfer.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "curl", "m" },
+      -- libcurl itself is loaded at run time (src/curl_api.c)
+      libraries = { "dl", "m", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
     },

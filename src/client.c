@@ -212,6 +212,11 @@ int ou_client_new(lua_State *L)
     lua_settop(L, 1);
     if (!option_names_valid(L, 1))
         return ou_error_return(L);
+    /* libcurl loads with the first client, so that require stays cheap */
+    if (!ou_curl_load(default_agent, sizeof default_agent)) {
+        ou_error_push(L, "network", default_agent);
+        return ou_error_return(L);
+    }
     if (!opt_header_string(L, 1, "api_key", &api_key) || !opt_header_string(L, 1, "base_url", &base_url) ||
         !opt_header_string(L, 1, "organization", &organization) ||
         !opt_header_string(L, 1, "project", &project) ||

@@ -1,6 +1,6 @@
 /* The Lua-facing module openai_usage.core: the module table, the offline
  * functions (decode, encode_query, rules) and client construction. */
-#include <curl/curl.h>
+#include "curl_api.h"
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -136,25 +136,33 @@ static int core_clock(lua_State *L)
     return 1;
 }
 
+/* core.libcurl_version() -> "7.88.1" | nil, err (loads libcurl if needed) */
+static int core_libcurl_version(lua_State *L)
+{
+    char reason[256];
+    if (!ou_curl_load(reason, sizeof reason)) {
+        ou_error_push(L, "network", reason);
+        return ou_error_return(L);
+    }
+    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
-    {"clock", core_clock}, {"decode", core_decode}, {"encode_query", core_encode_query},
-    {"rules", core_rules}, {"new", ou_client_new},  {"error", ou_error_new_lua},
-    {NULL, NULL},
+    {"clock", core_clock},       {"libcurl_version", core_libcurl_version},
+    {"decode", core_decode},     {"encode_query", core_encode_query},
+    {"rules", core_rules},       {"new", ou_client_new},
+    {"error", ou_error_new_lua}, {NULL, NULL},
 };
 
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L);
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L)
 {
-    /* once per process; libcurl keeps its own count */
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-        return luaL_error(L, "openai_usage: libcurl failed to initialise");
     ou_error_open(L);
     ou_newlib(L, core_functions);
     ou_client_open(L);
     lua_setfield(L, -2, "client_methods");
     lua_pushliteral(L, OU_VERSION);
     lua_setfield(L, -2, "version");
-    lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
-    lua_setfield(L, -2, "libcurl_version");
     return 1;
 }

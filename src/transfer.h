@@ -4,7 +4,7 @@
 #ifndef OU_TRANSFER_H
 #define OU_TRANSFER_H
 
-#include <curl/curl.h>
+#include "curl_api.h"
 #include <stdatomic.h>
 #include <stddef.h>
 

@@ -5,8 +5,12 @@ local core = require "openai_usage.core"
 
 local M = {
   version = core.version,
-  libcurl_version = core.libcurl_version,
 }
+
+--- The version of the libcurl in use (loaded on first need).
+function M.libcurl_version()
+  return core.libcurl_version()
+end
 
 local methods = core.client_methods
 

@@ -1,0 +1,56 @@
+#include "curl_api.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+struct ou_curl_api ou_curl;
+
+/* The sonames to try, most specific first. */
+static const char *const libraries[] = {"libcurl.so.4", "libcurl.so", "libcurl.4.dylib", "libcurl.dylib",
+                                        NULL};
+
+int ou_curl_load(char *err, size_t size)
+{
+    static int loaded;
+    void *lib = NULL;
+    struct {
+        const char *name;
+        void **slot;
+    } symbols[] = {
+        {"curl_global_init", (void **)&ou_curl.global_init},
+        {"curl_easy_init", (void **)&ou_curl.easy_init},
+        {"curl_easy_setopt", (void **)&ou_curl.easy_setopt},
+        {"curl_easy_perform", (void **)&ou_curl.easy_perform},
+        {"curl_easy_getinfo", (void **)&ou_curl.easy_getinfo},
+        {"curl_easy_cleanup", (void **)&ou_curl.easy_cleanup},
+        {"curl_easy_strerror", (void **)&ou_curl.easy_strerror},
+        {"curl_slist_append", (void **)&ou_curl.slist_append},
+        {"curl_slist_free_all", (void **)&ou_curl.slist_free_all},
+        {"curl_version_info", (void **)&ou_curl.version_info},
+        {"curl_getdate", (void **)&ou_curl.getdate},
+    };
+    if (loaded)
+        return 1;
+    for (size_t i = 0; libraries[i] && !lib; i++)
+        lib = dlopen(libraries[i], RTLD_LAZY | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(err, size, "could not load libcurl (%s)", dlerror());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
+        /* POSIX: a data pointer from dlsym converts to a function pointer */
+        *symbols[i].slot = dlsym(lib, symbols[i].name);
+        if (!*symbols[i].slot) {
+            snprintf(err, size, "libcurl lacks %s", symbols[i].name);
+            return 0;
+        }
+    }
+    if (ou_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(err, size, "libcurl failed to initialise");
+        return 0;
+    }
+    /* the library stays loaded for the life of the process, like a linked one */
+    loaded = 1;
+    return 1;
+}

@@ -1,0 +1,49 @@
+/* libcurl, loaded with the first client instead of linked. Loading Debian's
+ * libcurl and its ~30 dependencies costs ~10 ms (even in an empty C
+ * program), which a script that only decodes, validates or reports from a
+ * cache, or an editor starting up, need not pay at require time. Include
+ * this instead of <curl/curl.h>: the curl_* names below then call through
+ * the table. */
+#ifndef OU_CURL_API_H
+#define OU_CURL_API_H
+
+#define CURL_DISABLE_TYPECHECK 1
+#include <curl/curl.h>
+#include <time.h>
+
+struct ou_curl_api {
+    CURLcode (*global_init)(long flags);
+    CURL *(*easy_init)(void);
+    CURLcode (*easy_setopt)(CURL *curl, CURLoption option, ...);
+    CURLcode (*easy_perform)(CURL *curl);
+    CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);
+    void (*easy_cleanup)(CURL *curl);
+    const char *(*easy_strerror)(CURLcode code);
+    struct curl_slist *(*slist_append)(struct curl_slist *list, const char *string);
+    void (*slist_free_all)(struct curl_slist *list);
+    curl_version_info_data *(*version_info)(CURLversion stamp);
+    time_t (*getdate)(const char *p, const time_t *unused);
+};
+
+extern struct ou_curl_api ou_curl;
+
+/* Loads libcurl and runs curl_global_init once. Returns 1, or 0 with a
+ * reason in err. Safe to call again. */
+int ou_curl_load(char *err, size_t size);
+
+/* curl.h wraps these two in argument-count macros of its own */
+#undef curl_easy_setopt
+#undef curl_easy_getinfo
+#define curl_global_init (*ou_curl.global_init)
+#define curl_easy_init (*ou_curl.easy_init)
+#define curl_easy_setopt (*ou_curl.easy_setopt)
+#define curl_easy_perform (*ou_curl.easy_perform)
+#define curl_easy_getinfo (*ou_curl.easy_getinfo)
+#define curl_easy_cleanup (*ou_curl.easy_cleanup)
+#define curl_easy_strerror (*ou_curl.easy_strerror)
+#define curl_slist_append (*ou_curl.slist_append)
+#define curl_slist_free_all (*ou_curl.slist_free_all)
+#define curl_version_info (*ou_curl.version_info)
+#define curl_getdate (*ou_curl.getdate)
+
+#endif
