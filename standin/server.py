@@ -791,16 +791,27 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def alive(pid):
+    """Whether pid runs. A zombie counts as gone: an orphan's parent may be
+    slow to reap it (some container inits take seconds)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def watch(pid, state, idle_limit):
     while True:
         time.sleep(0.5)
-        if pid:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
-            except PermissionError:
-                pass
+        if pid and not alive(pid):
+            os._exit(0)
         if time.time() - state.last_activity > idle_limit:
             os._exit(0)
 

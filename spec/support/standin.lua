@@ -29,6 +29,18 @@ local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+--- Whether a process runs; a zombie (exited, not yet reaped: the server is
+-- an orphan and some container inits reap slowly) counts as stopped.
+function M.running(pid)
+  local f = io.open("/proc/" .. tostring(pid) .. "/stat")
+  if not f then
+    return false
+  end
+  local stat = f:read "*l" or ""
+  f:close()
+  return stat:match "%)%s+(%a)" ~= "Z"
+end
+
 local function sleep(seconds)
   os.execute("sleep " .. seconds)
 end
@@ -89,7 +101,7 @@ function M.start(options)
       return self
     end
     -- a server that died (bad python, bad flag) is reported at once, not after 10 s
-    if i % 10 == 0 and not os.execute("kill -0 " .. self.pid .. " 2>/dev/null") then
+    if i % 10 == 0 and not M.running(self.pid) then
       break
     end
     sleep(0.05)
@@ -153,7 +165,7 @@ function Server:stop()
   if self.pid then
     os.execute("kill " .. self.pid .. " 2>/dev/null")
     for _ = 1, 100 do
-      if not os.execute("kill -0 " .. self.pid .. " 2>/dev/null") then
+      if not M.running(self.pid) then
         break
       end
       sleep(0.05)
