@@ -59,6 +59,30 @@ describe("stand-in server", function()
     return sum
   end
 
+  -- Runs curl with extra arguments against url (default: the usage endpoint with
+  -- query); returns status, headers (lower-cased), body, curl's exit code, seconds.
+  local function run(args, query, url)
+    local headers_file = os.tmpname()
+    url = url or (srv.url .. "/organization/usage/images?" .. (query or ""))
+    local cmd = ("env -u LD_PRELOAD curl -s --max-time 20 -D %s -w '\n%%{time_total}' %s '%s' 2>/dev/null")
+      :format(headers_file, args or "", url)
+    local p = assert(io.popen(cmd))
+    local out = p:read "*a"
+    local _, _, code = p:close()
+    local f = assert(io.open(headers_file, "rb"))
+    local raw = f:read "*a"
+    f:close()
+    os.remove(headers_file)
+    local headers = {}
+    for name, value in raw:gmatch "([%w%-]+): ([^\r\n]*)" do
+      headers[name:lower()] = value
+    end
+    local body, seconds = out:match "^(.*)\n([%d%.]+)$"
+    return tonumber(raw:match "^HTTP/1.1 (%d+)"), headers, body or out, code, tonumber(seconds)
+  end
+
+  local AUTH = "-H 'Authorization: Bearer " .. KEY .. "'"
+
   it("answers 401 with the OpenAI envelope, a request id and a masked key", function()
     local status, headers, body = get("start_time=" .. (NOW - DAY), { key = "sk-admin-wrongwrongwrong" })
     assert.are.equal(401, status)
@@ -83,6 +107,13 @@ describe("stand-in server", function()
     { "start_time=100&group_by[]=colour", "group_by" },
     { "start_time=100&colour=red", "colour" },
     { "start_time=100&page=page_bogus", "page" },
+    { "start_time=1.5", "start_time" },
+    { "start_time=200&end_time=100", "end_time" },
+    { "start_time=" .. (NOW + 10), "end_time" },
+    { "start_time=100&limit=0", "limit" },
+    { "start_time=100&sources[]=image.upscale", "sources" },
+    { "start_time=100&start_time=200", "start_time" },
+    { "start_time[]=100", "start_time" },
   }
   for _, case in ipairs(bad) do
     it("answers 400 naming " .. case[2] .. " for " .. (case[1] == "" and "no start_time" or case[1]), function()
@@ -279,5 +310,399 @@ describe("stand-in server", function()
     assert.are.equal("text/plain", h3["content-type"])
     assert.are.equal("raw", b3)
     assert.are.equal(400, (get "start_time=x"))
+  end)
+  describe("errors", function()
+    it("answers 401 invalid_api_key without a key, as JSON with a 32-hex request id", function()
+      local status, headers, body = run("", "start_time=1")
+      assert.are.equal(401, status)
+      assert.are.equal("application/json", headers["content-type"])
+      assert.matches("^req_" .. ("%x"):rep(32) .. "$", headers["x-request-id"])
+      local e = cjson.decode(body).error
+      assert.are.equal("invalid_api_key", e.code)
+      assert.are.equal(cjson.null, e.param)
+    end)
+
+    it("never echoes a short wrong key", function()
+      local status, _, body = run("-H 'Authorization: Bearer sk-short'", "start_time=1")
+      assert.are.equal(401, status)
+      assert.is_nil(body:find("sk-short", 1, true))
+      assert.matches("Incorrect API key provided", body, 1, true)
+    end)
+
+    it("answers 404 with the envelope for unknown paths and methods, and records them", function()
+      local s1, h1, b1 = run(AUTH, nil, srv.url .. "/organization/usage/nothing")
+      local s2 = run(AUTH .. " -X POST", "start_time=1")
+      assert.are.same({ 404, 404 }, { s1, s2 })
+      assert.matches("^req_", h1["x-request-id"])
+      assert.matches("Invalid URL (GET /v1/organization/usage/nothing)", cjson.decode(b1).error.message, 1, true)
+      local records = srv:requests()
+      assert.are.equal(2, #records)
+      assert.are.equal("/v1/organization/usage/nothing", records[1].path)
+      assert.are.equal("POST", records[2].method)
+    end)
+  end)
+
+  describe("buckets", function()
+    it("clips the last minute bucket at an end_time inside a minute", function()
+      local p = page(("start_time=%d&end_time=%d&bucket_width=1m"):format(NOW - 300, NOW - 30))
+      assert.are.equal(5, #p.data)
+      assert.are.same({ NOW - 60, NOW - 30 }, { p.data[5].start_time, p.data[5].end_time })
+      assert.is_false(p.has_more)
+    end)
+
+    it("accepts each width's maximum limit", function()
+      for _, case in ipairs { { "1d", 31, 40 * DAY }, { "1h", 168, 10 * DAY }, { "1m", 1440, 2 * DAY } } do
+        local p = page(("start_time=%d&end_time=%d&bucket_width=%s&limit=%d"):format(NOW - case[3], NOW, case[1], case[2]))
+        assert.are.equal(case[2], #p.data)
+        assert.is_true(p.has_more)
+      end
+    end)
+
+    it("lists every bucket up to end_time, empty after now", function()
+      local p = page(("start_time=%d&end_time=%d&bucket_width=1h"):format(NOW - 7200, NOW + 7200))
+      assert.are.equal(4, #p.data)
+      assert.is_true(#p.data[1].results > 0 and #p.data[2].results > 0)
+      assert.are.same({}, p.data[3].results)
+      assert.are.same({}, p.data[4].results)
+      for i = 2, 4 do
+        assert.are.equal(p.data[i - 1].end_time, p.data[i].start_time)
+      end
+    end)
+  end)
+
+  describe("grouping and filters", function()
+    local day = ("start_time=%d&end_time=%d"):format(NOW - DAY, NOW)
+    local fields = { "project_id", "user_id", "api_key_id", "model", "size", "source" }
+
+    it("groups by all six fields: strings everywhere, rows in group-key order, no empty groups", function()
+      local q = day
+      for _, f in ipairs(fields) do
+        q = q .. "&group_by[]=" .. f
+      end
+      local rows = page(q).data[1].results
+      assert.is_true(#rows > 5)
+      local previous
+      for _, r in ipairs(rows) do
+        local key = {}
+        for _, f in ipairs(fields) do
+          assert.is_string(r[f])
+          key[#key + 1] = r[f]
+        end
+        key = table.concat(key, "\0")
+        assert.is_true(r.images > 0 and r.num_model_requests > 0 and r.images >= r.num_model_requests)
+        if previous then
+          assert.is_true(previous < key, "rows out of order")
+        end
+        previous = key
+      end
+    end)
+
+    it("each filter keeps only its values, and the filtered parts sum to the whole", function()
+      local whole = total(page(day))
+      for param, field in pairs { project_ids = "project_id", user_ids = "user_id", api_key_ids = "api_key_id",
+        sizes = "size", sources = "source" } do
+        local values = {}
+        for _, r in ipairs(page(day .. "&group_by=" .. field).data[1].results) do
+          values[#values + 1] = r[field]
+        end
+        assert.is_true(#values > 1, field)
+        local parts = 0
+        for _, v in ipairs(values) do
+          local p = page(day .. "&group_by=" .. field .. "&" .. param .. "[]=" .. v)
+          for _, r in ipairs(p.data[1].results) do
+            assert.are.equal(v, r[field])
+          end
+          parts = parts + total(p)
+        end
+        assert.are.equal(whole, parts, param)
+      end
+    end)
+
+    it("combines filters, and an unknown id matches nothing", function()
+      local p = page(day .. "&models[]=dall-e-3&sizes[]=1024x1024&group_by[]=model&group_by[]=size")
+      assert.is_true(#p.data[1].results > 0)
+      for _, r in ipairs(p.data[1].results) do
+        assert.are.same({ "dall-e-3", "1024x1024" }, { r.model, r.size })
+      end
+      assert.are.same({}, page(day .. "&project_ids[]=proj_nobody").data[1].results)
+    end)
+  end)
+
+  describe("paging", function()
+    it("a cursor keeps the filters and grouping: a grouped 1m walk sums to one big query", function()
+      local base = ("start_time=%d&end_time=%d&bucket_width=1m&group_by[]=model&sources[]=image.generation")
+        :format(NOW - 3 * 3600 - 1800, NOW)
+      local sum, cursor, pages, last_end = 0, nil, 0, NOW - 3 * 3600 - 1800
+      repeat
+        local p = page(base .. (cursor and ("&page=" .. cursor) or ""))
+        pages = pages + 1
+        assert.are.equal(last_end, p.data[1].start_time)
+        last_end = p.data[#p.data].end_time
+        sum = sum + total(p)
+        cursor = p.has_more and p.next_page or nil
+      until not cursor
+      assert.are.equal(4, pages)
+      assert.are.equal(NOW, last_end)
+      assert.are.equal(total(page(base .. "&limit=1440")), sum)
+    end)
+  end)
+
+  describe("HTTP", function()
+    it("does not gzip when Accept-Encoding refuses it or when settings say never", function()
+      local q = ("start_time=%d&end_time=%d"):format(NOW - DAY, NOW)
+      local _, refused = run(AUTH .. " -H 'Accept-Encoding: gzip;q=0, identity'", q)
+      assert.is_nil(refused["content-encoding"])
+      srv:settings { gzip = false }
+      local status, never, body = run(AUTH .. " --compressed", q)
+      assert.are.equal(200, status)
+      assert.is_nil(never["content-encoding"])
+      assert.are.equal("page", cjson.decode(body).object)
+    end)
+
+    it("gzips error envelopes too when asked", function()
+      local status, headers, body = run("--compressed", "start_time=1")
+      assert.are.equal(401, status)
+      assert.are.equal("gzip", headers["content-encoding"])
+      assert.are.equal("invalid_api_key", cjson.decode(body).error.code)
+    end)
+
+    it("answers a day of grouped 1m buckets (1440) well under a second", function()
+      local q = ("start_time=%d&end_time=%d&bucket_width=1m&limit=1440"
+        .. "&group_by[]=model&group_by[]=size&group_by[]=source&group_by[]=project_id"):format(NOW - DAY, NOW)
+      run(AUTH, q) -- warm the caches
+      local status, _, body, _, plain = run(AUTH, q)
+      local _, _, _, _, gzipped = run(AUTH .. " --compressed", q)
+      assert.are.equal(200, status)
+      assert.are.equal(1440, #cjson.decode(body).data)
+      assert.is_true(plain < 0.5, plain)
+      assert.is_true(gzipped < 0.5, gzipped)
+    end)
+  end)
+
+  describe("records", function()
+    it("keep the raw query as sent, lower-cased headers and a time; the control plane is not recorded", function()
+      local before = os.time()
+      run(AUTH .. " -H 'X-Custom-Thing: A'", "start_time=1&group_by%5B%5D=model&x=%2F")
+      srv:status()
+      srv:requests()
+      local records = srv:requests()
+      assert.are.equal(1, #records)
+      local r = records[1]
+      assert.are.equal("start_time=1&group_by%5B%5D=model&x=%2F", r.query)
+      assert.are.equal("A", r.headers["x-custom-thing"])
+      assert.are.equal("Bearer " .. KEY, r.headers.authorization)
+      assert.are.equal(math.floor(r.connection), r.connection)
+      assert.is_true(r.time >= before - 1 and r.time <= os.time() + 1)
+    end)
+
+    it("reset clears records, faults and settings", function()
+      srv:faults { { status = 500, times = 5 } }
+      srv:settings { latency_ms = 2000 }
+      srv:reset()
+      assert.are.same({}, srv:requests())
+      local status, _, _, _, seconds = run(AUTH, ("start_time=%d&end_time=%d"):format(NOW - DAY, NOW))
+      assert.are.equal(200, status)
+      assert.is_true(seconds < 1)
+      assert.are.equal(0, srv:status().faults_pending)
+    end)
+  end)
+
+  describe("faults", function()
+    local q = ("start_time=%d&end_time=%d"):format(NOW - DAY, NOW)
+
+    it("reset: the connection is reset with no answer, and the server carries on", function()
+      srv:faults { { reset = true } }
+      local status, _, body, code = run(AUTH, q)
+      assert.is_nil(status)
+      assert.are.equal(56, code) -- CURLE_RECV_ERROR: connection reset by peer
+      assert.are.equal("", body)
+      assert.are.equal(200, (run(AUTH, q)))
+    end)
+
+    it("truncate: the full Content-Length, then N bytes and a close", function()
+      local _, _, full = run(AUTH, q)
+      srv:faults { { truncate = 10 } }
+      local status, headers, body, code = run(AUTH, q)
+      assert.are.equal(200, status)
+      assert.are.equal(#full, tonumber(headers["content-length"]))
+      assert.are.equal(18, code) -- CURLE_PARTIAL_FILE
+      assert.are.equal(full:sub(1, 10), body)
+    end)
+
+    it("reset_after: N bytes of the body, then a reset", function()
+      srv:faults { { reset_after = 20 } }
+      local status, _, body, code = run(AUTH, q)
+      assert.are.equal(200, status)
+      assert.are.equal(56, code)
+      assert.is_true(#body <= 20)
+    end)
+
+    it("latency_ms delays one answer; the next is prompt", function()
+      srv:faults { { latency_ms = 300 } }
+      local _, _, _, _, slow = run(AUTH, q)
+      local _, _, _, _, quick = run(AUTH, q)
+      assert.is_true(slow >= 0.3, slow)
+      assert.is_true(quick < 0.3, quick)
+    end)
+
+    it("drip_bytes_per_sec sends the real body slowly", function()
+      local _, _, full = run(AUTH, q)
+      srv:faults { { drip_bytes_per_sec = #full * 4 } } -- about a quarter of a second
+      local status, _, body, code, seconds = run(AUTH, q)
+      assert.are.same({ 200, 0 }, { status, code })
+      assert.are.equal(full, body)
+      assert.is_true(seconds >= 0.2, seconds)
+    end)
+
+    it("a drip stops soon after its client gives up", function()
+      srv:faults { { drip_bytes_per_sec = 100 } }
+      local _, _, _, code = run(AUTH .. " --max-time 0.5",
+        ("start_time=%d&end_time=%d&bucket_width=1m&limit=1440"):format(NOW - DAY, NOW))
+      assert.are.equal(28, code) -- CURLE_OPERATION_TIMEDOUT
+      local drips
+      for _ = 1, 30 do
+        drips = srv:status().active_drips
+        if drips == 0 then
+          break
+        end
+        os.execute "sleep 0.1"
+      end
+      assert.are.equal(0, drips)
+    end)
+
+    it("gzip_bomb: a tiny gzip body that inflates to N bytes of JSON", function()
+      local n = 10 * 1024 * 1024
+      local file = os.tmpname()
+      srv:faults { { gzip_bomb = n } }
+      local status, headers, _, code = run(AUTH .. " -o " .. file, q)
+      assert.are.same({ 200, 0 }, { status, code })
+      assert.are.equal("gzip", headers["content-encoding"])
+      assert.is_true(tonumber(headers["content-length"]) < n / 500)
+      local p = assert(io.popen("gzip -dc " .. file .. " | wc -c"))
+      local inflated = tonumber(p:read "*a")
+      p:close()
+      os.remove(file)
+      assert.are.equal(n + #'{"object":"page","data":[],"padding":"' + 2, inflated)
+    end)
+
+    it("close_after: answers, then closes, so the next request opens a new connection", function()
+      srv:faults { { close_after = true } }
+      local url = srv.url .. "/organization/usage/images?" .. q
+      local p = assert(io.popen(("env -u LD_PRELOAD curl -s -D - -o /dev/null -o /dev/null %s '%s' '%s'")
+        :format(AUTH, url, url)))
+      local headers = p:read "*a"
+      p:close()
+      assert.matches("[Cc]onnection: close", headers)
+      local records = srv:requests()
+      assert.are.equal(2, #records)
+      assert.are_not.equal(records[1].connection, records[2].connection)
+    end)
+
+    it("statuses carry the API's wording by default and every override", function()
+      srv:faults {
+        { status = 429, retry_after_ms = "250", headers = { ["x-ratelimit-remaining-requests"] = "0" } },
+        { status = 500 },
+        { status = 418, error_message = "teapot", error_type = "odd_error", error_code = "tea", error_param = "cup" },
+      }
+      local s1, h1, b1 = run(AUTH, q)
+      local s2, _, b2 = run(AUTH, q)
+      local s3, _, b3 = run(AUTH, q)
+      assert.are.same({ 429, 500, 418 }, { s1, s2, s3 })
+      assert.are.equal("250", h1["retry-after-ms"])
+      assert.are.equal("0", h1["x-ratelimit-remaining-requests"])
+      local e1, e2, e3 = cjson.decode(b1).error, cjson.decode(b2).error, cjson.decode(b3).error
+      assert.are.same({ "requests", "rate_limit_exceeded" }, { e1.type, e1.code })
+      assert.are.equal("server_error", e2.type)
+      assert.are.same({ "teapot", "odd_error", "tea", "cup" }, { e3.message, e3.type, e3.code, e3.param })
+    end)
+
+    it("body_hex sends raw bytes as they are", function()
+      srv:faults { { status = 200, body_hex = "7b2261223a22ff227d" } }
+      local _, _, body = run(AUTH, q)
+      assert.are.equal('{"a":"\255"}', body)
+    end)
+
+    it("refuses a fault with an unknown field", function()
+      local ok, err = pcall(srv.faults, srv, { { stauts = 500 } })
+      assert.is_false(ok)
+      assert.matches("unknown field 'stauts'", err, 1, true)
+      assert.are.equal(200, (run(AUTH, q)))
+    end)
+  end)
+
+  describe("settings", function()
+    it("latency_ms slows every API answer but not the control plane", function()
+      srv:settings { latency_ms = 300 }
+      local _, _, _, _, api = run(AUTH, "start_time=1")
+      local _, _, _, _, control = run("", nil, srv.url:gsub("/v1$", "/__standin/status"))
+      assert.is_true(api >= 0.3, api)
+      assert.is_true(control < 0.3, control)
+    end)
+
+    it("fixture_pages chains copies of a fixture with fixture_N cursors, behind auth", function()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write '{"object":"page","data":[],"has_more":true,"next_page":"page_x"}'
+      f:close()
+      srv:settings { fixture_page = path, fixture_pages = 3 }
+      local first = page "start_time=1"
+      local second = page "start_time=1&page=fixture_1"
+      local last = page "start_time=1&page=fixture_2"
+      assert.are.same({ true, "fixture_1" }, { first.has_more, first.next_page })
+      assert.are.same({ true, "fixture_2" }, { second.has_more, second.next_page })
+      assert.are.same({ false, cjson.null }, { last.has_more, last.next_page })
+      assert.are.equal(400, (get "start_time=1&page=fixture_9"))
+      assert.are.equal(401, (get("start_time=1", { key = "sk-admin-not-this-one" })))
+      os.remove(path)
+    end)
+  end)
+
+  describe("process", function()
+    it("prints where it listens", function()
+      local f = assert(io.open(srv.log))
+      local log = f:read "*a"
+      f:close()
+      assert.truthy(log:find("openai-usage stand-in listening on " .. srv.url .. "\n", 1, true), log)
+    end)
+
+    it("is a pure function of time: a second server with the same now answers the same", function()
+      local other = standin.start { key = KEY, now = NOW }
+      local q = ("start_time=%d&end_time=%d&bucket_width=1h&limit=48&group_by[]=api_key_id&group_by[]=size")
+        :format(NOW - 3 * DAY, NOW - DAY)
+      local _, _, mine = run(AUTH, q)
+      local _, _, theirs = run(AUTH, nil, other.url .. "/organization/usage/images?" .. q)
+      other:stop()
+      other:stop() -- twice is safe
+      assert.are.equal(mine, theirs)
+      assert.is_true(#cjson.decode(mine).data[1].results > 0)
+    end)
+
+    it("exits soon after the process it watches is gone", function()
+      local port_file = os.tmpname()
+      os.remove(port_file)
+      local p = assert(io.popen("sleep 0.3 >/dev/null 2>&1 & echo $!"))
+      local watched = p:read "*l"
+      p:close()
+      p = assert(io.popen(("env -u LD_PRELOAD %s standin/server.py --port 0 --port-file %s --watch-pid %s --quiet "
+        .. ">/dev/null 2>&1 & echo $!"):format(os.getenv "PYTHON" or "python3", port_file, watched)))
+      local pid = p:read "*l"
+      p:close()
+      local gone = false
+      for _ = 1, 60 do
+        if not standin.running(pid) then
+          gone = true
+          break
+        end
+        os.execute "sleep 0.1"
+      end
+      local f = io.open(port_file)
+      assert.is_not_nil(f, "it never wrote its port file")
+      f:close()
+      os.remove(port_file)
+      if not gone then
+        os.execute("kill " .. pid)
+      end
+      assert.is_true(gone)
+    end)
   end)
 end)
