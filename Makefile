@@ -4,6 +4,7 @@
 #   make install PREFIX=P     install the standard tree under P
 #   make report               the main job: a 30-day images report (see README)
 #   make test                 install missing Debian packages, build, run the busted suite
+#   make test-all             the suite on Lua 5.4, 5.3, 5.1 and LuaJIT 2.1
 #   make bench                benchmarks, printed as ratios against named peers
 #   make check-memory         the suite under valgrind (no definite leaks, no errors); alias check-valgrind
 #   make check-asan           the suite with an ASan+UBSan build of the module
@@ -55,7 +56,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lu
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
-.PHONY: all install test report bench fuzz check check-valgrind check-memory check-asan deps lint clean uninstall
+.PHONY: all install test test-all test-one report bench fuzz check check-valgrind check-memory check-asan deps lint clean uninstall
 
 all: $(MODULE)
 
@@ -90,7 +91,8 @@ deps:
 	fi
 
 SUITE_ENV := LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" \
-	OPENAI_USAGE_LUA="$(LUA)"
+	OPENAI_USAGE_LUA="$(LUA)" OPENAI_USAGE_LUA_VERSION="$(LUA_VERSION)" \
+	OPENAI_USAGE_MAKE_ARGS="LUA_VERSION=$(LUA_VERSION) LUA_PKG=$(LUA_PKG) OUTDIR=$(OUTDIR)"
 
 # The main job: a 30-day report (offline against the stand-in without OPENAI_ADMIN_KEY).
 report: deps
@@ -127,6 +129,25 @@ check-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/sanitize/?.so;;" \
 	  OPENAI_USAGE_LUA="$(LUA)" $(BUSTED) $(BUSTED_ARGS) spec
+
+# The whole suite on every Lua the module supports: 5.4, 5.3, 5.1 and LuaJIT 2.1.
+MATRIX_PACKAGES := lua5.3 liblua5.3-dev lua5.1 liblua5.1-0-dev luajit libluajit-5.1-dev
+test-all: deps
+	@missing=""; for p in $(MATRIX_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+	  grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] || apt-get install -y -qq $$missing >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; }
+	@status=0; \
+	for row in "5.4 lua5.4 lua5.4 ." "5.3 lua5.3 lua5.3 build/lua5.3" "5.1 lua5.1 lua5.1 build/lua5.1" \
+	           "5.1 luajit luajit build/luajit"; do \
+	  set -- $$row; echo "=== $$2"; \
+	  $(MAKE) --no-print-directory test-one LUA_VERSION=$$1 LUA=$$2 LUA_PKG=$$3 OUTDIR=$$4 || status=1; \
+	done; exit $$status
+
+test-one:
+	@$(MAKE) --no-print-directory all
+	set -o pipefail; $(SUITE_ENV) $(BUSTED) $(BUSTED_ARGS) spec 2>&1 | tee build/test-output-$(LUA).txt
+	@$(LUA) spec/support/scan_secrets.lua build/test-output-$(LUA).txt
 
 # libFuzzer harnesses (clang), each run for FUZZ_SECONDS on its seed corpus.
 FUZZ_SECONDS ?= 60

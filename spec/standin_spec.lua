@@ -192,7 +192,7 @@ describe("stand-in server", function()
     local p = page(("start_time=%d&end_time=%d&limit=14"):format(NOW - 14 * DAY, NOW))
     local weekday, weekend = 0, 0
     for _, b in ipairs(p.data) do
-      local dow = (b.start_time // DAY + 3) % 7 -- 0 = Monday
+      local dow = (math.floor(b.start_time / DAY) + 3) % 7 -- 0 = Monday
       local images = 0
       for _, r in ipairs(b.results) do
         images = images + r.images
