@@ -835,7 +835,9 @@ def main():
     if args.tls_cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # the handshake happens on the connection's own thread (bounded by the
+        # handler's timeout), so a silent client cannot stall accept()
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         scheme = "https"
     server.state = State(args.key, args.now)
     server.quiet = args.quiet
