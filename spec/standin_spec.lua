@@ -64,11 +64,12 @@ describe("stand-in server", function()
   local function run(args, query, url)
     local headers_file = os.tmpname()
     url = url or (srv.url .. "/organization/usage/images?" .. (query or ""))
-    local cmd = ("env -u LD_PRELOAD curl -s --max-time 20 -D %s -w '\n%%{time_total}' %s '%s' 2>/dev/null")
+    -- the shell appends curl's exit code: io.popen's close gives none on 5.1
+    local cmd = ("env -u LD_PRELOAD curl -s --max-time 20 -D %s -w '\n%%{time_total}' %s '%s' 2>/dev/null; printf ' %%d' $?")
       :format(headers_file, args or "", url)
     local p = assert(io.popen(cmd))
     local out = p:read "*a"
-    local _, _, code = p:close()
+    p:close()
     local f = assert(io.open(headers_file, "rb"))
     local raw = f:read "*a"
     f:close()
@@ -77,8 +78,8 @@ describe("stand-in server", function()
     for name, value in raw:gmatch "([%w%-]+): ([^\r\n]*)" do
       headers[name:lower()] = value
     end
-    local body, seconds = out:match "^(.*)\n([%d%.]+)$"
-    return tonumber(raw:match "^HTTP/1.1 (%d+)"), headers, body or out, code, tonumber(seconds)
+    local body, seconds, code = out:match "^(.*)\n([%d%.]+) (%d+)$"
+    return tonumber(raw:match "^HTTP/1.1 (%d+)"), headers, body or out, tonumber(code), tonumber(seconds)
   end
 
   local AUTH = "-H 'Authorization: Bearer " .. KEY .. "'"
