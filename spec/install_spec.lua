@@ -62,8 +62,11 @@ describe("the rockspec", function()
   it("builds and installs the same module with LuaRocks, loadable from its tree", function()
     local tree = os.tmpname()
     os.remove(tree)
-    local p = io.popen(("luarocks --lua-version %s make --tree='%s' --deps-mode=none "
-      .. "rockspec/openai-usage-scm-1.rockspec 2>&1; rm -f src/*.o"):format(V, tree))
+    -- the builtin backend builds in place: use a copy, never the working tree
+    local copy = tree .. ".src"
+    local p = io.popen(("mkdir -p '%s' && cp -r src lua rockspec '%s' && cd '%s' && luarocks --lua-version %s make "
+      .. "--tree='%s' --deps-mode=none rockspec/openai-usage-scm-1.rockspec 2>&1; rm -rf '%s'")
+      :format(copy, copy, copy, V, tree, copy))
     local out = p:read "*a"
     p:close()
     assert.matches("openai-usage scm-1 is now installed", out, 1, true)
