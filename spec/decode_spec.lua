@@ -71,6 +71,19 @@ describe("decode", function()
       assert.are.equal(-17, t[3])
     end)
 
+    it("on Lua 5.1 and LuaJIT, reads integers beyond 2^53 as the nearest double, as documented", function()
+      local t = assert(decode "[9007199254740992, 9007199254740993, 9223372036854775807]")
+      assert.are.equal(9007199254740992, t[1])
+      if has_integers then
+        assert.are.equal("9007199254740993", tostring(t[2]))
+        assert.are.equal(math.maxinteger, t[3])
+      else
+        -- a double holds 53 bits: 2^53 + 1 rounds to 2^53, 2^63 - 1 to 2^63
+        assert.are.equal(9007199254740992, t[2])
+        assert.are.equal(2 ^ 63, t[3])
+      end
+    end)
+
     it("reads -0 as the integer 0", function()
       local t = assert(decode "[-0]")
       assert.are.equal(0, t[1])
