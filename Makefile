@@ -2,6 +2,7 @@
 #   make                      build openai_usage/core.so for Lua 5.4
 #   make LUA_VERSION=5.1      build against LuaJIT's (or Lua 5.1's) headers into build/5.1/
 #   make install PREFIX=P     install the standard tree under P
+#   make rules                regenerate src/rules_table.c from tools/openai-usage-openapi.yaml
 #   make report               the main job: a 30-day images report (see README)
 #   make test                 install missing Debian packages, build, run the busted suite
 #   make test-all             the suite on Lua 5.4, 5.3, 5.1 and LuaJIT 2.1
@@ -52,11 +53,11 @@ LUA_FILES := $(wildcard lua/openai_usage/*.lua lua/openai_usage/*/*.lua)
 
 # Debian packages the build and the suite need.
 DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-busted lua-cjson \
-	python3 curl locales luarocks
+	python3 curl locales luarocks lua-yaml clang-format
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
-.PHONY: all install test test-all test-one report bench fuzz check check-valgrind check-memory check-asan deps lint clean uninstall
+.PHONY: all install test test-all test-one report bench rules fuzz check check-valgrind check-memory check-asan deps lint clean uninstall
 
 all: $(MODULE)
 
@@ -93,6 +94,12 @@ deps:
 SUITE_ENV := LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" \
 	OPENAI_USAGE_LUA="$(LUA)" OPENAI_USAGE_LUA_VERSION="$(LUA_VERSION)" \
 	OPENAI_USAGE_MAKE_ARGS="LUA_VERSION=$(LUA_VERSION) LUA_PKG=$(LUA_PKG) OUTDIR=$(OUTDIR)"
+
+# The rule table, generated from the OpenAPI description (output committed).
+rules:
+	@dpkg-query -W lua-yaml >/dev/null 2>&1 || apt-get install -y -qq lua-yaml >/dev/null
+	$(LUA) tools/gen-rules.lua tools/openai-usage-openapi.yaml > src/rules_table.c.tmp
+	clang-format src/rules_table.c.tmp > src/rules_table.c && rm -f src/rules_table.c.tmp
 
 # The main job: a 30-day report (offline against the stand-in without OPENAI_ADMIN_KEY).
 report: deps
@@ -158,9 +165,9 @@ FUZZ_LIBS := $(shell $(PKG_CONFIG) --libs lua5.4) -lm
 build/fuzz/decode_fuzz: fuzz/decode_fuzz.c src/decode.c src/error.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/decode_fuzz.c src/decode.c src/error.c $(FUZZ_LIBS)
-build/fuzz/query_fuzz: fuzz/query_fuzz.c src/query.c src/rules.c src/buf.c src/error.c $(HEADERS)
+build/fuzz/query_fuzz: fuzz/query_fuzz.c src/query.c src/rules.c src/rules_table.c src/buf.c src/error.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/query_fuzz.c src/query.c src/rules.c src/buf.c src/error.c $(FUZZ_LIBS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ fuzz/query_fuzz.c src/query.c src/rules.c src/rules_table.c src/buf.c src/error.c $(FUZZ_LIBS)
 
 fuzz: deps
 	@command -v $(FUZZ_CC) >/dev/null && dpkg-query -W libclang-rt-14-dev >/dev/null 2>&1 || \

@@ -1,4 +1,4 @@
-/* libFuzzer harness: bytes become a params table (names from the rule table
+/* libFuzzer harness: bytes pick an endpoint and become a params table (names from its rules
  * or made up, values of every Lua type) for ou_query_encode. Either it is
  * refused with an error naming a parameter, or the query it writes holds
  * only unreserved characters, percent escapes and the pair syntax. */
@@ -31,7 +31,8 @@ static void push_string(lua_State *L, struct input *in)
 
 static void push_value(lua_State *L, struct input *in, const struct ou_param_rule *rule)
 {
-    static const char *const samples[] = {"1m", "1h", "1d", "model", "size", "256x256", "image.edit", "x", ""};
+    static const char *const samples[] = {"1m",      "1h",         "1d", "model", "size",
+                                          "256x256", "image.edit", "x",  ""};
     unsigned kind = take(in) % 8;
     int64_t v;
     switch (kind) {
@@ -52,9 +53,12 @@ static void push_value(lua_State *L, struct input *in, const struct ou_param_rul
         unsigned n = take(in) % 5;
         lua_createtable(L, (int)n, 0);
         for (unsigned i = 1; i <= n; i++) {
-            if (take(in) % 4)
-                lua_pushstring(L, rule && rule->values ? rule->values[take(in) % 3] : "id");
-            else
+            if (take(in) % 4) {
+                size_t nvalues = 0;
+                while (rule && rule->values && rule->values[nvalues])
+                    nvalues++;
+                lua_pushstring(L, nvalues ? rule->values[take(in) % nvalues] : "id");
+            } else
                 push_string(L, in);
             lua_rawseti(L, -2, (int)i);
         }
@@ -76,7 +80,7 @@ static void push_value(lua_State *L, struct input *in, const struct ou_param_rul
 static int encode(lua_State *L)
 {
     struct input *in = lua_touserdata(L, 1);
-    const struct ou_endpoint_rule *ep = &ou_endpoints[0];
+    const struct ou_endpoint_rule *ep = &ou_endpoints[take(in) % ou_nendpoints];
     struct ou_buf *out = lua_touserdata(L, 2);
     lua_newtable(L);
     while (in->p < in->end) {
@@ -91,14 +95,15 @@ static int encode(lua_State *L)
         push_value(L, in, rule);
         lua_rawset(L, -3);
     }
-    lua_pushboolean(L, ou_query_encode(L, lua_gettop(L), ep, (in->end - in->p) % 2 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS,
-                                       out));
+    lua_pushboolean(L, ou_query_encode(L, lua_gettop(L), ep,
+                                       (in->end - in->p) % 2 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS, out));
     return 2;
 }
 
 static int allowed(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("-._~%&=[]", c);
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           strchr("-._~%&=[]", c);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

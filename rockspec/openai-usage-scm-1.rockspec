@@ -38,6 +38,7 @@ build = {
         "src/error.c",
         "src/query.c",
         "src/rules.c",
+        "src/rules_table.c",
         "src/transfer.c",
       },
       defines = { "_GNU_SOURCE" },

@@ -59,7 +59,7 @@ static int core_encode_query(lua_State *L)
     return 1;
 }
 
-static const char *const type_names[] = {"time", "bucket_width", "limit", "cursor", "list"};
+static const char *const type_names[] = {"time", "bucket_width", "limit", "cursor", "list", "boolean"};
 
 static void push_string_list(lua_State *L, const char *const *values)
 {

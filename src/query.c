@@ -210,6 +210,10 @@ static void encode_value(lua_State *L, int idx, const struct ou_param_rule *rule
         s = lua_tolstring(L, idx, &len);
         add_pair(L, out, mark, rule->name, "", s, len);
         break;
+    case OU_PARAM_BOOL:
+        s = lua_toboolean(L, idx) ? "true" : "false";
+        add_pair(L, out, mark, rule->name, "", s, strlen(s));
+        break;
     case OU_PARAM_LIST:
         if (lua_type(L, idx) == LUA_TSTRING) {
             s = lua_tolstring(L, idx, &len);
@@ -293,6 +297,11 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
         case OU_PARAM_LIST:
             if (!check_list(L, idx, rule))
                 return 0;
+            break;
+        case OU_PARAM_BOOL:
+            if (lua_type(L, idx) != LUA_TBOOLEAN)
+                return ou_query_fail(L, rule->name, "%s: expected true or false, got %s", rule->name,
+                                     show(L, idx, shown, sizeof shown));
             break;
         }
     }

@@ -2,42 +2,8 @@
 
 #include <string.h>
 
-/* Enumerations from the seed document (GET /organization/usage/images). */
-static const char *const image_sources[] = {"image.generation", "image.edit", "image.variation", NULL};
-static const char *const image_sizes[] = {"256x256", "512x512", "1024x1024", "1792x1792", "1024x1792", NULL};
-static const char *const image_group_by[] = {"project_id", "user_id", "api_key_id", "model",
-                                             "size",       "source",  NULL};
-
-/* The per-width limits are stated only in prose in the API description. */
-static const struct ou_width_rule usage_widths[] = {
-    {"1m", 60, 1440},
-    {"1h", 24, 168},
-    {"1d", 7, 31},
-};
-
-/* Order here is the order of the encoded query string. */
-static const struct ou_param_rule images_params[] = {
-    {"start_time", OU_PARAM_TIME, 1, NULL, "Start time (Unix seconds) of the query time range, inclusive"},
-    {"end_time", OU_PARAM_TIME, 0, NULL, "End time (Unix seconds) of the query time range, exclusive"},
-    {"bucket_width", OU_PARAM_WIDTH, 0, NULL, "Width of each time bucket in the response"},
-    {"sources", OU_PARAM_LIST, 0, image_sources, "Only usage for these sources"},
-    {"sizes", OU_PARAM_LIST, 0, image_sizes, "Only usage for these image sizes"},
-    {"project_ids", OU_PARAM_LIST, 0, NULL, "Only usage for these projects"},
-    {"user_ids", OU_PARAM_LIST, 0, NULL, "Only usage for these users"},
-    {"api_key_ids", OU_PARAM_LIST, 0, NULL, "Only usage for these API keys"},
-    {"models", OU_PARAM_LIST, 0, NULL, "Only usage for these models"},
-    {"group_by", OU_PARAM_LIST, 0, image_group_by, "Group the usage data by these fields"},
-    {"limit", OU_PARAM_LIMIT, 0, NULL, "Number of buckets to return"},
-    {"page", OU_PARAM_CURSOR, 0, NULL, "Cursor: next_page of the previous response"},
-};
-
-#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
-
-const struct ou_endpoint_rule ou_endpoints[] = {
-    {"images", "/organization/usage/images", images_params, COUNT(images_params), usage_widths,
-     COUNT(usage_widths), "1d"},
-};
-const size_t ou_nendpoints = COUNT(ou_endpoints);
+/* The table itself, ou_endpoints, is generated from the OpenAPI description
+ * into rules_table.c (make rules); this file holds what reads it. */
 
 const struct ou_endpoint_rule *ou_endpoint_find(const char *name)
 {

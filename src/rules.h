@@ -12,6 +12,7 @@ enum ou_param_type {
     OU_PARAM_LIMIT,  /* integer 1..max of the bucket width in force */
     OU_PARAM_CURSOR, /* opaque, non-empty string (next_page of a previous page) */
     OU_PARAM_LIST,   /* one string or a sequence of them; values restricts them */
+    OU_PARAM_BOOL,   /* true or false */
 };
 
 struct ou_param_rule {

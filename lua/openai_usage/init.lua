@@ -103,9 +103,14 @@ function methods:usage(endpoint, params)
   return self:request(endpoint, params)
 end
 
---- One page of /organization/usage/images.
-function methods:images(params)
-  return self:request("images", params)
+-- A shortcut per endpoint of the rule table: client:images(params),
+-- client:completions(params), client:costs(params), ...
+for _, endpoint in ipairs(core.rules()) do
+  if methods[endpoint] == nil then
+    methods[endpoint] = function(self, params)
+      return self:request(endpoint, params)
+    end
+  end
 end
 
 -- Closes a walk left early (Lua 5.4 generic for): stops its prefetch.
