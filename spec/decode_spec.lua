@@ -27,6 +27,19 @@ local function read(path)
   return text
 end
 
+-- The reference-page generator: the shared one ($OPENAI_USAGE_SHARED, else
+-- ../shared beside the repository), or the copy bundled for a lone clone.
+local function gen_page_path()
+  local shared = os.getenv("OPENAI_USAGE_SHARED") or "../shared"
+  local path = shared .. "/bench/gen-page.lua"
+  local f = io.open(path, "rb")
+  if f then
+    f:close()
+    return path
+  end
+  return "bench/gen-page.lua"
+end
+
 describe("decode", function()
   describe("the seed's example response", function()
     local page = assert(decode(read "spec/fixtures/seed-example.json"))
@@ -118,6 +131,36 @@ describe("decode", function()
       assert.are.equal(0, decode("1e-400"))
     end)
 
+    it("reads numbers written with hundreds of digits", function()
+      assert.are.equal(1e200, decode("1" .. ("0"):rep(200)))
+      assert.are.equal(1e-301, decode("0." .. ("0"):rep(300) .. "1"))
+      assert.are.equal(0.5, decode("0.5" .. ("0"):rep(300)))
+      fails("-" .. ("9"):rep(400), "number out of range", 0)
+    end)
+
+    it("reads every float to the same double as Lua's own tonumber", function()
+      local texts = { "0.1", "0.2", "0.3", "2.2250738585072014e-308", "4.9e-324", "1.7976931348623157e308",
+        "9007199254740993.0", "9007199254740992.5", "123456789012345678901234567890.5", "1e22", "1e23",
+        "-0.0", "0e10", "5e-324", "3.141592653589793238462643383279", "1.00000000000000011102230246251565" }
+      local seed = 12345
+      local function random()
+        -- Park-Miller: products stay below 2^53, so every Lua draws the same sequence
+        seed = seed * 16807 % 2147483647
+        return seed
+      end
+      for _ = 1, 3000 do
+        local x = (random() / 2147483647 - 0.5) * 10 ^ (random() % 40 - 20)
+        local format = ({ "%.17g", "%.15g", "%.6g", "%.3f", "%.10e", "%.1f" })[random() % 6 + 1]
+        texts[#texts + 1] = format:format(x)
+      end
+      for _, text in ipairs(texts) do
+        local value = decode(text)
+        local expected = tonumber(text)
+        -- compare bit patterns through their exact text: -0.0 and 0 differ
+        assert.are.equal(("%.17g"):format(expected), ("%.17g"):format(value), text)
+      end
+    end)
+
     for _, bad in ipairs { "01", "+1", ".5", "1.", "1e", "1e+", "-", "NaN", "Infinity", "-Infinity", "0x10" } do
       it("refuses the malformed number " .. bad, function()
         fails(bad)
@@ -159,6 +202,28 @@ describe("decode", function()
       fails([["\ud83d\u0041"]], "lone high surrogate", 1)
     end)
 
+    it("calls an escape cut off by the end of the input truncation", function()
+      for _, text in ipairs { [["\]], [["\u]], [["\u00]], [["\ud83d]], [["\ud83d\]], [["\ud83d\u]],
+        [["\ud83d\ude0]] } do
+        fails(text, "unexpected end of input (truncated?)", #text)
+      end
+      fails([["\ud83d\u00e9"]], "lone high surrogate", 1)
+    end)
+
+    it("decodes escaped strings longer than the stack buffer", function()
+      local plain = ([[a\u00e9\n]]):rep(400)
+      local want = ("a\195\169\n"):rep(400)
+      assert.are.equal(want, decode('"' .. plain .. '"'))
+      assert.are.equal(want .. ("x"):rep(5000), decode('"' .. plain .. ("x"):rep(5000) .. '"'))
+      assert.are.same({ [want] = want }, decode('{"' .. plain .. '":"' .. plain .. '"}'))
+      fails('"' .. plain .. '\\q"', "invalid escape \\q", #plain + 1)
+      fails('"' .. plain, "unexpected end of input", #plain + 1)
+    end)
+
+    it("unescapes object keys", function()
+      assert.are.same({ Ab = 1, ["\n"] = 2 }, decode [[{"\u0041b":1,"\n":2}]])
+    end)
+
     it("refuses a bad escape", function()
       fails([["a\qb"]], "invalid escape \\q", 2)
       fails([["\u12G4"]], "invalid \\u escape", 1)
@@ -185,6 +250,13 @@ describe("decode", function()
       end)
     end
 
+    it("calls a UTF-8 sequence cut off by the end of the input truncation", function()
+      for _, cut in ipairs { "\195", "\226", "\226\130", "\240\159\152" } do
+        fails('"ab' .. cut, "unexpected end of input (truncated?)", 3 + #cut)
+      end
+      fails('"ab\224\128', "invalid UTF-8", 3)
+    end)
+
     it("refuses raw control characters", function()
       fails('"a\nb"', "control character 0x0A", 2)
       fails('"\\t\1"', "control character 0x01", 3)
@@ -206,8 +278,10 @@ describe("decode", function()
       assert.are.same({ t = true, f = false, o = {}, a = {} }, decode '{"t":true,"f":false,"o":{},"a":[]}')
     end)
 
-    it("lets the last of duplicate keys win", function()
+    it("lets the last of duplicate keys win, a last null leaving the key absent", function()
       assert.are.same({ a = 2 }, decode '{"a":1,"a":2}')
+      assert.are.same({ b = 1 }, decode '{"a":1,"b":1,"a":null}')
+      assert.are.same({ a = 1 }, decode '{"a":null,"a":1}')
     end)
 
     it("accepts whitespace anywhere between tokens", function()
@@ -220,6 +294,13 @@ describe("decode", function()
       assert.is_table(decode(("["):rep(512) .. ("]"):rep(512)))
       local _, err = usage.decode(("["):rep(20) .. ("]"):rep(20), 10)
       assert.matches("nesting deeper than 10", err.message, 1, true)
+    end)
+
+    it("caps a caller's depth limit at 4096, so the C stack is never exhausted", function()
+      local _, err = usage.decode(("["):rep(100000), 1000000)
+      assert.are.equal("nesting deeper than 4096", err.message)
+      assert.are.equal(4096, err.offset)
+      assert.is_table(usage.decode(("["):rep(4096) .. ("]"):rep(4096), 1000000))
     end)
 
     it("names the byte offset of each kind of error", function()
@@ -235,15 +316,19 @@ describe("decode", function()
       fails("\239\187\191[]", "byte order mark", 0)
     end)
 
-    it("fails cleanly on every truncation of a page", function()
-      local text = '{"object":"page","data":[{"object":"bucket","start_time":1,"end_time":2,"results":'
-        .. '[{"images":1,"model":"d\\u00e9"},"{\\"images\\":2}"]}],"has_more":false,"next_page":null}'
+    it("calls every prefix of a page truncated, at the prefix's end", function()
+      local text = '{"object":"page","data":[{"object":"bucket","start_time":1,"end_time":-2,"results":'
+        .. '[{"images":1,"model":"d\\u00e9 \\ud83d\\ude00 ñ 😀","cost":12.5e-1,"batch":true,'
+        .. '"user_id":null,"n":[0,null,-0.5]},\n  "{\\"images\\":2}"]}],"has_more":false,"next_page":null}'
       assert.is_table(decode(text))
-      for n = 0, #text - 1 do
+      local _, empty = decode ""
+      assert.are.same({ "decode", "empty input", 0 }, { empty.kind, empty.message, empty.offset })
+      for n = 1, #text - 1 do
         local value, err = decode(text:sub(1, n))
         assert.is_nil(value, "prefix of " .. n .. " bytes decoded")
         assert.are.equal("decode", err.kind)
-        assert.is_true(err.offset <= n)
+        assert.are.equal("unexpected end of input (truncated?)", err.message, "prefix of " .. n .. " bytes")
+        assert.are.equal(n, err.offset, "prefix of " .. n .. " bytes")
       end
     end)
 
@@ -251,6 +336,11 @@ describe("decode", function()
       local _, err = decode '{"a":\n\n}'
       assert.are.equal("openai_usage: decode: expected a JSON value", tostring(err))
       assert.are.equal(7, err.offset)
+      for _, text in ipairs { '"\n"', '"\\\n"', '{"data":[{"results":["\\n\\u0001"]}]}' } do
+        local _, e = decode(text)
+        assert.are.equal("decode", e.kind)
+        assert.is_nil(tostring(e):find "[\r\n]", text)
+      end
     end)
   end)
 
@@ -266,6 +356,14 @@ describe("decode", function()
       local b = decode '{"data":[{"result":[{"n":2}],"results":[{"n":1}]}]}'
       assert.are.equal(1, a.data[1].results[1].n)
       assert.are.equal(1, b.data[1].results[1].n)
+    end)
+
+    it("lets results win over result even when it is null", function()
+      local a = decode '{"data":[{"result":[{"n":2}],"results":null}]}'
+      local b = decode '{"data":[{"results":null,"result":[{"n":2}]}]}'
+      assert.is_nil(a.data[1].results)
+      assert.is_nil(b.data[1].results)
+      assert.is_nil(a.data[1].result)
     end)
 
     it("reads an empty results list as an empty table", function()
@@ -285,7 +383,8 @@ describe("decode", function()
       local err = fails(text, "a result sent as a string is not JSON: expected a JSON value at byte 5 of the string")
       assert.are.equal(29, err.offset)
       fails('{"data":[{"results":["{} x"]}]}', "unexpected data after the JSON value at byte 3")
-      fails('{"data":[{"results":[""]}]}', "a result sent as a string is not JSON")
+      fails('{"data":[{"results":[""]}]}', "a result sent as a string is not JSON: empty string at byte 0", 21)
+      fails('{"data":[{"results":["{\\"a\\":\\"\\\\q\\"}"]}]}', "invalid escape \\q at byte 6 of the string", 21)
     end)
 
     it("counts the depth limit across a result string", function()
@@ -323,11 +422,11 @@ describe("decode", function()
 
   describe("against lua-cjson", function()
     it("agrees field by field on a generated page, with exact integers", function()
-            local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
-      local p = assert(io.popen(("%s bench/gen-page.lua 20 3"):format(lua)))
+      local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+      local p = assert(io.popen(("%s %s 20 3"):format(lua, gen_page_path())))
       local text = p:read "*a"
       p:close()
-      assert.is_true(#text > 1000, "bench/gen-page.lua wrote nothing")
+      assert.is_true(#text > 1000, gen_page_path() .. " wrote nothing")
       local ours, theirs = assert(decode(text)), cjson.decode(text)
       local function compare(a, b, path)
         if b == cjson.null then

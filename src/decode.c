@@ -3,8 +3,10 @@
  * quirks: "result" read as "results", and results sent as JSON strings. */
 #include "decode.h"
 
+#include <float.h>
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,12 +16,30 @@
 /* Where a value sits, for the quirks of the usage schema. */
 enum place { ANYWHERE, PAGE, DATA, BUCKET, RESULTS, RESULT };
 
+/* Whatever max_depth a caller asks for, recursion stops here: every level
+ * is a C stack frame, and the C stack is not ours to exhaust. */
+#define DEPTH_CEILING 4096
+
+/* Free Lua stack slots made sure of at every level: the container, a key, a
+ * value and what a luaL_Buffer may push (lauxlib keeps within LUA_MINSTACK). */
+#define STACK_SLOTS (LUA_MINSTACK + 4)
+
 struct parser {
     lua_State *L;
     const char *start, *p, *end;
     int depth, max_depth;
     struct ou_decode_error *err;
 };
+
+/* Big frames (buffers, an inner error) stay out of the recursion's frames;
+ * error paths also stay out of the hot code. */
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#define COLD __attribute__((cold, noinline))
+#else
+#define NOINLINE
+#define COLD
+#endif
 
 static int fail_at(struct parser *P, const char *where, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -64,41 +84,81 @@ static const unsigned char plain_byte[256] = {
 #undef ROW16
 };
 
-/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
-static size_t utf8_length(const unsigned char *p, const unsigned char *end)
+/* The sequence a lead byte >= 0x80 starts: its length (0 for a byte no
+ * sequence starts with) and the range its second byte must fall in, which
+ * excludes overlongs, encoded surrogates and code points past U+10FFFF. */
+static size_t utf8_lead(unsigned c, unsigned *lo, unsigned *hi)
 {
-    unsigned c = p[0];
-    size_t n = (size_t)(end - p);
+    *lo = 0x80;
+    *hi = 0xBF;
     if (c >= 0xC2 && c <= 0xDF)
-        return n >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
+        return 2;
     if (c >= 0xE0 && c <= 0xEF) {
-        unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        return n >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 ? 3 : 0;
+        *lo = c == 0xE0 ? 0xA0 : 0x80;
+        *hi = c == 0xED ? 0x9F : 0xBF;
+        return 3;
     }
     if (c >= 0xF0 && c <= 0xF4) {
-        unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        return n >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 && (p[3] & 0xC0) == 0x80 ? 4 : 0;
+        *lo = c == 0xF0 ? 0x90 : 0x80;
+        *hi = c == 0xF4 ? 0x8F : 0xBF;
+        return 4;
     }
     return 0;
 }
 
-static int hex4(const char *p, unsigned *out)
+/* Length of the valid UTF-8 sequence at p (lead byte >= 0x80), or 0. */
+static size_t utf8_length(const unsigned char *p, const unsigned char *end)
 {
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned)(c - 'A' + 10);
-        else
+    unsigned lo, hi;
+    size_t n = utf8_lead(p[0], &lo, &hi);
+    if (!n || (size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
             return 0;
+    return n;
+}
+
+/* The sequence at p is not valid: say whether it is only cut short by the
+ * end of the input, or wrong. */
+static COLD int bad_utf8(struct parser *P, const char *at)
+{
+    const unsigned char *p = (const unsigned char *)at, *end = (const unsigned char *)P->end;
+    unsigned lo, hi;
+    size_t n = utf8_lead(p[0], &lo, &hi);
+    if (n && (size_t)(end - p) < n) {
+        size_t i = 1;
+        while (p + i < end && (i == 1 ? p[i] >= lo && p[i] <= hi : (p[i] & 0xC0) == 0x80))
+            i++;
+        if (p + i == end)
+            return truncated(P);
     }
-    *out = v;
+    return fail_at(P, at, "invalid UTF-8 in string");
+}
+
+static int hex_digit(char c, unsigned *v)
+{
+    if (c >= '0' && c <= '9')
+        *v = (unsigned)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+        *v = (unsigned)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F')
+        *v = (unsigned)(c - 'A' + 10);
+    else
+        return 0;
     return 1;
+}
+
+/* Reads up to four hex digits at p, stopping at end: the number of hex
+ * digits read (4 when complete). */
+static int hex4(const char *p, const char *end, unsigned *out)
+{
+    unsigned v = 0, d;
+    int i;
+    for (i = 0; i < 4 && p + i < end && hex_digit(p[i], &d); i++)
+        v = v << 4 | d;
+    *out = v;
+    return i;
 }
 
 static size_t utf8_encode(unsigned cp, char *out)
@@ -125,18 +185,30 @@ static size_t utf8_encode(unsigned cp, char *out)
     return 4;
 }
 
-/* Reads one \uXXXX (or a surrogate pair) at P->p (on the 'u'). */
+/* Reads one \uXXXX (or a surrogate pair) at P->p (on the 'u'). An escape
+ * the input ends in the middle of is truncation, not a bad escape. */
 static int read_unicode_escape(struct parser *P, const char *backslash, unsigned *cp)
 {
-    const char *p = P->p + 1;
+    const char *p = P->p + 1, *end = P->end;
     unsigned hi, lo;
-    if (P->end - p < 4 || !hex4(p, &hi))
-        return fail_at(P, backslash, "invalid \\u escape (four hex digits expected)");
+    int n = hex4(p, end, &hi);
+    if (n < 4)
+        return p + n == end ? truncated(P)
+                            : fail_at(P, backslash, "invalid \\u escape (four hex digits expected)");
     p += 4;
     if (hi >= 0xDC00 && hi <= 0xDFFF)
         return fail_at(P, backslash, "lone low surrogate \\u%04X", hi);
     if (hi >= 0xD800 && hi <= 0xDBFF) {
-        if (P->end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+        int m = 0;
+        if (end - p >= 2 && p[0] == '\\' && p[1] == 'u')
+            m = hex4(p + 2, end, &lo);
+        if (m < 4) {
+            /* the input ends where the low half could still follow */
+            if (p == end || (*p == '\\' && (p + 1 == end || (p[1] == 'u' && p + 2 + m == end))))
+                return truncated(P);
+            return fail_at(P, backslash, "lone high surrogate \\u%04X", hi);
+        }
+        if (lo < 0xDC00 || lo > 0xDFFF)
             return fail_at(P, backslash, "lone high surrogate \\u%04X", hi);
         p += 6;
         hi = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
@@ -158,6 +230,8 @@ struct sink {
 
 static void sink_add(struct sink *s, const char *bytes, size_t n)
 {
+    /* only n and spilled need be set: cppcheck takes the unset buffers for a bug */
+    // cppcheck-suppress ctuuninitvar
     if (s->n + n > sizeof s->buf) {
         if (!s->spilled) {
             luaL_buffinit(s->L, &s->b);
@@ -196,7 +270,7 @@ static int sink_fail(struct sink *s, int result)
 
 /* The slow path: the string from first (just after the quote) has an
  * escape at P->p. */
-static int parse_escaped_string(struct parser *P, const char *first)
+static NOINLINE int parse_escaped_string(struct parser *P, const char *first)
 {
     struct sink s;
     const char *p = P->p, *end = P->end;
@@ -223,7 +297,7 @@ static int parse_escaped_string(struct parser *P, const char *first)
         if ((unsigned char)*p >= 0x80) {
             size_t n = utf8_length((const unsigned char *)p, (const unsigned char *)end);
             if (!n)
-                return sink_fail(&s, fail_at(P, p, "invalid UTF-8 in string"));
+                return sink_fail(&s, bad_utf8(P, p));
             sink_add(&s, p, n);
             p += n;
             continue;
@@ -292,7 +366,7 @@ static int parse_string(struct parser *P)
         if ((unsigned char)*p >= 0x80) {
             size_t n = utf8_length((const unsigned char *)p, (const unsigned char *)end);
             if (!n)
-                return fail_at(P, p, "invalid UTF-8 in string");
+                return bad_utf8(P, p);
             p += n;
             continue;
         }
@@ -304,20 +378,47 @@ static int parse_string(struct parser *P)
     }
 }
 
-static locale_t c_locale(void)
+/* strtod must not follow a locale a script may have set (os.setlocale):
+ * the "C" locale is created once per process, for every thread. */
+static locale_t c_locale_value;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void c_locale_create(void)
 {
-    /* created once; strtod must not follow a locale a script may have set */
-    static locale_t c;
-    if (!c)
-        c = newlocale(LC_ALL_MASK, "C", (locale_t)0);
-    return c;
+    c_locale_value = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 }
+
+/* Reads the float at s..s+n the slow, always correctly rounded way. */
+static COLD int parse_float_text(struct parser *P, const char *s, size_t n, double *out)
+{
+    char small[128];
+    pthread_once(&c_locale_once, c_locale_create);
+    if (!c_locale_value)
+        return fail_at(P, s, "cannot read a number: no C locale (out of memory?)");
+    if (n < sizeof small) {
+        memcpy(small, s, n);
+        small[n] = '\0';
+        *out = strtod_l(small, NULL, c_locale_value);
+    } else {
+        /* a long run of digits: let Lua own the copy */
+        lua_pushlstring(P->L, s, n);
+        *out = strtod_l(lua_tostring(P->L, -1), NULL, c_locale_value);
+        lua_pop(P->L, 1);
+    }
+    return 1;
+}
+
+/* Powers of ten a double holds exactly: a mantissa below 2^53 times or over
+ * one of them is one correctly rounded operation (Clinger's fast path). */
+static const double exact_power10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                       1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 static int parse_number(struct parser *P)
 {
     const char *s = P->p, *p = s, *end = P->end;
-    uint64_t u = 0;
+    uint64_t u = 0; /* every digit read, integer and fraction, while it fits */
     int negative = 0, overflow = 0, is_float = 0;
+    long scale = 0, exponent = 0;
     if (*p == '-') {
         negative = 1;
         p++;
@@ -345,18 +446,32 @@ static int parse_number(struct parser *P)
         p++;
         if (p >= end || *p < '0' || *p > '9')
             return p >= end ? truncated(P) : fail_at(P, p, "invalid number (digit expected after '.')");
-        while (p < end && *p >= '0' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9') {
+            unsigned d = (unsigned)(*p - '0');
+            if (u > (UINT64_MAX - d) / 10) {
+                overflow = 1;
+            } else if (!overflow) {
+                u = u * 10 + d;
+                scale++;
+            }
             p++;
+        }
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
+        int exponent_negative = 0;
         is_float = 1;
         p++;
         if (p < end && (*p == '+' || *p == '-'))
-            p++;
+            exponent_negative = *p++ == '-';
         if (p >= end || *p < '0' || *p > '9')
             return p >= end ? truncated(P) : fail_at(P, p, "invalid number (digit expected in exponent)");
-        while (p < end && *p >= '0' && *p <= '9')
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (exponent < 100000)
+                exponent = exponent * 10 + (*p - '0');
             p++;
+        }
+        if (exponent_negative)
+            exponent = -exponent;
     }
     P->p = p;
     if (!is_float && !overflow) {
@@ -371,19 +486,18 @@ static int parse_number(struct parser *P)
         }
     }
     {
-        char small[128];
-        size_t n = (size_t)(p - s);
-        double v;
-        if (n < sizeof small) {
-            memcpy(small, s, n);
-            small[n] = '\0';
-            v = strtod_l(small, NULL, c_locale());
-        } else {
-            /* a long run of digits: let Lua own the copy */
-            lua_pushlstring(P->L, s, n);
-            v = strtod_l(lua_tostring(P->L, -1), NULL, c_locale());
-            lua_pop(P->L, 1);
+        double v = 0;
+        long e10 = exponent - scale;
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+        /* double arithmetic is done in double, so the fast path rounds once */
+        if (!overflow && u <= ((uint64_t)1 << 53) && e10 >= -22 && e10 <= 22) {
+            v = e10 < 0 ? (double)u / exact_power10[-e10] : (double)u * exact_power10[e10];
+            lua_pushnumber(P->L, (lua_Number)(negative ? -v : v));
+            return 1;
         }
+#endif
+        if (!parse_float_text(P, s, (size_t)(p - s), &v))
+            return 0;
         if (isinf(v))
             return fail_at(P, s, "number out of range");
         lua_pushnumber(P->L, (lua_Number)v);
@@ -395,14 +509,15 @@ static int enter(struct parser *P)
 {
     if (++P->depth > P->max_depth)
         return fail_at(P, P->p, "nesting deeper than %d", P->max_depth);
-    if (!lua_checkstack(P->L, 6))
+    if (!lua_checkstack(P->L, STACK_SLOTS))
         return fail_at(P, P->p, "Lua stack exhausted");
     return 1;
 }
 
 /* A result sent as a JSON string holding the object: decode the string's
- * contents in place of it (the string is at the top of the stack). */
-static int decode_result_string(struct parser *P, const char *at)
+ * contents in place of it (the string is at the top of the stack; the
+ * depth limit goes on counting inside it). */
+static NOINLINE int decode_result_string(struct parser *P, const char *at)
 {
     size_t len;
     const char *text = lua_tolstring(P->L, -1, &len);
@@ -410,8 +525,8 @@ static int decode_result_string(struct parser *P, const char *at)
     struct parser sub = {P->L, text, text, text + len, P->depth, P->max_depth, &inner};
     skip_space(&sub);
     if (sub.p >= sub.end) {
-        truncated(&sub);
-    } else if (parse_value(&sub, ANYWHERE)) {
+        fail_at(&sub, sub.p, len ? "no JSON value, only whitespace" : "empty string");
+    } else if (parse_value(&sub, RESULT)) {
         skip_space(&sub);
         if (sub.p == sub.end) {
             lua_remove(P->L, -2);
@@ -499,12 +614,15 @@ static int key_is(lua_State *L, const char *name, size_t n)
     return len == n && memcmp(k, name, n) == 0;
 }
 
+/* Duplicate keys: the last one wins, as in most decoders; when the last is
+ * null the key ends up absent, as a lone null would leave it. */
 static int parse_object(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
     int saw_results = 0;
     if (!enter(P))
         return 0;
+    /* a result has about ten members (images: 9, completions: 13) */
     lua_createtable(L, 0, place == RESULT ? 10 : 4);
     P->p++;
     skip_space(P);
@@ -552,16 +670,22 @@ static int parse_object(struct parser *P, enum place place)
         if (P->p >= P->end)
             goto truncated_key;
         if (*P->p == 'n' && P->end - P->p >= 4 && memcmp(P->p, "null", 4) == 0) {
-            /* null leaves the key absent */
+            /* null leaves the key absent (and takes back an earlier duplicate) */
             P->p += 4;
-            lua_pop(L, 1);
+            if (drop) {
+                lua_pop(L, 1);
+            } else {
+                lua_pushnil(L);
+                lua_rawset(L, -3);
+            }
         } else {
             if (!parse_value(P, child))
                 goto failed_key;
-            if (drop)
+            if (drop) {
                 lua_pop(L, 2);
-            else
+            } else {
                 lua_rawset(L, -3);
+            }
         }
         switch (next_or_close(P, '}', "object member")) {
         case 1:
@@ -645,9 +769,11 @@ static int parse_value(struct parser *P, enum place place)
 
 int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct ou_decode_error *err)
 {
-    struct parser P = {L, text, text, text + len, 0, max_depth > 0 ? max_depth : OU_DECODE_MAX_DEPTH, err};
+    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, err};
     int top = lua_gettop(L);
-    if (!lua_checkstack(L, 8)) {
+    if (max_depth > 0)
+        P.max_depth = max_depth < DEPTH_CEILING ? max_depth : DEPTH_CEILING;
+    if (!lua_checkstack(L, STACK_SLOTS)) {
         err->offset = 0;
         snprintf(err->message, sizeof err->message, "Lua stack exhausted");
         return 0;
