@@ -192,7 +192,7 @@ check-valgrind: check-memory
 lint:
 	clang-format --dry-run --Werror src/*.c src/*.h
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
-	  --suppress=missingIncludeSystem --inline-suppr -D__GNUC__ $(shell $(PKG_CONFIG) --cflags-only-I $(LUA_PKG) libcurl) src
+	  --suppress=missingIncludeSystem --inline-suppr -D__GNUC__ -DLLONG_MAX=9223372036854775807LL $(shell $(PKG_CONFIG) --cflags-only-I $(LUA_PKG) libcurl) src
 	clang-tidy --quiet src/*.c -- -std=c11 -D_GNU_SOURCE $(shell $(PKG_CONFIG) --cflags $(LUA_PKG) libcurl)
 
 clean:

@@ -296,11 +296,17 @@ describe("decode", function()
       assert.matches("nesting deeper than 10", err.message, 1, true)
     end)
 
-    it("caps a caller's depth limit at 4096, so the C stack is never exhausted", function()
-      local _, err = usage.decode(("["):rep(100000), 1000000)
+    it("takes a depth limit from 1 to 4096 and refuses any other, so the C stack is never exhausted", function()
+      local _, err = usage.decode(("["):rep(100000), 4096)
       assert.are.equal("nesting deeper than 4096", err.message)
       assert.are.equal(4096, err.offset)
-      assert.is_table(usage.decode(("["):rep(4096) .. ("]"):rep(4096), 1000000))
+      assert.is_table(usage.decode(("["):rep(4096) .. ("]"):rep(4096), 4096))
+      for _, bad in ipairs { 0, -1, 4097, 1000000, 2.5, "deep" } do
+        local value, refused = usage.decode("[]", bad)
+        assert.is_nil(value)
+        assert.are.equal("invalid_argument", refused.kind)
+        assert.are.equal("max_depth: expected an integer from 1 to 4096", refused.message)
+      end
     end)
 
     it("names the byte offset of each kind of error", function()

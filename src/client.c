@@ -361,7 +361,7 @@ static void copy_scrubbed(lua_State *L, const struct ou_client *c, int err, int 
 static void add_response_fields(lua_State *L, struct ou_client *c)
 {
     const struct ou_response *r = &c->transfer.resp;
-    struct ou_decode_error derr;
+    struct ou_decode_error derr = {0, {0}};
     int err = lua_gettop(L);
     if (r->status)
         ou_error_setint(L, "status", r->status);
@@ -416,7 +416,7 @@ static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outco
 static int decode_page(lua_State *L, struct ou_client *c)
 {
     const struct ou_response *r = &c->transfer.resp;
-    struct ou_decode_error derr;
+    struct ou_decode_error derr = {0, {0}};
     char message[512];
     int is_json = r->content_type[0] == '\0' || strstr(r->content_type, "json") != NULL;
     if (!ou_decode(L, r->body.data ? r->body.data : "", r->body.len, OU_DECODE_MAX_DEPTH, &derr)) {

@@ -18,7 +18,6 @@ enum place { ANYWHERE, PAGE, DATA, BUCKET, RESULTS, RESULT };
 
 /* Whatever max_depth a caller asks for, recursion stops here: every level
  * is a C stack frame, and the C stack is not ours to exhaust. */
-#define DEPTH_CEILING 4096
 
 /* Free Lua stack slots made sure of at every level: the container, a key, a
  * value and what a luaL_Buffer may push (lauxlib keeps within LUA_MINSTACK). */
@@ -772,7 +771,7 @@ int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct 
     struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, err};
     int top = lua_gettop(L);
     if (max_depth > 0)
-        P.max_depth = max_depth < DEPTH_CEILING ? max_depth : DEPTH_CEILING;
+        P.max_depth = max_depth < OU_DECODE_DEPTH_CEILING ? max_depth : OU_DECODE_DEPTH_CEILING;
     if (!lua_checkstack(L, STACK_SLOTS)) {
         err->offset = 0;
         snprintf(err->message, sizeof err->message, "Lua stack exhausted");

@@ -7,6 +7,8 @@
 #include "compat.h"
 
 #define OU_DECODE_MAX_DEPTH 512
+/* No depth limit above this is honoured: deeper recursion would risk the C stack. */
+#define OU_DECODE_DEPTH_CEILING 4096
 
 struct ou_decode_error {
     size_t offset;     /* 0-based byte offset in the text where decoding stopped */
