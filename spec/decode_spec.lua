@@ -171,8 +171,13 @@ describe("decode", function()
       -- a comma-decimal locale built into a private LOCPATH, used by a fresh process
       local dir = os.tmpname()
       os.remove(dir)
-      assert(os.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 2>/dev/null"),
-        "localedef could not build de_DE.UTF-8 (Debian package locales)")
+      local built = os.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir
+        .. "/de_DE.UTF-8 2>/dev/null")
+      if not built or built ~= true and built ~= 0 then
+        os.execute("rm -rf " .. dir)
+        pending("no de_DE.UTF-8 locale: localedef could not build it (Debian package locales)")
+        return
+      end
       local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
       local p = io.popen(("LOCPATH=%s %s -e 'local name = os.setlocale(\"de_DE.UTF-8\", \"numeric\"); "
         .. "local u = require \"openai_usage\"; local v = u.decode(\"[2.5, 1e-1]\"); "
@@ -294,6 +299,8 @@ describe("decode", function()
       assert.is_table(decode(("["):rep(512) .. ("]"):rep(512)))
       local _, err = usage.decode(("["):rep(20) .. ("]"):rep(20), 10)
       assert.matches("nesting deeper than 10", err.message, 1, true)
+      local _, object = usage.decode("[{}]", 1)
+      assert.are.same({ "nesting deeper than 1", 1 }, { object.message, object.offset })
     end)
 
     it("takes a depth limit from 1 to 4096 and refuses any other, so the C stack is never exhausted", function()
@@ -309,6 +316,65 @@ describe("decode", function()
       end
     end)
 
+    it("decodes objects nested to the 4096 ceiling on every Lua, one stack slot a level", function()
+      -- Lua 5.1 and LuaJIT give a C function 8000 stack slots: a key and a
+      -- table a level would run out before 4096
+      local text = ('{"a":'):rep(2048) .. ('[{"b":'):rep(1024) .. "7" .. ("}]"):rep(1024) .. ("}"):rep(2048)
+      local t = assert(usage.decode(text, 4096))
+      for _ = 1, 2048 do
+        t = t.a
+      end
+      for _ = 1, 1024 do
+        t = t[1].b
+      end
+      assert.are.equal(7, t)
+      local _, err = usage.decode(('{"a":'):rep(4097), 4096)
+      assert.are.equal("nesting deeper than 4096", err.message)
+      assert.are.equal(5 * 4096, err.offset)
+    end)
+
+    it("says the Lua stack is exhausted, never crashes, when the caller's stack is nearly full", function()
+      -- n extra arguments to core.decode fill n slots of the stack it runs on
+      local core = require "openai_usage.core"
+      local unpack = table.unpack or unpack
+      local filler = {}
+      for i = 1, 1100000 do
+        filler[i] = false
+      end
+      -- each try on a fresh coroutine: a stack that overflowed before keeps
+      -- a different size for a while
+      local function try(n, text)
+        local ok, value, err = coroutine.wrap(function()
+          return pcall(function()
+            return core.decode(text, nil, unpack(filler, 1, n))
+          end)
+        end)()
+        return ok and value ~= nil, err
+      end
+      -- the fewest extra arguments that make text fail (it decodes with none)
+      local function first_failure(text, lo, hi)
+        assert.is_true(try(lo, text))
+        while hi - lo > 1 do
+          local mid = math.floor((lo + hi) / 2)
+          if try(mid, text) then
+            lo = mid
+          else
+            hi = mid
+          end
+        end
+        local _, err = try(hi, text)
+        return hi, err
+      end
+      local n, flat = first_failure("0", 0, #filler)
+      assert.is_true(n < #filler, "a million arguments decoded")
+      assert.are.same({ "decode", "Lua stack exhausted", 0 }, { flat.kind, flat.message, flat.offset })
+      -- a deep value runs out part way down, a little earlier
+      local deep = ("["):rep(100) .. ("]"):rep(100)
+      local _, nested = first_failure(deep, n - 1000, n)
+      assert.are.equal("Lua stack exhausted", nested.message)
+      assert.is_true(nested.offset > 0 and nested.offset < 100, tostring(nested.offset))
+    end)
+
     it("names the byte offset of each kind of error", function()
       fails("", "empty input", 0)
       fails("   ", "only whitespace", 3)
@@ -317,6 +383,7 @@ describe("decode", function()
       fails("[1 2]", "expected ',' or ']' after array element", 3)
       fails("{1:2}", "expected a string key in object", 1)
       fails("[tru]", "invalid literal (expected true)", 1)
+      fails("fx", "invalid literal (expected false)", 0)
       fails("[1,]", "expected a JSON value", 3)
       fails("[1] x", "unexpected data after the JSON value", 4)
       fails("\239\187\191[]", "byte order mark", 0)
@@ -370,6 +437,8 @@ describe("decode", function()
       assert.is_nil(a.data[1].results)
       assert.is_nil(b.data[1].results)
       assert.is_nil(a.data[1].result)
+      local c = decode '{"data":[{"results":[{"n":1}],"result":null}]}'
+      assert.are.same({ { n = 1 } }, c.data[1].results)
     end)
 
     it("reads an empty results list as an empty table", function()

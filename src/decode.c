@@ -16,9 +16,6 @@
 /* Where a value sits, for the quirks of the usage schema. */
 enum place { ANYWHERE, PAGE, DATA, BUCKET, RESULTS, RESULT };
 
-/* Whatever max_depth a caller asks for, recursion stops here: every level
- * is a C stack frame, and the C stack is not ours to exhaust. */
-
 /* Free Lua stack slots made sure of at every level: the container, a key, a
  * value and what a luaL_Buffer may push (lauxlib keeps within LUA_MINSTACK). */
 #define STACK_SLOTS (LUA_MINSTACK + 4)
@@ -558,14 +555,26 @@ static int next_or_close(struct parser *P, char close, const char *what)
     return fail_at(P, P->p, "expected ',' or '%c' after %s", close, what);
 }
 
-static int parse_array(struct parser *P, enum place place)
+/* A new table for the container at P->p, presized for where it sits: a
+ * page holds many buckets, a result about ten members (images: 9,
+ * completions: 13). */
+static void new_container(struct parser *P, enum place place)
+{
+    if (*P->p == '[')
+        lua_createtable(P->L, place == DATA ? 64 : 0, 0);
+    else
+        lua_createtable(P->L, 0, place == RESULT ? 10 : 4);
+}
+
+static int parse_members(struct parser *P, enum place place);
+
+/* Fills the array at the top of the stack (P->p on its '['); on failure
+ * pops it. */
+static int parse_elements(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
     enum place child = place == DATA ? BUCKET : place == RESULTS ? RESULT : ANYWHERE;
     int n = 0;
-    if (!enter(P))
-        return 0;
-    lua_createtable(L, place == DATA ? 64 : 0, 0);
     P->p++;
     skip_space(P);
     if (P->p < P->end && *P->p == ']') {
@@ -613,16 +622,34 @@ static int key_is(lua_State *L, const char *name, size_t n)
     return len == n && memcmp(k, name, n) == 0;
 }
 
-/* Duplicate keys: the last one wins, as in most decoders; when the last is
- * null the key ends up absent, as a lone null would leave it. */
-static int parse_object(struct parser *P, enum place place)
+/* A member that is an object or an array is stored under its key before it
+ * is filled, so that its key leaves the stack: a level of nesting holds one
+ * slot, and 4096 levels stay within the 8000 that Lua 5.1 and LuaJIT give a
+ * C function. The key is at the top of the stack, P->p on '{' or '['. */
+static int parse_member_container(struct parser *P, enum place place)
+{
+    lua_State *L = P->L;
+    if (!enter(P)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    new_container(P, place);
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3);
+    lua_rawset(L, -4);
+    if (!(*P->p == '[' ? parse_elements(P, place) : parse_members(P, place)))
+        return 0;
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Fills the object at the top of the stack (P->p on its '{'); on failure
+ * pops it. Duplicate keys: the last one wins, as in most decoders; when the
+ * last is null the key ends up absent, as a lone null would leave it. */
+static int parse_members(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
     int saw_results = 0;
-    if (!enter(P))
-        return 0;
-    /* a result has about ten members (images: 9, completions: 13) */
-    lua_createtable(L, 0, place == RESULT ? 10 : 4);
     P->p++;
     skip_space(P);
     if (P->p < P->end && *P->p == '}') {
@@ -677,6 +704,9 @@ static int parse_object(struct parser *P, enum place place)
                 lua_pushnil(L);
                 lua_rawset(L, -3);
             }
+        } else if ((*P->p == '{' || *P->p == '[') && !drop) {
+            if (!parse_member_container(P, child))
+                goto failed;
         } else {
             if (!parse_value(P, child))
                 goto failed_key;
@@ -705,6 +735,22 @@ truncated:
 failed:
     lua_pop(L, 1);
     return 0;
+}
+
+static int parse_array(struct parser *P, enum place place)
+{
+    if (!enter(P))
+        return 0;
+    new_container(P, place);
+    return parse_elements(P, place);
+}
+
+static int parse_object(struct parser *P, enum place place)
+{
+    if (!enter(P))
+        return 0;
+    new_container(P, place);
+    return parse_members(P, place);
 }
 
 static int literal(struct parser *P, const char *word, size_t n)
