@@ -24,11 +24,7 @@ describe("client", function()
 
   -- A client with fast retries, so the suite does not sleep for seconds.
   local function client(options)
-    local opts = { api_key = KEY, base_url = srv.url, retry_backoff = 0.01, retry_backoff_max = 0.04 }
-    for k, v in pairs(options or {}) do
-      opts[k] = v
-    end
-    local c, err = usage.new(opts)
+    local c, err = usage.new(srv:client_options({ retry_backoff = 0.01, retry_backoff_max = 0.04 }, options))
     assert.is_nil(err)
     return c
   end

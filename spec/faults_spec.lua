@@ -30,11 +30,7 @@ describe("faults", function()
   end)
 
   local function client(options)
-    local opts = { api_key = KEY, base_url = srv.url, retry_backoff = 0.01, retry_backoff_max = 0.02 }
-    for k, v in pairs(options or {}) do
-      opts[k] = v
-    end
-    return assert(usage.new(opts))
+    return assert(usage.new(srv:client_options({ retry_backoff = 0.01, retry_backoff_max = 0.02 }, options)))
   end
 
   local function fails(fault, kind, pattern, options)

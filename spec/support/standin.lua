@@ -134,6 +134,18 @@ function Server:call(name, body)
   return without_nulls(value)
 end
 
+--- Options for a client of this server: its key and URL (and its CA file
+-- over TLS), then each table given, in turn, on top.
+function Server:client_options(...)
+  local opts = { api_key = self.key, base_url = self.url, ca_file = self.ca_file }
+  for i = 1, select("#", ...) do
+    for k, v in pairs(select(i, ...) or {}) do
+      opts[k] = v
+    end
+  end
+  return opts
+end
+
 function Server:requests()
   return self:call "requests"
 end
