@@ -4,17 +4,9 @@
 --   lua5.4 bench/decode.lua [RUNS=21]
 local usage = require "openai_usage"
 local cjson = require "cjson"
+local pages = require "bench.pages"
 
 local runs = tonumber(arg and arg[1]) or 21
-local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
-
-local function generate(buckets, per_bucket)
-  local p = assert(io.popen(("%s bench/gen-page.lua %d %d"):format(lua, buckets, per_bucket)))
-  local text = p:read "*a"
-  p:close()
-  assert(#text > 0, "bench/gen-page.lua wrote nothing")
-  return text
-end
 
 -- Other shapes, derived from the reference page so they stay comparable.
 local function pretty(text)
@@ -50,10 +42,10 @@ local function pretty(text)
   return table.concat(out)
 end
 
-local reference = generate(1440, 8)
+local reference = pages.generate(1440, 8)
 local shapes = {
   { "reference page (1440 x 8)", reference },
-  { "sparse minute buckets (1440 x 1)", generate(1440, 1) },
+  { "sparse minute buckets (1440 x 1)", pages.generate(1440, 1) },
   { "long ids", (reference:gsub('"proj_(%d+)"', '"proj_%1' .. ("abcdefghijklmnopqrstuvwxyz0123456789"):rep(3) .. '"')) },
   { "escaped and non-ASCII strings", (reference:gsub('"user_id":null', '"user_id":"us\\u00e9r-\\"q\\"-\\ud83d\\ude00-ñ"')) },
   { "pretty-printed", pretty(reference) },

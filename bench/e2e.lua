@@ -15,12 +15,7 @@ if not io.open("bench/e2e/node_modules/openai/package.json") then
   assert(os.execute "cd bench/e2e && npm ci --no-audit --no-fund --silent", "npm ci failed (the npm registry is needed once)")
 end
 
-local page_file = os.tmpname()
-local gen = assert(io.popen(lua .. " bench/gen-page.lua"))
-local f = assert(io.open(page_file, "wb"))
-f:write(gen:read "*a")
-f:close()
-gen:close()
+local page_file = require("bench.pages").write()
 
 local srv = standin.start { key = KEY }
 srv:settings { fixture_page = page_file, fixture_pages = 30 }

@@ -12,11 +12,7 @@ local clock = usage.clock
 
 local srv = standin.start { key = KEY, now = NOW }
 local function client(options)
-  local opts = { api_key = KEY, base_url = srv.url }
-  for k, v in pairs(options or {}) do
-    opts[k] = v
-  end
-  return assert(usage.new(opts))
+  return assert(usage.new(srv:client_options(options)))
 end
 
 -- 1. Overlapped paging: 20 pages, 50 ms server latency, 50 ms of work a page.
@@ -93,12 +89,7 @@ print(("memory: the same walk with collectgarbage(\"step\", 200) after each page
 c:close()
 
 -- 3. Wire: the reference page, gzip, one connection for a whole walk.
-local page_file = os.tmpname()
-local gen = assert(io.popen(lua .. " bench/gen-page.lua"))
-local f = assert(io.open(page_file, "wb"))
-f:write(gen:read "*a")
-f:close()
-gen:close()
+local page_file = require("bench.pages").write()
 srv:reset()
 srv:settings { fixture_page = page_file, fixture_pages = 10 }
 c = client()
