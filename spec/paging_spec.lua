@@ -131,6 +131,24 @@ describe("paging", function()
     assert.is_true(left < 1.6, ("leaving the loop took %.2f s"):format(left))
   end)
 
+  it("poll() tells, without blocking, whether a prefetch has landed", function()
+    srv:faults { { latency_ms = 400 } }
+    local token = assert(c:prefetch("images", params))
+    local t0 = wall()
+    assert.is_false(c:poll(token)) -- still on the wire: answered at once
+    assert.is_true(wall() - t0 < 0.2, "poll waited for the transfer")
+    local polls = 1
+    while not c:poll(token) do
+      polls = polls + 1
+      os.execute "sleep 0.05"
+    end
+    assert.is_true(polls > 2, ("the 400 ms transfer was done after %d polls"):format(polls))
+    local page = assert(c:collect(token))
+    assert.are.equal("page", page.object)
+    assert.is_true(c:poll(token)) -- a collected token reads as finished
+    assert.is_false(c:collect(token)) -- and collect says it is gone
+  end)
+
   it("collects a client whose prefetch is still in flight", function()
     srv:faults { { latency_ms = 0 }, { latency_ms = 3000 } }
     local t0 = wall()

@@ -26,12 +26,14 @@ struct ou_client {
     int ready;           /* its outcome is unclaimed and still in transfer */
     unsigned long token; /* names the latest prefetch */
     enum ou_outcome outcome;
+    atomic_int finished; /* set by the thread as its last act: poll reads it */
 };
 
 static void *prefetch_main(void *arg)
 {
     struct ou_client *c = arg;
     c->outcome = ou_transfer_get(&c->transfer, c->url.data);
+    atomic_store(&c->finished, 1);
     return NULL;
 }
 
@@ -470,11 +472,27 @@ static int client_prefetch(lua_State *L)
         return ou_error_return(L);
     c->token++;
     c->ready = 1;
+    atomic_store(&c->finished, 0);
     if (pthread_create(&c->thread, NULL, prefetch_main, c) == 0)
         c->running = 1;
     else
         prefetch_main(c); /* no thread to be had: fetch now, still correct */
     lua_pushnumber(L, (lua_Number)c->token);
+    return 1;
+}
+
+/* client:poll(token) -> true when that prefetch has finished (collect will
+ * not wait), false while it is still on the wire. Never blocks: an event
+ * loop (Neovim's vim.loop, say) calls it from a timer. A token that is no
+ * longer current reads as finished, so collect can report it as gone. */
+static int client_poll(lua_State *L)
+{
+    struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
+    lua_Number token = luaL_checknumber(L, 2);
+    if (!c->open || !c->ready || (lua_Number)c->token != token || !c->running)
+        lua_pushboolean(L, 1);
+    else
+        lua_pushboolean(L, atomic_load(&c->finished) != 0);
     return 1;
 }
 
@@ -563,10 +581,15 @@ static int client_tostring(lua_State *L)
 }
 
 static const luaL_Reg client_methods[] = {
-    {"request", client_request}, {"prefetch", client_prefetch},
-    {"collect", client_collect}, {"cancel", client_cancel},
-    {"url", client_url},         {"last_transfer", client_last_transfer},
-    {"close", client_close},     {NULL, NULL},
+    {"request", client_request},
+    {"prefetch", client_prefetch},
+    {"collect", client_collect},
+    {"cancel", client_cancel},
+    {"poll", client_poll},
+    {"url", client_url},
+    {"last_transfer", client_last_transfer},
+    {"close", client_close},
+    {NULL, NULL},
 };
 
 void ou_client_open(lua_State *L)
