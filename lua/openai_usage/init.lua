@@ -90,6 +90,32 @@ local function raise(err)
   error(err, 0)
 end
 
+--- Where a walk goes after a page: the next_page cursor to request, or nil
+-- at the end. A page that says has_more without a cursor, or a cursor in
+-- seen (the set of cursors followed so far, updated here), gives nil and an
+-- error: a walk never ends early or loops without saying so. Shared by
+-- client:pages and openai_usage.async.
+function M.next_cursor(page, seen)
+  if page.has_more ~= true then
+    return nil
+  end
+  local cursor = page.next_page
+  if type(cursor) ~= "string" or cursor == "" then
+    return nil, core.error {
+      kind = "api",
+      message = "the page says has_more but gives no next_page cursor; the walk is incomplete",
+    }
+  end
+  if seen[cursor] then
+    return nil, core.error {
+      kind = "api",
+      message = "the API repeated the cursor " .. cursor .. "; stopping instead of looping",
+    }
+  end
+  seen[cursor] = true
+  return cursor
+end
+
 local function copy(t)
   local c = {}
   for k, v in pairs(t or {}) do
@@ -163,21 +189,12 @@ function methods:pages(endpoint, params, options)
       finished = true
       raise(err)
     end
-    local cursor = page.next_page
-    if page.has_more ~= true then
+    local cursor, cursor_err = M.next_cursor(page, seen)
+    if cursor_err then
+      pending = cursor_err
+    elseif not cursor then
       finished = true
-    elseif type(cursor) ~= "string" or cursor == "" then
-      pending = core.error {
-        kind = "api",
-        message = "the page says has_more but gives no next_page cursor; the walk is incomplete",
-      }
-    elseif seen[cursor] then
-      pending = core.error {
-        kind = "api",
-        message = "the API repeated the cursor " .. cursor .. "; stopping instead of looping",
-      }
     else
-      seen[cursor] = true
       query.page = cursor
       if prefetch then
         token = self:prefetch(endpoint, query)
