@@ -8,6 +8,8 @@
 --   decimals  digits after the point for fractional numbers (default 2)
 --   width     bucket width in seconds, for time labels (default: inferred)
 --   title, subtitle, chart (svg, html; see openai_usage.chart)
+--   sections  html: the charts to show above the table (default: one chart
+--             of the rows)
 local json = require "openai_usage.json"
 local time = require "openai_usage.time"
 
@@ -30,7 +32,7 @@ local function is_integer(v)
   if math.type then
     return math.type(v) == "integer"
   end
-  return v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53
+  return v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53
 end
 
 --- "1234567" -> "1,234,567" (the sign and any fraction kept).
@@ -510,9 +512,12 @@ local function render_html(rows, opts)
     table_rows[#table_rows + 1] = total
   end
   local sections = {}
+  for _, section in ipairs(opts.sections or {}) do
+    sections[#sections + 1] = section
+  end
   local spec = chart_spec(rows, opts)
-  if spec.value and #rows > 0 then
-    sections[1] = { svg = chart_svg(rows, opts) }
+  if opts.sections == nil and spec.value and #rows > 0 then
+    sections[#sections + 1] = { svg = chart_svg(rows, opts) }
   end
   sections[#sections + 1] = { table = { columns = columns, rows = table_rows }, note = opts.note }
   return chart.html { title = opts.title or "OpenAI usage", subtitle = opts.subtitle, sections = sections }

@@ -19,7 +19,7 @@ local function is_integer(v)
   if math.type then
     return math.type(v) == "integer"
   end
-  return v == floor(v) and v > -2 ^ 53 and v < 2 ^ 53
+  return v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53
 end
 
 --- The shortest decimal text that reads back as the same number; nil for
