@@ -2,6 +2,8 @@
 -- The C core validates, encodes, transfers (libcurl) and decodes; this file
 -- adds the environment's defaults and the lazy iterators.
 local core = require "openai_usage.core"
+local cache = require "openai_usage.cache"
+local time = require "openai_usage.time"
 
 local M = {
   version = core.version,
@@ -35,7 +37,8 @@ local ENV_DEFAULTS = {
 --- Creates a client. Options: api_key, base_url, organization, project,
 -- timeout, connect_timeout, max_retries, user_agent, ca_file, array_format,
 -- max_response_bytes, low_speed_limit, low_speed_time, retry_backoff,
--- retry_backoff_max, retry_after_max, prefetch (README lists them all).
+-- retry_backoff_max, retry_after_max, prefetch, cache_dir (README lists
+-- them all).
 -- @return client, or nil and an error table
 function M.new(options)
   if options ~= nil and type(options) ~= "table" then
@@ -56,12 +59,26 @@ function M.new(options)
       kind = "invalid_argument", param = "prefetch", message = "prefetch: expected a boolean, got a " .. type(prefetch),
     }
   end
-  opts.prefetch = nil
+  local cache_dir = opts.cache_dir
+  opts.prefetch, opts.cache_dir = nil, nil
   local client, err = core.new(opts)
-  if client then
-    lua_options[client] = { prefetch = prefetch ~= false }
+  if not client then
+    return nil, err
   end
-  return client, err
+  local settings = { prefetch = prefetch ~= false }
+  if cache_dir ~= nil then
+    -- pages of one organization, project and key never serve another's
+    local identity = table.concat({ opts.organization or "", opts.project or "",
+      cache.hash("key\0" .. tostring(opts.api_key)) }, "\n")
+    local store, cache_err = cache.open(cache_dir, identity, core.decode)
+    if not store then
+      client:close()
+      return nil, core.error { kind = "invalid_argument", param = "cache_dir", message = cache_err }
+    end
+    settings.cache = store
+  end
+  lua_options[client] = settings
+  return client
 end
 
 --- Decodes a UsageResponse JSON text offline with the same decoder the client uses.
@@ -146,25 +163,17 @@ local walk_closer = {
   end,
 }
 
---- Iterates over pages, requesting the next one only when asked for it.
--- While the caller works on a page, the next one is already on its way
--- (a prefetch on a background thread; options.prefetch = false, here or on
--- the client, turns that off). Raises the error table on failure, on a
--- cursor that repeats, and on a page that says has_more without a cursor:
--- a walk never ends early without saying so.
-function methods:pages(endpoint, params, options)
-  if params ~= nil and type(params) ~= "table" then
-    raise(core.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) })
-  end
-  local prefetch = (lua_options[self] or {}).prefetch ~= false
-  if options and options.prefetch ~= nil then
-    prefetch = options.prefetch
-  end
-  local query = copy(params)
+-- One walk from query, following next_page; store (optional) is the page
+-- cache. Returns next_page, close.
+local function walk_pages(self, endpoint, query, prefetch, store)
   local seen = {}
   local finished, pending, token = false, nil, nil
   if query.page ~= nil then
     seen[query.page] = true
+  end
+  -- a settled page on disk is read instead of requested
+  local function cached(q)
+    return store and store:get(assert(self:url(endpoint, q)))
   end
   local function next_page()
     if pending then
@@ -175,7 +184,7 @@ function methods:pages(endpoint, params, options)
     if finished then
       return nil
     end
-    local page, err
+    local page, err, from_disk = nil, nil, false
     if token then
       page, err = self:collect(token)
       token = nil
@@ -183,7 +192,14 @@ function methods:pages(endpoint, params, options)
         page, err = self:request(endpoint, query)
       end
     else
-      page, err = self:request(endpoint, query)
+      page = cached(query)
+      from_disk = page ~= nil
+      if not page then
+        page, err = self:request(endpoint, query)
+      end
+    end
+    if page and store and not from_disk then
+      store:put(assert(self:url(endpoint, query)), page, os.time())
     end
     if not page then
       finished = true
@@ -196,19 +212,61 @@ function methods:pages(endpoint, params, options)
       finished = true
     else
       query.page = cursor
-      if prefetch then
+      if prefetch and not (store and store:get(assert(self:url(endpoint, query)))) then
         token = self:prefetch(endpoint, query)
       end
     end
     return page
   end
+  local function close()
+    if token then
+      self:cancel()
+      token = nil
+    end
+    finished = true
+  end
+  return next_page, close
+end
+
+--- Iterates over pages, requesting the next one only when asked for it.
+-- While the caller works on a page, the next one is already on its way
+-- (a prefetch on a background thread; options.prefetch = false, here or on
+-- the client, turns that off). Raises the error table on failure, on a
+-- cursor that repeats, and on a page that says has_more without a cursor:
+-- a walk never ends early without saying so. With a cache_dir, the range
+-- is walked in two parts: the settled buckets (read from disk when cached)
+-- and the still open ones (always requested).
+function methods:pages(endpoint, params, options)
+  if params ~= nil and type(params) ~= "table" then
+    raise(core.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) })
+  end
+  local settings = lua_options[self] or {}
+  local prefetch = settings.prefetch ~= false
+  if options and options.prefetch ~= nil then
+    prefetch = options.prefetch
+  end
+  local store = settings.cache
+  local segments = { copy(params) }
+  if store and self:url(endpoint, segments[1]) then -- (a bad query fails below, uncached)
+    local width = time.width(segments[1].bucket_width or core.rules(endpoint).default_width)
+    segments = cache.segments(segments[1], width, os.time())
+  end
+  local index = 1
+  local next_in, close_in = walk_pages(self, endpoint, segments[1], prefetch, store)
+  local function next_page()
+    while true do
+      local page = next_in()
+      if page ~= nil or index >= #segments then
+        return page
+      end
+      index = index + 1
+      next_in, close_in = walk_pages(self, endpoint, segments[index], prefetch, store)
+    end
+  end
   local walk = setmetatable({
     close = function()
-      if token then
-        self:cancel()
-        token = nil
-      end
-      finished = true
+      close_in()
+      index = #segments
     end,
   }, walk_closer)
   return next_page, nil, nil, walk

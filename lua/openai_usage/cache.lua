@@ -1,0 +1,140 @@
+--- An on-disk cache of settled pages: a page whose buckets have all ended
+-- cannot change, so a re-run reads it from disk instead of the API.
+-- Files are keyed by the full request (URL, organization, project and a
+-- fingerprint of the key, never the key itself), written to a temporary
+-- name and renamed into place; a file that does not read back whole is
+-- ignored and replaced.
+local json = require "openai_usage.json"
+
+local M = {}
+
+local floor = math.floor
+
+-- Two 31-bit polynomial hashes side by side, in plain arithmetic (no bit
+-- library on 5.1): 62 bits name a file, and the file repeats its full key,
+-- so a collision costs a miss, never a wrong page.
+function M.hash(text)
+  local a, b = 7, 11
+  for i = 1, #text do
+    local c = text:byte(i)
+    a = (a * 31 + c) % 2147483647
+    b = (b * 131 + c) % 2147483629
+  end
+  return ("%08x%08x"):format(a, b)
+end
+
+local function shell_quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function exists_dir(dir)
+  local probe = io.open(dir .. "/.openai-usage-cache", "ab")
+  if probe then
+    probe:close()
+    return true
+  end
+  return false
+end
+
+--- Opens (creating it when missing) the cache in dir. identity names whose
+-- pages these are (organization, project, key fingerprint). Returns the
+-- cache or nil, message.
+function M.open(dir, identity, decode)
+  if type(dir) ~= "string" or dir == "" then
+    return nil, "cache_dir: expected a directory path"
+  end
+  if not exists_dir(dir) then
+    os.execute("mkdir -p " .. shell_quote(dir) .. " 2>/dev/null")
+    if not exists_dir(dir) then
+      return nil, ("cache_dir: cannot create or write %s"):format(dir)
+    end
+  end
+  return setmetatable({ dir = dir, identity = identity or "", decode = decode, hits = 0, stores = 0 }, { __index = M })
+end
+
+function M:path(url)
+  return ("%s/%s.json"):format(self.dir, M.hash(self.identity .. "\n" .. url))
+end
+
+--- The cached page of url, or nil. A file that is not a whole cache entry
+-- for exactly this request is removed.
+function M:get(url)
+  local path = self:path(url)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local text = f:read "*a"
+  f:close()
+  local first = text:find("\n", 1, true)
+  local page
+  if first and text:sub(1, first - 1) == json.string(url) then
+    page = self.decode(text:sub(first + 1))
+  end
+  if type(page) ~= "table" or type(page.data) ~= "table" then
+    os.remove(path)
+    return nil
+  end
+  self.hits = self.hits + 1
+  return page
+end
+
+--- Whether a page holds only buckets that have ended by now.
+function M.settled(page, now)
+  if type(page.data) ~= "table" then
+    return false
+  end
+  for _, bucket in ipairs(page.data) do
+    if type(bucket.end_time) ~= "number" or bucket.end_time > now then
+      return false
+    end
+  end
+  return true
+end
+
+--- Stores page under url when it is settled. Returns true when stored.
+function M:put(url, page, now)
+  if not M.settled(page, now or os.time()) then
+    return false
+  end
+  local path = self:path(url)
+  local tmp = ("%s.tmp-%d-%d"):format(path, os.time(), math.random(1, 1000000000))
+  local f = io.open(tmp, "wb")
+  if not f then
+    return false
+  end
+  local ok = f:write(json.string(url), "\n", json.encode(page), "\n")
+  ok = f:close() and ok
+  if not ok or not os.rename(tmp, path) then
+    os.remove(tmp)
+    return false
+  end
+  self.stores = self.stores + 1
+  return true
+end
+
+--- Splits a query at the start of the bucket still open at now: the part
+-- before it is settled (cacheable), the part after is fetched every time.
+-- Returns a list of one or two queries.
+function M.segments(query, width, now)
+  local start, stop = query.start_time, query.end_time
+  if type(start) ~= "number" or type(width) ~= "number" or query.page ~= nil then
+    return { query }
+  end
+  if stop ~= nil and (type(stop) ~= "number" or stop <= now) then
+    return { query }
+  end
+  local open = start + floor((now - start) / width) * width
+  if open <= start or (stop ~= nil and open >= stop) then
+    return { query }
+  end
+  local settled, live = {}, {}
+  for k, v in pairs(query) do
+    settled[k], live[k] = v, v
+  end
+  settled.end_time = open
+  live.start_time = open
+  return { settled, live }
+end
+
+return M
