@@ -1,0 +1,136 @@
+--- Walks the pages of a usage endpoint from an event loop, never waiting on
+-- the network. Each page's transfer runs on the client's background thread
+-- (client:prefetch); walk:step() asks whether it has landed (client:poll,
+-- which answers at once) and, when it has, decodes the page in the caller's
+-- thread and starts the next transfer. Any loop can call step: a Neovim
+-- timer (openai_usage.nvim), an OpenResty timer, a plain loop in a test.
+--
+--   local walk = assert(async.pages(client, "images", params))
+--   -- then, every 10-20 ms:
+--   local page = walk:step()
+--   if page then ... end
+--   if walk.done then ... walk.err ... end
+--
+-- A walk has its client's handle to itself while it runs: any other request
+-- on that client takes the handle back, and the walk then asks for that page
+-- again. One walk per client at a time.
+local usage = require "openai_usage"
+
+local M = {}
+
+local Walk = {}
+Walk.__index = Walk
+
+local function finish(walk, err)
+  walk.done, walk.err, walk.token = true, err, nil
+end
+
+-- Starts the transfer of walk.query; false and the error when the client
+-- refuses it (parameters are validated here, before anything is sent).
+local function start(walk)
+  local token, err = walk.client:prefetch(walk.endpoint, walk.query)
+  if not token then
+    finish(walk, err)
+    return false, err
+  end
+  walk.token = token
+  return true
+end
+
+--- Starts a walk: its first transfer is on the wire when this returns.
+-- @return walk, or nil and an error table (bad arguments: nothing was sent)
+function M.pages(client, endpoint, params)
+  if params ~= nil and type(params) ~= "table" then
+    return nil, usage.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) }
+  end
+  local query = {}
+  for k, v in pairs(params or {}) do
+    query[k] = v
+  end
+  local walk = setmetatable({
+    client = client,
+    endpoint = endpoint,
+    query = query,
+    seen = {},
+    pages = 0, -- pages handed out so far
+    done = false,
+  }, Walk)
+  if query.page ~= nil then
+    walk.seen[query.page] = true
+  end
+  local ok, err = start(walk)
+  if not ok then
+    return nil, err
+  end
+  return walk
+end
+
+--- Never blocks. Returns the page that has landed since the last step, or
+-- nil while the transfer is still on the wire, or nil and the error once the
+-- walk has failed. When walk.done is set the walk is over: walk.err holds
+-- the error if it failed (a failed transfer, or a page that says has_more
+-- without a cursor or repeats one, checked by usage.next_cursor exactly as
+-- client:pages does; that page itself is still returned).
+function Walk:step()
+  if self.done then
+    return nil, self.err
+  end
+  if not self.client:poll(self.token) then
+    return nil
+  end
+  local page, err = self.client:collect(self.token)
+  self.token = nil
+  if page == false then -- another request took the handle meanwhile: ask again
+    local ok, start_err = start(self)
+    if not ok then
+      return nil, start_err
+    end
+    return nil
+  end
+  if not page then
+    finish(self, err)
+    return nil, err
+  end
+  self.pages = self.pages + 1
+  local cursor, cursor_err = usage.next_cursor(page, self.seen)
+  if cursor_err then
+    finish(self, cursor_err)
+  elseif cursor == nil then
+    finish(self)
+  else
+    self.query.page = cursor
+    start(self)
+  end
+  return page
+end
+
+--- Stops the walk: no more pages. A transfer still on the wire is aborted
+-- (the client waits for its thread to notice, within libcurl's progress
+-- interval, ~0.1 s measured); one that has landed is dropped at once.
+function Walk:cancel()
+  if self.done then
+    return
+  end
+  if self.token then
+    self.client:cancel()
+  end
+  self.cancelled = true
+  finish(self)
+end
+
+--- The result rows of a page, each stamped with its bucket's start_time and
+-- end_time as client:results yields them, appended to rows (or a new list).
+function M.rows(page, rows)
+  rows = rows or {}
+  for _, bucket in ipairs(page.data or {}) do
+    for _, row in ipairs(bucket.results or {}) do
+      if type(row) == "table" then
+        row.start_time, row.end_time = bucket.start_time, bucket.end_time
+      end
+      rows[#rows + 1] = row
+    end
+  end
+  return rows
+end
+
+return M
