@@ -37,8 +37,8 @@ local ENV_DEFAULTS = {
 --- Creates a client. Options: api_key, base_url, organization, project,
 -- timeout, connect_timeout, max_retries, user_agent, ca_file, array_format,
 -- max_response_bytes, low_speed_limit, low_speed_time, retry_backoff,
--- retry_backoff_max, retry_after_max, prefetch, cache_dir (README lists
--- them all).
+-- retry_backoff_max, retry_after_max, prefetch, cache_dir, transport
+-- (README lists them all).
 -- @return client, or nil and an error table
 function M.new(options)
   if options ~= nil and type(options) ~= "table" then
@@ -65,7 +65,8 @@ function M.new(options)
   if not client then
     return nil, err
   end
-  local settings = { prefetch = prefetch ~= false }
+  -- a Lua transport runs in the caller's thread: no background prefetch
+  local settings = { prefetch = prefetch ~= false and opts.transport == nil, transport = opts.transport }
   if cache_dir ~= nil then
     -- pages of one organization, project and key never serve another's
     local identity = table.concat({ opts.organization or "", opts.project or "",
@@ -139,6 +140,18 @@ local function copy(t)
     c[k] = v
   end
   return c
+end
+
+-- A client with a transport (option transport) sends through
+-- openai_usage.transport, in Lua so that the transport may yield; the C
+-- core still validates, retries and decodes. Others go straight to libcurl.
+local curl_request = methods.request
+function methods:request(endpoint, params)
+  local transport = (lua_options[self] or {}).transport
+  if transport then
+    return require("openai_usage.transport").request(self, transport, endpoint, params)
+  end
+  return curl_request(self, endpoint, params)
 end
 
 --- One page of any usage endpoint.
