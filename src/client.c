@@ -14,7 +14,13 @@
 struct ou_client {
     struct ou_transfer transfer;
     char *base_url;
-    char *api_key; /* kept only to scrub it from anything we report */
+    char *api_key; /* kept to scrub it from anything we report, and for a Lua transport's headers */
+    /* A Lua transport (the Lua layer holds the function and drives the
+     * attempts): no libcurl handle; the headers it is given are built from
+     * these on each request. */
+    int lua_transport;
+    int transport_gzip; /* the transport decompresses gzip: ask for it */
+    char *user_agent, *organization, *project;
     enum ou_array_format array_format;
     struct ou_buf url;
     int open;
@@ -57,6 +63,7 @@ static const char *const option_names[] = {
     "timeout",        "connect_timeout", "max_retries",        "user_agent",
     "ca_file",        "array_format",    "max_response_bytes", "low_speed_limit",
     "low_speed_time", "retry_backoff",   "retry_backoff_max",  "retry_after_max",
+    "transport",
 };
 #define NOPTIONS (sizeof option_names / sizeof option_names[0])
 
@@ -71,7 +78,10 @@ static void client_release(struct ou_client *c)
         free(c->api_key);
     }
     free(c->base_url);
-    c->api_key = c->base_url = NULL;
+    free(c->user_agent);
+    free(c->organization);
+    free(c->project);
+    c->api_key = c->base_url = c->user_agent = c->organization = c->project = NULL;
     c->open = 0;
 }
 
@@ -170,6 +180,56 @@ static int opt_integer(lua_State *L, int opts, const char *name, int64_t dflt, i
     return 1;
 }
 
+/* transport: a function, or a table {request = fn, sleep = fn, gzip = bool}.
+ * C only checks its shape and notes gzip; the Lua layer calls it. */
+static int opt_transport(lua_State *L, int opts, int *has, int *gzip)
+{
+    static const char usage[] = "expected a function, or a table {request = fn, sleep = fn, gzip = boolean}";
+    int type;
+    *has = *gzip = 0;
+    lua_getfield(L, opts, "transport");
+    type = lua_type(L, -1);
+    if (type == LUA_TFUNCTION) {
+        *has = 1;
+    } else if (type == LUA_TTABLE) {
+        lua_getfield(L, -1, "request");
+        if (lua_type(L, -1) != LUA_TFUNCTION)
+            return ou_query_fail(L, "transport", "transport.request: expected a function, got a %s",
+                                 luaL_typename(L, -1));
+        lua_getfield(L, -2, "sleep");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TFUNCTION)
+            return ou_query_fail(L, "transport", "transport.sleep: expected a function, got a %s",
+                                 luaL_typename(L, -1));
+        lua_getfield(L, -3, "gzip");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TBOOLEAN)
+            return ou_query_fail(L, "transport", "transport.gzip: expected a boolean, got a %s",
+                                 luaL_typename(L, -1));
+        *gzip = lua_toboolean(L, -1);
+        lua_pop(L, 3);
+        *has = 1;
+    } else if (type != LUA_TNIL) {
+        return ou_query_fail(L, "transport", "transport: %s, got a %s", usage, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return 1;
+}
+
+/* Options that only libcurl honours are refused with a transport rather
+ * than silently ignored. */
+static int curl_only_options_absent(lua_State *L, int opts)
+{
+    static const char *const names[] = {"ca_file", "low_speed_limit", "low_speed_time"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        lua_getfield(L, opts, names[i]);
+        if (!lua_isnil(L, -1))
+            return ou_query_fail(L, names[i],
+                                 "%s: libcurl's option, not used with a transport (configure the transport)",
+                                 names[i]);
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
 static struct curl_slist *add_header(struct curl_slist *list, const char *name, const char *value, int *ok)
 {
     char line[4096];
@@ -198,6 +258,24 @@ static char *dup_string(const char *s)
     return d;
 }
 
+/* The last steps of core.new, whichever transport: the client (at the top)
+ * keeps the base URL and the key. */
+static int finish_new(lua_State *L, struct ou_client *c, const char *base_url, const char *api_key,
+                      const char *format)
+{
+    c->base_url = dup_string(base_url);
+    c->api_key = dup_string(api_key);
+    if (!c->base_url || !c->api_key) {
+        client_release(c);
+        return luaL_error(L, "openai_usage: out of memory");
+    }
+    for (size_t n = strlen(c->base_url); n > 0 && c->base_url[n - 1] == '/'; n--)
+        c->base_url[n - 1] = '\0';
+    c->array_format = format && strcmp(format, "repeat") == 0 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS;
+    c->open = 1;
+    return 1;
+}
+
 int ou_client_new(lua_State *L)
 {
     const char *api_key = NULL, *base_url = NULL, *organization = NULL, *project = NULL, *user_agent = NULL,
@@ -208,14 +286,16 @@ int ou_client_new(lua_State *L)
     double timeout = 0, connect_timeout = 0, backoff = 0, backoff_max = 0, wait_max = 0;
     int64_t retries = 0, max_body = 0, low_limit = 0, low_time = 0;
     char default_agent[160], bearer[4096];
-    int ok = 1;
+    int ok = 1, has_transport = 0, gzip = 0;
 
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    if (!option_names_valid(L, 1))
+    if (!option_names_valid(L, 1) || !opt_transport(L, 1, &has_transport, &gzip) ||
+        (has_transport && !curl_only_options_absent(L, 1)))
         return ou_error_return(L);
-    /* libcurl loads with the first client, so that require stays cheap */
-    if (!ou_curl_load(default_agent, sizeof default_agent)) {
+    /* libcurl loads with the first client, so that require stays cheap; a
+     * client with a Lua transport never needs it */
+    if (!has_transport && !ou_curl_load(default_agent, sizeof default_agent)) {
         ou_error_push(L, "network", default_agent);
         return ou_error_return(L);
     }
@@ -265,7 +345,10 @@ int ou_client_new(lua_State *L)
     topts.retry_after_max = wait_max;
     topts.max_body = (size_t)max_body;
 
-    if (!user_agent) {
+    if (!user_agent && has_transport) {
+        snprintf(default_agent, sizeof default_agent, "openai-usage-lua/%s %s", OU_VERSION, LUA_RELEASE);
+        user_agent = default_agent;
+    } else if (!user_agent) {
         snprintf(default_agent, sizeof default_agent, "openai-usage-lua/%s libcurl/%s %s", OU_VERSION,
                  curl_version_info(CURLVERSION_NOW)->version, LUA_RELEASE);
         user_agent = default_agent;
@@ -275,6 +358,24 @@ int ou_client_new(lua_State *L)
     memset(c, 0, sizeof *c);
     luaL_getmetatable(L, OU_CLIENT_MT);
     lua_setmetatable(L, -2);
+
+    if (has_transport) {
+        if (strlen(api_key) > 4000) {
+            ou_query_fail(L, "api_key", "api_key: longer than 4000 bytes");
+            return ou_error_return(L);
+        }
+        ou_transfer_setup(&c->transfer, &topts);
+        c->lua_transport = 1;
+        c->transport_gzip = gzip;
+        c->user_agent = dup_string(user_agent);
+        c->organization = organization ? dup_string(organization) : NULL;
+        c->project = project ? dup_string(project) : NULL;
+        if (!c->user_agent || (organization && !c->organization) || (project && !c->project)) {
+            client_release(c);
+            return luaL_error(L, "openai_usage: out of memory");
+        }
+        return finish_new(L, c, base_url, api_key, format);
+    }
 
     if ((size_t)snprintf(bearer, sizeof bearer, "Bearer %s", api_key) >= sizeof bearer) {
         ou_query_fail(L, "api_key", "api_key: longer than 4000 bytes");
@@ -291,17 +392,7 @@ int ou_client_new(lua_State *L)
         client_release(c);
         return ou_error_return(L);
     }
-    c->base_url = dup_string(base_url);
-    c->api_key = dup_string(api_key);
-    if (!c->base_url || !c->api_key) {
-        client_release(c);
-        return luaL_error(L, "openai_usage: out of memory");
-    }
-    for (size_t n = strlen(c->base_url); n > 0 && c->base_url[n - 1] == '/'; n--)
-        c->base_url[n - 1] = '\0';
-    c->array_format = format && strcmp(format, "repeat") == 0 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS;
-    c->open = 1;
-    return 1;
+    return finish_new(L, c, base_url, api_key, format);
 }
 
 /* --- requests ----------------------------------------------------------- */
@@ -392,6 +483,7 @@ static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outco
     char message[CURL_ERROR_SIZE + 256];
     const char *kind = outcome == OU_FAIL_TIMEOUT                                  ? "timeout"
                        : (outcome == OU_FAIL_HTTP || outcome == OU_FAIL_WAIT_LONG) ? "http"
+                       : outcome == OU_FAIL_TRANSPORT                              ? "transport"
                                                                                    : "network";
     ou_transfer_message(&c->transfer, outcome, message, sizeof message);
     lua_pushstring(L, message);
@@ -446,12 +538,27 @@ static int decode_page(lua_State *L, struct ou_client *c)
     return ou_error_return(L);
 }
 
+/* A client with a Lua transport is driven from Lua (openai_usage.transport):
+ * libcurl's entry points refuse it with this. */
+static int needs_libcurl(lua_State *L, const char *what)
+{
+    ou_error_push(L, "invalid_argument", "");
+    lua_pushfstring(L,
+                    "%s: this client has a Lua transport, which cannot run on a background thread or from C; "
+                    "use client:usage() and the iterators, which fetch sequentially",
+                    what);
+    lua_setfield(L, -2, "message");
+    return ou_error_return(L);
+}
+
 /* client:request(endpoint, params) -> page | nil, err */
 static int client_request(lua_State *L)
 {
     struct ou_client *c = check_open(L);
     enum ou_outcome outcome;
     lua_settop(L, 3);
+    if (c->lua_transport)
+        return needs_libcurl(L, "request");
     c->ready = 0;
     if (!build_url(L, c, 2))
         return ou_error_return(L);
@@ -467,6 +574,8 @@ static int client_prefetch(lua_State *L)
 {
     struct ou_client *c = check_open(L);
     lua_settop(L, 3);
+    if (c->lua_transport)
+        return needs_libcurl(L, "prefetch");
     c->ready = 0;
     if (!build_url(L, c, 2))
         return ou_error_return(L);
@@ -520,6 +629,229 @@ static int client_cancel(lua_State *L)
     return 0;
 }
 
+/* --- a Lua transport ----------------------------------------------------
+ * openai_usage.transport drives one request: transport_request builds what
+ * the transport sends, the transport makes an attempt (Lua, so it may yield:
+ * cosockets, coroutines), transport_answer judges it here with the same
+ * retry policy as libcurl's loop, and the driver sleeps with the transport's
+ * sleep when told to try again. */
+
+static void set_field_string(lua_State *L, const char *key, const char *value)
+{
+    if (!value)
+        return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+/* client:transport_request(endpoint, params) -> req | nil, err: validates
+ * and encodes now; req = {method, url, headers, timeout, connect_timeout,
+ * max_response_bytes}. Starts the request's counters. */
+static int client_transport_request(lua_State *L)
+{
+    struct ou_client *c = check_open(L);
+    const struct ou_transfer_opts *o = &c->transfer.opts;
+    lua_settop(L, 3);
+    if (!c->lua_transport)
+        return luaL_error(L, "openai_usage: transport_request: this client has no transport");
+    if (!build_url(L, c, 2))
+        return ou_error_return(L);
+    ou_transfer_start(&c->transfer);
+    lua_createtable(L, 0, 6);
+    lua_pushliteral(L, "GET");
+    lua_setfield(L, -2, "method");
+    lua_pushlstring(L, c->url.data, c->url.len);
+    lua_setfield(L, -2, "url");
+    /* the headers libcurl sends; Accept-Encoding only for a transport that
+     * decompresses, since the decoder reads plain JSON */
+    lua_createtable(L, 0, 6);
+    lua_pushfstring(L, "Bearer %s", c->api_key);
+    lua_setfield(L, -2, "Authorization");
+    set_field_string(L, "User-Agent", c->user_agent);
+    set_field_string(L, "Accept", "application/json");
+    set_field_string(L, "Accept-Encoding", c->transport_gzip ? "gzip" : NULL);
+    set_field_string(L, "OpenAI-Organization", c->organization);
+    set_field_string(L, "OpenAI-Project", c->project);
+    lua_setfield(L, -2, "headers");
+    lua_pushnumber(L, (lua_Number)o->timeout_ms / 1000);
+    lua_setfield(L, -2, "timeout");
+    lua_pushnumber(L, (lua_Number)o->connect_timeout_ms / 1000);
+    lua_setfield(L, -2, "connect_timeout");
+    ou_pushint64(L, (int64_t)o->max_body);
+    lua_setfield(L, -2, "max_response_bytes");
+    return 1;
+}
+
+/* Keeps the reason for a failed attempt in errbuf, the key scrubbed first
+ * (errbuf truncates: a cut key would no longer be found). Pops the string. */
+static void keep_reason(lua_State *L, struct ou_client *c)
+{
+    scrub_key(L, c);
+    snprintf(c->transfer.errbuf, sizeof c->transfer.errbuf, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+}
+
+/* A transport that raised or answered something unusable: not retried.
+ * fmt may hold one %s, for detail. */
+static enum ou_outcome transport_fault(lua_State *L, struct ou_client *c, const char *fmt, const char *detail)
+{
+    lua_pushfstring(L, fmt, detail ? detail : "");
+    keep_reason(L, c);
+    return OU_FAIL_TRANSPORT;
+}
+
+/* Pushes what a Lua error value says: a string, a number, or a table's
+ * message field (openai_usage errors and {kind, message} tables). */
+static const char *error_text(lua_State *L, int idx)
+{
+    int type = lua_type(L, idx);
+    if (type == LUA_TSTRING || type == LUA_TNUMBER) {
+        lua_pushvalue(L, idx); /* a number becomes a string in the copy only */
+    } else if (type == LUA_TTABLE) {
+        lua_getfield(L, idx, "message");
+        if (lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 1);
+            lua_pushfstring(L, "(a table without a message)");
+        }
+    } else {
+        lua_pushfstring(L, "(a %s)", luaL_typename(L, idx));
+    }
+    return lua_tostring(L, -1);
+}
+
+/* The answer's headers (a table at idx): name -> string, number or a list
+ * of strings; names in any case. */
+static enum ou_outcome take_headers(lua_State *L, struct ou_client *c, int idx)
+{
+    struct ou_response *r = &c->transfer.resp;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        size_t nlen, vlen;
+        const char *name, *value;
+        if (lua_type(L, -2) != LUA_TSTRING)
+            return transport_fault(L, c, "returned a header name that is a %s; expected strings",
+                                   luaL_typename(L, -2));
+        name = lua_tolstring(L, -2, &nlen);
+        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+            lua_pushvalue(L, -1); /* tolstring on the copy: lua_next needs the original */
+            value = lua_tolstring(L, -1, &vlen);
+            ou_response_header(r, name, nlen, value, vlen);
+            lua_pop(L, 1);
+        } else if (lua_type(L, -1) == LUA_TTABLE) {
+            for (int i = 1;; i++) {
+                lua_rawgeti(L, -1, i);
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 1);
+                    break;
+                }
+                if (lua_type(L, -1) != LUA_TSTRING)
+                    return transport_fault(L, c,
+                                           "returned a header value list holding a %s; expected strings",
+                                           luaL_typename(L, -1));
+                value = lua_tolstring(L, -1, &vlen);
+                ou_response_header(r, name, nlen, value, vlen);
+                lua_pop(L, 1);
+            }
+        } else {
+            return transport_fault(L, c, "returned a header value that is a %s; expected a string",
+                                   luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    return OU_OK;
+}
+
+/* Reads one attempt's result, as the driver's pcall gave it (stack: 3 its
+ * ok, 4 status or nil, 5 headers or the error, 6 body), into the response.
+ * *transient is set for a failure the retry policy may retry. */
+static enum ou_outcome take_answer(lua_State *L, struct ou_client *c, int *transient)
+{
+    struct ou_transfer *t = &c->transfer;
+    const char *body;
+    size_t len;
+    int64_t status;
+    enum ou_outcome outcome;
+    if (!lua_toboolean(L, 3))
+        return transport_fault(L, c, "the transport raised an error: %s", error_text(L, 4));
+    if (lua_isnil(L, 4)) {
+        /* nil, err: the transport could not get an answer (refused, reset,
+         * timed out): retried like libcurl's connection failures */
+        if (lua_isnil(L, 5))
+            return transport_fault(L, c, "the transport returned nil without an error", NULL);
+        outcome = OU_FAIL_NETWORK;
+        if (lua_type(L, 5) == LUA_TTABLE) {
+            lua_getfield(L, 5, "kind");
+            if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "timeout") == 0)
+                outcome = OU_FAIL_TIMEOUT;
+            lua_pop(L, 1);
+        }
+        error_text(L, 5);
+        keep_reason(L, c);
+        *transient = 1;
+        return outcome;
+    }
+    if (lua_type(L, 4) != LUA_TNUMBER)
+        return transport_fault(L, c, "the transport returned a %s as the status; expected a number",
+                               luaL_typename(L, 4));
+    if (!ou_toint64(L, 4, &status) || status < 100 || status > 599)
+        return transport_fault(L, c, "the transport returned status %s; expected an HTTP status 100..599",
+                               error_text(L, 4));
+    if (lua_type(L, 5) != LUA_TTABLE)
+        return transport_fault(L, c, "the transport returned a %s as the headers; expected a table",
+                               luaL_typename(L, 5));
+    if (lua_type(L, 6) != LUA_TSTRING)
+        return transport_fault(L, c, "the transport returned a %s as the body; expected a string",
+                               luaL_typename(L, 6));
+    t->resp.status = (long)status;
+    if ((outcome = take_headers(L, c, 5)) != OU_OK)
+        return outcome;
+    body = lua_tolstring(L, 6, &len);
+    t->wire_bytes += (long long)len;
+    if (len > t->opts.max_body)
+        return OU_FAIL_TOO_LARGE;
+    /* gzip's magic bytes: no JSON text starts so, and the decoder cannot inflate */
+    if (len >= 2 && (unsigned char)body[0] == 0x1f && (unsigned char)body[1] == 0x8b)
+        return transport_fault(
+            L, c,
+            "the transport returned a gzip-compressed body; a transport that asks for gzip "
+            "must decompress it (and say gzip = true)",
+            NULL);
+    if (!ou_buf_add(&t->resp.body, body, len))
+        return OU_FAIL_NOMEM;
+    return ou_transfer_status_outcome(t);
+}
+
+/* client:transport_answer(attempt, ok, status, headers, body) or
+ * (attempt, ok, nil, err), ok being pcall's -> page | nil, err when the
+ * request is over, or false, delay: sleep delay seconds, then attempt again. */
+static int client_transport_answer(lua_State *L)
+{
+    struct ou_client *c = check_open(L);
+    enum ou_outcome outcome;
+    int64_t attempt;
+    int transient = 0;
+    double delay = 0;
+    lua_settop(L, 6);
+    if (!c->lua_transport)
+        return luaL_error(L, "openai_usage: transport_answer: this client has no transport");
+    if (!ou_toint64(L, 2, &attempt) || attempt < 1 || attempt > OU_MAX_RETRIES + 1)
+        return luaL_argerror(L, 2, "an attempt number 1..11");
+    /* a client shared by concurrent requests (one per nginx worker): the
+     * attempt number comes from the request's own loop */
+    c->transfer.attempts = (int)attempt;
+    ou_transfer_begin_attempt(&c->transfer);
+    outcome = take_answer(L, c, &transient);
+    lua_settop(L, 6);
+    if (ou_transfer_retry(&c->transfer, &outcome, transient, &delay)) {
+        lua_pushboolean(L, 0);
+        lua_pushnumber(L, (lua_Number)delay);
+        return 2;
+    }
+    if (outcome != OU_OK)
+        return fail_outcome(L, c, outcome);
+    return decode_page(L, c);
+}
+
 /* client:url(endpoint, params) -> the URL a request would GET | nil, err */
 static int client_url(lua_State *L)
 {
@@ -546,8 +878,10 @@ static int client_last_transfer(lua_State *L)
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "delays");
-    ou_pushint64(L, t->connects);
-    lua_setfield(L, -2, "connections");
+    if (!c->lua_transport) { /* a transport does not tell */
+        ou_pushint64(L, t->connects);
+        lua_setfield(L, -2, "connections");
+    }
     ou_pushint64(L, t->wire_bytes);
     lua_setfield(L, -2, "wire_bytes");
     ou_pushint64(L, (int64_t)t->resp.body.len);
@@ -586,6 +920,8 @@ static const luaL_Reg client_methods[] = {
     {"collect", client_collect},
     {"cancel", client_cancel},
     {"poll", client_poll},
+    {"transport_request", client_transport_request},
+    {"transport_answer", client_transport_answer},
     {"url", client_url},
     {"last_transfer", client_last_transfer},
     {"close", client_close},

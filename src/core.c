@@ -11,6 +11,7 @@
 #include "error.h"
 #include "query.h"
 #include "rules.h"
+#include "transfer.h"
 
 /* core.decode(text [, max_depth]) -> value | nil, err */
 static int core_decode(lua_State *L)
@@ -141,6 +142,16 @@ static int core_clock(lua_State *L)
     return 1;
 }
 
+/* core.sleep(seconds): blocks the thread; the retry sleep of a transport
+ * that brings none (an event loop brings its own: ngx.sleep). */
+static int core_sleep(lua_State *L)
+{
+    lua_Number seconds = luaL_checknumber(L, 1);
+    luaL_argcheck(L, seconds >= 0 && seconds <= 86400, 1, "seconds from 0 to 86400");
+    ou_sleep((double)seconds, NULL);
+    return 0;
+}
+
 /* core.libcurl_version() -> "7.88.1" | nil, err (loads libcurl if needed) */
 static int core_libcurl_version(lua_State *L)
 {
@@ -154,10 +165,15 @@ static int core_libcurl_version(lua_State *L)
 }
 
 static const luaL_Reg core_functions[] = {
-    {"clock", core_clock},       {"libcurl_version", core_libcurl_version},
-    {"decode", core_decode},     {"encode_query", core_encode_query},
-    {"rules", core_rules},       {"new", ou_client_new},
-    {"error", ou_error_new_lua}, {NULL, NULL},
+    {"clock", core_clock},
+    {"libcurl_version", core_libcurl_version},
+    {"decode", core_decode},
+    {"encode_query", core_encode_query},
+    {"rules", core_rules},
+    {"new", ou_client_new},
+    {"error", ou_error_new_lua},
+    {"sleep", core_sleep},
+    {NULL, NULL},
 };
 
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L);

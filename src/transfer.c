@@ -26,6 +26,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 
 static void copy_value(char *out, size_t size, const char *value, size_t n)
 {
+    while (n && (*value == ' ' || *value == '\t'))
+        value++, n--;
     while (n && (value[n - 1] == '\r' || value[n - 1] == '\n' || value[n - 1] == ' ' || value[n - 1] == '\t'))
         n--;
     if (n >= size)
@@ -34,19 +36,12 @@ static void copy_value(char *out, size_t size, const char *value, size_t n)
     out[n] = '\0';
 }
 
-static int header_is(const char *line, size_t n, const char *name, const char **value, size_t *vlen)
+static int name_is(const char *name, size_t nlen, const char *wanted)
 {
-    size_t nl = strlen(name);
-    if (n <= nl || line[nl] != ':' || strncasecmp(line, name, nl) != 0)
-        return 0;
-    *value = line + nl + 1;
-    *vlen = n - nl - 1;
-    while (*vlen && (**value == ' ' || **value == '\t'))
-        (*value)++, (*vlen)--;
-    return 1;
+    return nlen == strlen(wanted) && strncasecmp(name, wanted, nlen) == 0;
 }
 
-static void reset_response_headers(struct ou_response *r)
+void ou_response_reset(struct ou_response *r)
 {
     r->request_id[0] = r->content_type[0] = '\0';
     r->retry_after = -1;
@@ -54,16 +49,19 @@ static void reset_response_headers(struct ou_response *r)
     r->should_retry = -1;
 }
 
-/* Parses a Retry-After value: seconds, or an HTTP date. */
+/* Parses a Retry-After value: seconds, or an HTTP date (read by libcurl,
+ * loaded here if a Lua transport has not needed it so far). */
 static double parse_retry_after(const char *v)
 {
-    char *end;
+    char *end, reason[256];
     double seconds;
     time_t when;
     errno = 0;
     seconds = strtod(v, &end);
     if (end != v && *end == '\0' && errno == 0 && seconds >= 0 && isfinite(seconds))
         return seconds;
+    if (!ou_curl_load(reason, sizeof reason))
+        return -1;
     when = curl_getdate(v, NULL);
     if (when == (time_t)-1)
         return -1;
@@ -71,20 +69,14 @@ static double parse_retry_after(const char *v)
     return seconds > 0 ? seconds : 0;
 }
 
-static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
+void ou_response_header(struct ou_response *r, const char *name, size_t nlen, const char *value, size_t vlen)
 {
-    struct ou_transfer *t = userdata;
-    struct ou_response *r = &t->resp;
-    size_t n = size * nmemb, vlen;
-    const char *value;
     char text[64];
-    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        reset_response_headers(r);
-    } else if (header_is(line, n, "x-request-id", &value, &vlen)) {
+    if (name_is(name, nlen, "x-request-id")) {
         copy_value(r->request_id, sizeof r->request_id, value, vlen);
-    } else if (header_is(line, n, "content-type", &value, &vlen)) {
+    } else if (name_is(name, nlen, "content-type")) {
         copy_value(r->content_type, sizeof r->content_type, value, vlen);
-    } else if (header_is(line, n, "retry-after-ms", &value, &vlen)) {
+    } else if (name_is(name, nlen, "retry-after-ms")) {
         /* the millisecond form wins over Retry-After, as in the SDKs */
         char *end;
         double ms;
@@ -94,17 +86,28 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
             r->retry_after = ms / 1000.0;
             r->retry_after_from_ms = 1;
         }
-    } else if (header_is(line, n, "retry-after", &value, &vlen)) {
+    } else if (name_is(name, nlen, "retry-after")) {
         copy_value(text, sizeof text, value, vlen);
         if (!r->retry_after_from_ms)
             r->retry_after = parse_retry_after(text);
-    } else if (header_is(line, n, "x-should-retry", &value, &vlen)) {
+    } else if (name_is(name, nlen, "x-should-retry")) {
         copy_value(text, sizeof text, value, vlen);
         if (strcmp(text, "true") == 0)
             r->should_retry = 1;
         else if (strcmp(text, "false") == 0)
             r->should_retry = 0;
     }
+}
+
+static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
+{
+    struct ou_transfer *t = userdata;
+    size_t n = size * nmemb;
+    const char *colon = memchr(line, ':', n);
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0)
+        ou_response_reset(&t->resp); /* a new response (after a 100, say) */
+    else if (colon)
+        ou_response_header(&t->resp, line, (size_t)(colon - line), colon + 1, n - (size_t)(colon - line) - 1);
     return n;
 }
 
@@ -117,16 +120,21 @@ static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, cur
     return atomic_load(&t->abort_requested) ? 1 : 0;
 }
 
+void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opts)
+{
+    memset(t, 0, sizeof *t);
+    atomic_init(&t->abort_requested, 0);
+    t->opts = *opts;
+    ou_response_reset(&t->resp);
+    t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
+}
+
 int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
                      const char *user_agent, const char *ca_file)
 {
     CURL *e;
-    memset(t, 0, sizeof *t);
-    atomic_init(&t->abort_requested, 0);
+    ou_transfer_setup(t, opts);
     t->headers = headers;
-    t->opts = *opts;
-    reset_response_headers(&t->resp);
-    t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
     e = t->easy = curl_easy_init();
     if (!e) {
         snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle");
@@ -208,10 +216,9 @@ static double backoff(struct ou_transfer *t, int retry)
     return delay * (1.0 - 0.25 * random_unit(t));
 }
 
-/* Sleeps in slices of at most 50 ms so that an abort is noticed. */
-static void sleep_seconds(struct ou_transfer *t, double seconds)
+void ou_sleep(double seconds, _Atomic int *abort)
 {
-    while (seconds > 0 && !atomic_load(&t->abort_requested)) {
+    while (seconds > 0 && !(abort && atomic_load(abort))) {
         double slice = seconds < 0.05 ? seconds : 0.05;
         struct timespec ts;
         ts.tv_sec = (time_t)slice;
@@ -222,15 +229,27 @@ static void sleep_seconds(struct ou_transfer *t, double seconds)
     }
 }
 
+void ou_transfer_start(struct ou_transfer *t)
+{
+    t->attempts = 0;
+    t->connects = 0;
+    t->wire_bytes = 0;
+}
+
+void ou_transfer_begin_attempt(struct ou_transfer *t)
+{
+    ou_buf_clear(&t->resp.body);
+    ou_response_reset(&t->resp);
+    t->resp.status = 0;
+    t->too_large = t->out_of_memory = 0;
+    t->errbuf[0] = '\0';
+}
+
 static enum ou_outcome attempt(struct ou_transfer *t, const char *url)
 {
     long connects = 0;
     curl_off_t bytes = 0;
-    ou_buf_clear(&t->resp.body);
-    reset_response_headers(&t->resp);
-    t->resp.status = 0;
-    t->too_large = t->out_of_memory = 0;
-    t->errbuf[0] = '\0';
+    ou_transfer_begin_attempt(t);
     curl_easy_setopt(t->easy, CURLOPT_URL, url);
     t->code = curl_easy_perform(t->easy);
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->resp.status);
@@ -246,43 +265,54 @@ static enum ou_outcome attempt(struct ou_transfer *t, const char *url)
         return OU_FAIL_TIMEOUT;
     if (t->code != CURLE_OK)
         return OU_FAIL_NETWORK;
-    if (t->resp.status >= 200 && t->resp.status < 300)
-        return OU_OK;
-    return OU_FAIL_HTTP;
+    return ou_transfer_status_outcome(t);
+}
+
+enum ou_outcome ou_transfer_status_outcome(const struct ou_transfer *t)
+{
+    return t->resp.status >= 200 && t->resp.status < 300 ? OU_OK : OU_FAIL_HTTP;
+}
+
+int ou_transfer_retry(struct ou_transfer *t, enum ou_outcome *outcome, int transient, double *delay)
+{
+    int retry;
+    if (*outcome == OU_FAIL_HTTP)
+        retry = t->resp.should_retry >= 0 ? t->resp.should_retry : retryable_status(t->resp.status);
+    else
+        retry = (*outcome == OU_FAIL_NETWORK || *outcome == OU_FAIL_TIMEOUT) && transient;
+    if (!retry || t->attempts < 1 || t->attempts > t->opts.max_retries || atomic_load(&t->abort_requested))
+        return 0;
+    if (*outcome == OU_FAIL_HTTP && t->resp.retry_after >= 0) {
+        if (t->resp.retry_after > t->opts.retry_after_max) {
+            *outcome = OU_FAIL_WAIT_LONG;
+            return 0;
+        }
+        *delay = t->resp.retry_after;
+    } else {
+        *delay = backoff(t, t->attempts - 1);
+    }
+    t->delays[t->attempts - 1] = *delay;
+    return 1;
 }
 
 enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
 {
     enum ou_outcome outcome;
-    t->attempts = 0;
-    t->connects = 0;
-    t->wire_bytes = 0;
+    double delay = 0;
+    ou_transfer_start(t);
     for (;;) {
-        int retry;
-        double delay;
         outcome = attempt(t, url);
         t->attempts++;
-        if (outcome == OU_FAIL_HTTP)
-            retry = t->resp.should_retry >= 0 ? t->resp.should_retry : retryable_status(t->resp.status);
-        else
-            retry = (outcome == OU_FAIL_NETWORK || outcome == OU_FAIL_TIMEOUT) && retryable_code(t->code);
-        if (!retry || t->attempts > t->opts.max_retries || atomic_load(&t->abort_requested))
+        if (!ou_transfer_retry(t, &outcome, retryable_code(t->code), &delay))
             return outcome;
-        if (outcome == OU_FAIL_HTTP && t->resp.retry_after >= 0) {
-            if (t->resp.retry_after > t->opts.retry_after_max)
-                return OU_FAIL_WAIT_LONG;
-            delay = t->resp.retry_after;
-        } else {
-            delay = backoff(t, t->attempts - 1);
-        }
-        t->delays[t->attempts - 1] = delay;
-        sleep_seconds(t, delay);
+        ou_sleep(delay, &t->abort_requested);
     }
 }
 
 const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size)
 {
-    const char *detail = t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->code);
+    /* a Lua transport always leaves its reason in errbuf: libcurl may not be loaded */
+    const char *detail = t->errbuf[0] ? t->errbuf : t->easy ? curl_easy_strerror(t->code) : "no reason given";
     char suffix[48] = "";
     if (t->attempts > 1)
         snprintf(suffix, sizeof suffix, " after %d attempts", t->attempts);
@@ -311,6 +341,9 @@ const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome out
         break;
     case OU_FAIL_NOMEM:
         snprintf(out, size, "out of memory while receiving the response");
+        break;
+    case OU_FAIL_TRANSPORT:
+        snprintf(out, size, "%s", detail);
         break;
     }
     return out;

@@ -1,6 +1,7 @@
-/* One HTTP GET with libcurl, retried the way the official SDKs retry.
- * Pure C: no Lua call ever happens here, so no Lua error can unwind
- * through libcurl. Callbacks only copy bytes. */
+/* One HTTP GET with libcurl, retried the way the official SDKs retry; the
+ * same retry policy and response bookkeeping serve a Lua transport, whose
+ * attempts client.c drives. Pure C: no Lua call ever happens here, so no Lua
+ * error can unwind through libcurl. Callbacks only copy bytes. */
 #ifndef OU_TRANSFER_H
 #define OU_TRANSFER_H
 
@@ -42,6 +43,7 @@ enum ou_outcome {
     OU_FAIL_TIMEOUT,   /* connect or total timeout */
     OU_FAIL_TOO_LARGE, /* body over max_body */
     OU_FAIL_NOMEM,     /* out of memory */
+    OU_FAIL_TRANSPORT, /* a Lua transport raised an error or returned something unusable */
 };
 
 struct ou_transfer {
@@ -62,6 +64,10 @@ struct ou_transfer {
     CURLcode code;
 };
 
+/* Prepares t without a libcurl handle, for a client whose requests go
+ * through a Lua transport: same options, retry policy and counters. */
+void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opts);
+
 /* Prepares t; takes ownership of headers (freed by ou_transfer_release even
  * on failure). Returns 1, or 0 with a reason in t->errbuf. */
 int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
@@ -69,6 +75,32 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
 
 /* GETs url, retrying as configured. The final response stays in t->resp. */
 enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url);
+
+/* The steps of ou_transfer_get, for a caller that makes the attempts itself
+ * (a Lua transport): start zeroes the counters of a request; begin_attempt
+ * forgets the previous answer; status_outcome judges the status. */
+void ou_transfer_start(struct ou_transfer *t);
+void ou_transfer_begin_attempt(struct ou_transfer *t);
+enum ou_outcome ou_transfer_status_outcome(const struct ou_transfer *t);
+
+/* The retry policy, one for every transport. After attempt number
+ * t->attempts ended in *outcome: returns 1 and the delay to sleep before the
+ * next (recorded in t->delays), or 0 when *outcome is final. transient says
+ * whether a network failure may pass (libcurl: the kind of error). A
+ * retryable status asking to wait past retry_after_max ends as
+ * OU_FAIL_WAIT_LONG. 408, 409, 429, 5xx; x-should-retry overrides; waits by
+ * retry-after-ms, Retry-After, else jittered doubling backoff. */
+int ou_transfer_retry(struct ou_transfer *t, enum ou_outcome *outcome, int transient, double *delay);
+
+/* Clears r's header fields before a new response. */
+void ou_response_reset(struct ou_response *r);
+
+/* Records one response header (name without the colon; value untrimmed)
+ * that the retry policy or the errors read, whoever received it. */
+void ou_response_header(struct ou_response *r, const char *name, size_t nlen, const char *value, size_t vlen);
+
+/* Sleeps, in 50 ms slices so that a set *abort (may be NULL) cuts it short. */
+void ou_sleep(double seconds, _Atomic int *abort);
 
 /* A message for a failed outcome (never contains request headers). */
 const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size);

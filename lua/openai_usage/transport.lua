@@ -1,0 +1,48 @@
+-- openai_usage.transport: one request through a Lua transport.
+-- The C core builds what is sent (validation, query, headers) and judges
+-- every answer (size cap, the retry policy and its delays, decoding); this
+-- loop only calls the transport and sleeps when told to try again. Both
+-- happen here, in Lua, so that both may yield: OpenResty's cosockets and
+-- ngx.sleep suspend the request's coroutine, which a C call could not allow.
+local core = require "openai_usage.core"
+
+local M = {}
+
+-- A transport is a function (blocking retry sleeps), or a table
+-- {request = fn, sleep = fn, gzip = boolean}; core.new checked its shape.
+local function parts(transport)
+  if type(transport) == "function" then
+    return transport, core.sleep
+  end
+  return transport.request, transport.sleep or core.sleep
+end
+
+--- Sends one request of client's for endpoint and params through transport,
+-- retrying as the client is configured to.
+-- @return page, or nil and an error table
+function M.request(client, transport, endpoint, params)
+  local send, sleep = parts(transport)
+  local req, err = client:transport_request(endpoint, params)
+  if not req then
+    return nil, err
+  end
+  local attempt = 1
+  while true do
+    -- pcall: an error raised in the transport comes back as kind "transport"
+    local page, result = client:transport_answer(attempt, pcall(send, req))
+    if page ~= false then
+      return page, result
+    end
+    local slept, why = pcall(sleep, result)
+    if not slept then
+      return nil, core.error {
+        kind = "transport",
+        attempts = attempt,
+        message = "the transport's sleep function raised an error: " .. tostring(why),
+      }
+    end
+    attempt = attempt + 1
+  end
+end
+
+return M
