@@ -532,7 +532,7 @@ function M.run(argv, options)
     return M.EXIT.ok
   end
   if job.version then
-    stdout:write("openai-usage ", usage.version, " (", usage.libcurl_version() or "libcurl", ")\n")
+    stdout:write("openai-usage ", usage.version, " (libcurl ", usage.libcurl_version() or "?", ")\n")
     return M.EXIT.ok
   end
   local client_options = { base_url = job.base_url, cache_dir = job.cache }
@@ -552,11 +552,13 @@ function M.run(argv, options)
   end
   local started = usage.clock()
   local pages, buckets, rows = 0, 0, {}
+  -- one line, rewritten after each page and erased at the end
   local function show(final)
     if progress then
-      stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, buckets, #rows, usage.clock() - started))
       if final then
         stderr:write "\r\27[K"
+      else
+        stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, buckets, #rows, usage.clock() - started))
       end
       stderr:flush()
     end

@@ -182,7 +182,8 @@ function M.apply(job, rows, client, shape)
   local note = ("cost: an estimate at %s quality (the Usage API does not report quality), prices of %s from %s (%s)"):format(
     quality, prices.date, label, prices.currency or "usd")
   if unpriced > 0 then
-    note = note .. ("; %d images had no price (%s)"):format(unpriced, table.concat(sorted(missing), "; "))
+    note = note .. ("; %s images had no price (%s)"):format(require("openai_usage.format").thousands(("%d"):format(unpriced)),
+      table.concat(sorted(missing), "; "))
   end
   if costs_note then
     note = note .. "; " .. costs_note

@@ -1,0 +1,373 @@
+-- bin/openai-usage run as a real process against the stand-in: help,
+-- formats (CSV through Python's strict csv reader, JSON through lua-cjson,
+-- SVG through an XML parser), exit codes, the progress line only on a
+-- terminal (a pty), --out, --cache, and the key in no output.
+local usage = require "openai_usage"
+local standin = require "spec.support.standin"
+local cjson = require "cjson"
+
+local KEY = "sk-admin-cli-7f3e9a"
+local NOW = 1732406400 -- 2024-11-24T00:00:00Z, the stand-in's now
+local SINCE, UNTIL = "2024-11-01", "2024-11-21"
+local T_SINCE, T_UNTIL = 1730419200, 1730419200 + 20 * 86400
+
+-- The interpreter running this suite runs the CLI too (the matrix).
+local LUA = (jit and "luajit") or ({ ["Lua 5.1"] = "lua5.1", ["Lua 5.3"] = "lua5.3" })[_VERSION] or "lua5.4"
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local text = f:read "*a"
+  f:close()
+  return text
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function exit_code(ok, how, code)
+  if type(ok) == "number" then -- 5.1: the raw wait status
+    return ok >= 256 and math.floor(ok / 256) or ok
+  end
+  return code
+end
+
+describe("openai-usage CLI", function()
+  local srv, tmp
+
+  -- Runs the CLI; returns stdout, stderr, exit code. env: extra variables
+  -- (false unsets one).
+  local function run(args, env)
+    local vars = { OPENAI_ADMIN_KEY = srv.key, OPENAI_BASE_URL = srv.url }
+    for k, v in pairs(env or {}) do
+      vars[k] = v
+    end
+    local unset, set = {}, {}
+    for k, v in pairs(vars) do
+      if v == false then
+        unset[#unset + 1] = "-u " .. k -- env takes -u before any NAME=value
+      else
+        set[#set + 1] = k .. "=" .. q(v)
+      end
+    end
+    local prefix = { "env", table.concat(unset, " "), table.concat(set, " ") }
+    local quoted = {}
+    for i, a in ipairs(args) do
+      quoted[i] = q(a)
+    end
+    local cmd = ("%s %s bin/openai-usage %s >%s 2>%s"):format(table.concat(prefix, " "), LUA, table.concat(quoted, " "),
+      q(tmp .. ".out"), q(tmp .. ".err"))
+    local code = exit_code(os.execute(cmd))
+    return read(tmp .. ".out"), read(tmp .. ".err"), code
+  end
+
+  local function split_args(text)
+    local args = {}
+    for a in text:gmatch "%S+" do
+      args[#args + 1] = a
+    end
+    return args
+  end
+
+  -- The same totals worked out from the library directly, by plain loops.
+  local function expected_totals(fields)
+    local c = assert(usage.new(srv:client_options()))
+    local totals, order = {}, {}
+    for row in c:results("images", {
+      start_time = T_SINCE, end_time = T_UNTIL, bucket_width = "1d", group_by = fields, limit = 31,
+    }) do
+      local key = {}
+      for i, f in ipairs(fields) do
+        key[i] = tostring(row[f] or "(none)")
+      end
+      key = table.concat(key, "|")
+      if not totals[key] then
+        totals[key] = { images = 0, num_model_requests = 0 }
+        order[#order + 1] = key
+      end
+      totals[key].images = totals[key].images + row.images
+      totals[key].num_model_requests = totals[key].num_model_requests + row.num_model_requests
+    end
+    c:close()
+    return totals, order
+  end
+
+  setup(function()
+    srv = standin.start { key = KEY, now = NOW }
+    tmp = os.tmpname()
+  end)
+
+  teardown(function()
+    srv:stop()
+    for _, suffix in ipairs { "", ".out", ".err", ".csv", ".json", ".tty" } do
+      os.remove(tmp .. suffix)
+    end
+  end)
+
+  before_each(function()
+    srv:reset()
+  end)
+
+  it("--help lists the endpoints, the options, the times and the exit codes", function()
+    local out, err, code = run { "--help" }
+    assert.are.equal(0, code)
+    assert.are.equal("", err)
+    for _, endpoint in ipairs(usage.rules()) do
+      assert.truthy(out:find(endpoint, 1, true), endpoint)
+    end
+    for _, option in ipairs { "--since", "--until", "--bucket", "--group-by", "--format", "--out", "--cache", "--cost", "--top" } do
+      assert.truthy(out:find(option, 1, true), option)
+    end
+    assert.truthy(out:find("exit codes", 1, true))
+    assert.truthy(out:find("90m, 24h, 7d", 1, true))
+    assert.are.same({}, srv:requests())
+  end)
+
+  it("ENDPOINT --help lists that endpoint's filters and group_by fields from the rule table", function()
+    local out, _, code = run { "images", "--help" }
+    assert.are.equal(0, code)
+    local rule = usage.rules "images"
+    for _, p in ipairs(rule.params) do
+      if p.type == "list" and p.name ~= "group_by" then
+        assert.truthy(out:find("--" .. p.name:gsub("_", "-"), 1, true), p.name)
+      elseif p.name == "group_by" then
+        for _, v in ipairs(p.values) do
+          assert.truthy(out:find(v, 1, true), v)
+        end
+      end
+    end
+    local costs = run { "costs", "--help" }
+    assert.truthy(costs:find("line_item", 1, true))
+    assert.falsy(costs:find("--sizes", 1, true))
+  end)
+
+  it("--version names the module and libcurl", function()
+    local out, _, code = run { "--version" }
+    assert.are.equal(0, code)
+    assert.matches("^openai%-usage " .. usage.version:gsub("%p", "%%%0"), out)
+    assert.matches("libcurl", out)
+  end)
+
+  it("prints a table whose totals match the API's rows", function()
+    local out, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by model"))
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err) -- not a terminal: no progress line
+    local totals = expected_totals { "model" }
+    local all = 0
+    for model, t in pairs(totals) do
+      local line = out:match("\n(" .. model:gsub("%p", "%%%0") .. " [^\n]*)")
+      assert.truthy(line, model)
+      local figures = {}
+      for n in line:gmatch "[%d,]+" do
+        figures[#figures + 1] = tonumber((n:gsub(",", "")))
+      end
+      assert.are.equal(t.images, figures[#figures - 1])
+      assert.are.equal(t.num_model_requests, figures[#figures])
+      all = all + t.images
+    end
+    local total_line = out:match "\n(Total[^\n]*)"
+    assert.truthy(total_line)
+    assert.truthy(total_line:find((("%d"):format(all):reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")), 1, true))
+  end)
+
+  it("writes CSV that Python's strict csv reader reads back to the same figures", function()
+    local out, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL
+      .. " --group-by model,size --format csv --out " .. tmp .. ".csv"))
+    assert.are.equal(0, code, err)
+    assert.are.equal("", out)
+    local p = assert(io.popen(("python3 -c %s %s"):format(q [[
+import csv, json, sys
+with open(sys.argv[1], newline="") as f:
+    raw = f.read()
+assert raw.endswith("\r\n") and "\n" not in raw.replace("\r\n", ""), "records end in CRLF"
+rows = list(csv.reader(raw.splitlines(keepends=True), strict=True))
+print(json.dumps(rows))
+]], q(tmp .. ".csv"))))
+    local parsed = cjson.decode(p:read "*a")
+    p:close()
+    assert.are.same({ "model", "size", "images", "num_model_requests" }, parsed[1])
+    local totals, order = expected_totals { "model", "size" }
+    assert.are.equal(#order, #parsed - 1)
+    for i = 2, #parsed do
+      local r = parsed[i]
+      local t = totals[r[1] .. "|" .. r[2]]
+      assert.truthy(t, r[1] .. " " .. r[2])
+      assert.are.equal(t.images, tonumber(r[3]))
+      assert.are.equal(t.num_model_requests, tonumber(r[4]))
+    end
+  end)
+
+  it("writes JSON and JSON Lines that lua-cjson reads back", function()
+    local base = "images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by model --by-time"
+    local out, err, code = run(split_args(base .. " --format json"))
+    assert.are.equal(0, code, err)
+    local rows = cjson.decode(out)
+    local models = 0
+    for _ in pairs(expected_totals { "model" }) do
+      models = models + 1
+    end
+    assert.are.equal(20 * models, #rows) -- every day x every model, zeros filled
+    for _, r in ipairs(rows) do
+      assert.are.equal(86400, r.end_time - r.start_time)
+      assert.is_string(r.model)
+    end
+    local lines, _, code2 = run(split_args(base .. " --format jsonl"))
+    assert.are.equal(0, code2)
+    local n = 0
+    for line in lines:gmatch "([^\n]+)\n" do
+      n = n + 1
+      assert.are.same(rows[n], cjson.decode(line))
+    end
+    assert.are.equal(#rows, n)
+  end)
+
+  it("writes Markdown, SVG and HTML", function()
+    local base = "images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by model"
+    local md = run(split_args(base .. " --format md"))
+    assert.matches("| model | images | num_model_requests |\n| --- | ---: | ---: |", md, 1, true)
+    local svg, err, code = run(split_args(base .. " --format svg"))
+    assert.are.equal(0, code, err)
+    write(tmp .. ".out", svg)
+    local ok = os.execute(("python3 -c 'import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); "
+      .. "assert d.documentElement.tagName == \"svg\"; assert len(d.getElementsByTagName(\"rect\")) > 3' %s"):format(q(tmp .. ".out")))
+    assert.is_truthy(ok == true or ok == 0)
+    local html, _, code3 = run(split_args(base .. " --format html"))
+    assert.are.equal(0, code3)
+    assert.matches("^<!DOCTYPE html>", html)
+    assert.truthy(html:find("<svg", 1, true))
+    assert.truthy(html:find("<table", 1, true))
+  end)
+
+  it("exits 2 on bad arguments, naming the problem, and sends nothing", function()
+    local cases = {
+      { "imagez", "not an endpoint" },
+      { "images --bucket 2d", '"2d" is not one of 1m, 1h, 1d' },
+      { "images --since tomorrow", "--since" },
+      { "images --sizez 1", "--sizez: not an option of images" },
+      { "costs --models x", "--models: not an option of costs" },
+      { "images --group-by colour", "colour" },
+      { "images --format xlsx", "--format" },
+      { "images --top 0", "--top" },
+      { "images --since 2024-11-02 --until 2024-11-01", "must be after" },
+      { "completions --cost", "--cost" },
+      { "", "name an endpoint" },
+    }
+    for _, case in ipairs(cases) do
+      local out, err, code = run(split_args(case[1]))
+      assert.are.equal(2, code, case[1])
+      assert.are.equal("", out, case[1])
+      assert.truthy(err:find(case[2], 1, true), case[1] .. " -> " .. err)
+      local lines = select(2, err:gsub("\n", ""))
+      assert.are.equal(1, lines, "one line: " .. err)
+    end
+    local _, err, code = run({ "images" }, { OPENAI_ADMIN_KEY = false })
+    assert.are.equal(2, code)
+    assert.matches("OPENAI_ADMIN_KEY is not set", err)
+    assert.are.same({}, srv:requests())
+  end)
+
+  it("exits 1 on an API error, on one line, without the key", function()
+    srv:faults { { status = 401, error_message = "Incorrect API key provided: " .. KEY, times = 5 } }
+    local out, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL))
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.matches("401", err)
+    assert.falsy(err:find(KEY, 1, true))
+    assert.are.equal(1, select(2, err:gsub("\n", "")))
+  end)
+
+  it("exits 3 when --out cannot be written, and leaves no partial file", function()
+    local _, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --out /nonexistent/dir/report.txt"))
+    assert.are.equal(3, code)
+    assert.matches("%-%-out", err)
+  end)
+
+  it("--out writes exactly what stdout would show", function()
+    local args = "images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by size --format md"
+    local shown = run(split_args(args))
+    local out, _, code = run(split_args(args .. " --out " .. tmp .. ".json"))
+    assert.are.equal(0, code)
+    assert.are.equal("", out)
+    assert.are.equal(shown, read(tmp .. ".json"))
+  end)
+
+  it("shows a live progress line on a terminal, and nothing on a pipe", function()
+    local args = { "images", "--since", SINCE, "--until", UNTIL, "--bucket", "1h", "--group-by", "model" }
+    local quoted = {}
+    for i, a in ipairs(args) do
+      quoted[i] = q(a)
+    end
+    local cmd = ("env OPENAI_ADMIN_KEY=%s OPENAI_BASE_URL=%s python3 spec/support/pty_run.py %s %s -- %s bin/openai-usage %s"):format(
+      q(srv.key), q(srv.url), q(tmp .. ".out"), q(tmp .. ".tty"), LUA, table.concat(quoted, " "))
+    local code = exit_code(os.execute(cmd))
+    assert.are.equal(0, code)
+    local tty = read(tmp .. ".tty")
+    local pages = #srv:requests()
+
+    assert.is_true(pages >= 3, "20 days of hours take several pages")
+    -- one update per page, each overwriting the line, the last one cleared
+    local updates = {}
+    for p, b, r in tty:gmatch "pages (%d+) · buckets (%d+) · rows (%d+)" do
+      updates[#updates + 1] = { tonumber(p), tonumber(b), tonumber(r) }
+    end
+    assert.are.equal(pages, #updates)
+    assert.are.equal(pages, updates[#updates][1])
+    assert.are.equal(20 * 24, updates[#updates][2])
+    assert.truthy(tty:find("\r\27[K", 1, true))
+    assert.truthy(read(tmp .. ".out"):find("Total", 1, true)) -- the report went to stdout
+    local _, err = run(args)
+    assert.are.equal("", err)
+    local _, forced = run { "images", "--since", SINCE, "--until", UNTIL, "--progress" }
+    assert.matches("pages 1 · buckets 20", forced)
+  end)
+
+  it("--cache: a re-run of a settled range sends no request and prints the same report", function()
+    local dir = tmp .. ".cache"
+    local args = split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --bucket 1h --group-by model --cache " .. dir)
+    local first, err, code = run(args)
+    assert.are.equal(0, code, err)
+    local sent = #srv:requests()
+    assert.is_true(sent >= 3)
+    srv:reset()
+    local second, _, code2 = run(args)
+    assert.are.equal(0, code2)
+    assert.are.same({}, srv:requests())
+    assert.are.equal(first, second)
+    os.execute("rm -rf " .. q(dir))
+  end)
+
+  it("--cost estimates from the price table and says what it assumed", function()
+    local out, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by model,size --cost --quality high"))
+    assert.are.equal(0, code, err)
+    assert.matches("cost_usd", out)
+    assert.matches("estimate at high quality", out)
+    local prices = require "openai_usage.prices"
+    assert.truthy(out:find(prices.date, 1, true))
+    -- a gpt-image-1 1024x1024 row costs images x the table's high price
+    local totals = expected_totals { "model", "size" }
+    local t = totals["gpt-image-1|1024x1024"]
+    if t then
+      local line = out:match "\ngpt%-image%-1%s+1024x1024%s+([^\n]*)"
+      local cost = tonumber((line:match "([%d,]+%.%d%d)%s*$":gsub(",", "")))
+      assert.are.equal(("%.2f"):format(t.images * prices.images["gpt-image-1"].high["1024x1024"]), ("%.2f"):format(cost))
+    end
+    local mine = tmp .. ".json"
+    write(mine, 'return { date = "2030-01-01", currency = "usd", images = { ["gpt-image-1"] = { medium = { ["1024x1024"] = 1 } } } }')
+    local custom = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --cost --group-by model,size --prices " .. mine))
+    assert.matches("2030%-01%-01", custom)
+    assert.truthy(custom:find(mine, 1, true))
+    write(mine, "return 42")
+    local _, bad, code3 = run(split_args("images --cost --prices " .. mine))
+    assert.are.equal(2, code3)
+    assert.matches("%-%-prices", bad)
+  end)
+end)
