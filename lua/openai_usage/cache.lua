@@ -79,22 +79,26 @@ function M:get(url)
   return page
 end
 
---- Whether a page holds only buckets that have ended by now.
-function M.settled(page, now)
+--- Whether a page holds only buckets that have ended by now, each of the
+-- full width (a server may cut the open bucket short at its own now, which
+-- would otherwise look ended a second later).
+function M.settled(page, now, width)
   if type(page.data) ~= "table" then
     return false
   end
   for _, bucket in ipairs(page.data) do
-    if type(bucket.end_time) ~= "number" or bucket.end_time > now then
+    local start, stop = bucket.start_time, bucket.end_time
+    if type(start) ~= "number" or type(stop) ~= "number" or stop > now or (width and stop - start ~= width) then
       return false
     end
   end
   return true
 end
 
---- Stores page under url when it is settled. Returns true when stored.
-function M:put(url, page, now)
-  if not M.settled(page, now or os.time()) then
+--- Stores page under url when it is settled (see settled). Returns true
+-- when stored.
+function M:put(url, page, now, width)
+  if not M.settled(page, now or os.time(), width) then
     return false
   end
   local path = self:path(url)

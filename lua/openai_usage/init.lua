@@ -177,8 +177,8 @@ local walk_closer = {
 }
 
 -- One walk from query, following next_page; store (optional) is the page
--- cache. Returns next_page, close.
-local function walk_pages(self, endpoint, query, prefetch, store)
+-- cache, width the bucket width in seconds. Returns next_page, close.
+local function walk_pages(self, endpoint, query, prefetch, store, width)
   local seen = {}
   local finished, pending, token = false, nil, nil
   if query.page ~= nil then
@@ -212,7 +212,7 @@ local function walk_pages(self, endpoint, query, prefetch, store)
       end
     end
     if page and store and not from_disk then
-      store:put(assert(self:url(endpoint, query)), page, os.time())
+      store:put(assert(self:url(endpoint, query)), page, os.time(), width)
     end
     if not page then
       finished = true
@@ -258,14 +258,18 @@ function methods:pages(endpoint, params, options)
   if options and options.prefetch ~= nil then
     prefetch = options.prefetch
   end
-  local store = settings.cache
+  local store, width = settings.cache, nil
   local segments = { copy(params) }
   if store and self:url(endpoint, segments[1]) then -- (a bad query fails below, uncached)
-    local width = time.width(segments[1].bucket_width or core.rules(endpoint).default_width)
+    width = time.width(segments[1].bucket_width or core.rules(endpoint).default_width)
     segments = cache.segments(segments[1], width, os.time())
   end
+  -- the second of two segments holds the open bucket: never cached
+  local function store_for(i)
+    return i == 1 and store or nil
+  end
   local index = 1
-  local next_in, close_in = walk_pages(self, endpoint, segments[1], prefetch, store)
+  local next_in, close_in = walk_pages(self, endpoint, segments[1], prefetch, store_for(1), width)
   local function next_page()
     while true do
       local page = next_in()
@@ -273,7 +277,7 @@ function methods:pages(endpoint, params, options)
         return page
       end
       index = index + 1
-      next_in, close_in = walk_pages(self, endpoint, segments[index], prefetch, store)
+      next_in, close_in = walk_pages(self, endpoint, segments[index], prefetch, store_for(index), width)
     end
   end
   local walk = setmetatable({
