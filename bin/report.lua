@@ -1,22 +1,25 @@
 #!/usr/bin/env lua5.4
--- The README's main job: images usage of the last 30 days, totals by model
--- and size. With OPENAI_ADMIN_KEY unset it starts the bundled stand-in
--- server on 127.0.0.1 and reports on its synthetic organization, offline.
---   lua5.4 bin/report.lua [DAYS=30]
-local usage = require "openai_usage"
+-- The README's main job: a 30-day images report. With OPENAI_ADMIN_KEY
+-- unset it starts the bundled stand-in server on 127.0.0.1 and reports on
+-- its synthetic organization, offline. It prints the usage by model and size
+-- and the cost by project, and writes the charts:
+--   build/report.html  the usage table, a bar chart and a stacked daily series
+--   build/report.svg   the stacked daily series alone
+--   lua5.4 bin/report.lua [DAYS=30] [OUTDIR=build]
+-- The same reports come from the command line: openai-usage images --help.
+local cli = require "openai_usage.cli"
 
 local days = tonumber(arg[1]) or 30
-local DAY = 86400
+local outdir = arg[2] or "build"
 
 local function started_standin()
-  local dir = os.tmpname()
-  os.remove(dir)
-  local port_file = dir .. ".port"
+  local base = os.tmpname()
+  os.remove(base)
+  local port_file = base .. ".port"
   local python = os.getenv("PYTHON") or "python3"
-  local pid_line = assert(io.open("/proc/self/stat")):read("*l")
-  local self_pid = pid_line:match("^(%d+)")
+  local stat = assert(io.open("/proc/self/stat")):read("*l")
   local cmd = ("%s standin/server.py --port 0 --port-file %s --watch-pid %s --quiet >/dev/null 2>&1 & echo $!")
-    :format(python, port_file, self_pid)
+    :format(python, port_file, stat:match("^(%d+)"))
   local p = assert(io.popen(cmd))
   local server_pid = p:read("*l")
   p:close()
@@ -35,70 +38,35 @@ local function started_standin()
   error("the stand-in server did not start (is python3 installed?)")
 end
 
-local options, server_pid = {}, nil
+local client, server_pid = {}, nil
 if not os.getenv("OPENAI_ADMIN_KEY") then
-  options.api_key = "sk-admin-standin"
-  options.base_url, server_pid = started_standin()
-  io.stderr:write("OPENAI_ADMIN_KEY is not set: reporting on the bundled stand-in at ", options.base_url, "\n")
+  client.api_key = "sk-admin-standin"
+  client.base_url, server_pid = started_standin()
+  io.stderr:write("OPENAI_ADMIN_KEY is not set: reporting on the bundled stand-in at ", client.base_url, "\n")
 end
+os.execute("mkdir -p '" .. outdir:gsub("'", "'\\''") .. "'")
 
-local client = assert(usage.new(options))
-local now = os.time()
-local start = (math.floor(now / DAY) - days) * DAY
-local clock = os.clock()
-local totals, models, grand = {}, {}, { images = 0, requests = 0 }
-local buckets, rows = 0, 0
-local ok, err = pcall(function()
-  local last_bucket
-  for row, bucket in client:results("images", { start_time = start, bucket_width = "1d", limit = 31,
-    group_by = { "model", "size" } }) do
-    if bucket ~= last_bucket then
-      buckets, last_bucket = buckets + 1, bucket
-    end
-    rows = rows + 1
-    local model, size = row.model or "(none)", row.size or "(none)"
-    local key = model .. "\0" .. size
-    local t = totals[key]
-    if not t then
-      t = { model = model, size = size, images = 0, requests = 0 }
-      totals[key] = t
-      models[#models + 1] = t
-    end
-    t.images = t.images + row.images
-    t.requests = t.requests + row.num_model_requests
-    grand.images = grand.images + row.images
-    grand.requests = grand.requests + row.num_model_requests
+local since = ("%dd"):format(days)
+local runs = {
+  { "images", "--since", since, "--group-by", "model,size", "--top", "10", "--share" },
+  { "images", "--since", since, "--group-by", "project_id", "--cost" },
+  { "images", "--since", since, "--group-by", "model", "--format", "html", "--out", outdir .. "/report.html" },
+  { "images", "--since", since, "--group-by", "model", "--by-time", "--format", "svg", "--out", outdir .. "/report.svg" },
+}
+local status = 0
+for i, argv in ipairs(runs) do
+  if i > 1 and i <= 2 then
+    io.write("\n")
   end
-end)
-client:close()
+  status = cli.run(argv, { client = client })
+  if status ~= 0 then
+    break
+  end
+end
 if server_pid then
   os.execute("kill " .. server_pid .. " 2>/dev/null")
 end
-if not ok then
-  io.stderr:write(tostring(err), "\n")
-  os.exit(1)
+if status == 0 then
+  io.write("\nwrote ", outdir, "/report.html and ", outdir, "/report.svg\n")
 end
-
-table.sort(models, function(a, b)
-  if a.images ~= b.images then
-    return a.images > b.images
-  end
-  return a.model .. a.size < b.model .. b.size
-end)
-
-local function thousands(n)
-  local s = tostring(n)
-  return (s:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", ""))
-end
-
-print(("Images usage, %s to %s (UTC), by model and size"):format(os.date("!%Y-%m-%d", start),
-  os.date("!%Y-%m-%d %H:%M", now)))
-print()
-print(("%-16s %-10s %12s %12s %7s"):format("model", "size", "images", "requests", "share"))
-for _, t in ipairs(models) do
-  print(("%-16s %-10s %12s %12s %6.1f%%"):format(t.model, t.size, thousands(t.images), thousands(t.requests),
-    grand.images > 0 and 100 * t.images / grand.images or 0))
-end
-print(("%-16s %-10s %12s %12s %6.1f%%"):format("total", "", thousands(grand.images), thousands(grand.requests), 100))
-print()
-print(("%d daily buckets, %d rows, %.0f ms of CPU"):format(buckets, rows, (os.clock() - clock) * 1000))
+os.exit(status)

@@ -407,6 +407,21 @@ local function single_currency(rows)
   return currency
 end
 
+-- Words of text in lines of at most width bytes (a longer word stands alone).
+local function wrap(text, width)
+  local lines, line = {}, ""
+  for word in text:gmatch "%S+" do
+    if line ~= "" and #line + 1 + #word > width then
+      lines[#lines + 1] = line
+      line = word
+    else
+      line = line == "" and word or line .. " " .. word
+    end
+  end
+  lines[#lines + 1] = line
+  return table.concat(lines, "\n")
+end
+
 local function describe_range(job)
   return ("%s, %s to %s, %s buckets"):format(job.endpoint, time.label(job.since), time.label(job["until"]), job.bucket)
 end
@@ -441,7 +456,7 @@ function M.render(job, rows, meta)
   end
   local text = format.render(shaped, job.format, opts)
   if meta.note and (job.format == "table" or job.format == "md") then
-    text = text .. "\n" .. meta.note .. "\n"
+    text = text .. "\n" .. wrap(meta.note, 100) .. "\n"
   end
   return text
 end
@@ -517,7 +532,9 @@ local function write_atomically(path, text)
 end
 
 --- Runs the command: argv (a list of strings); options.stdout/stderr (file
--- handles, default io's), options.now (Unix seconds). Returns the exit code.
+-- handles, default io's), options.now (Unix seconds), options.client (client
+-- options under the command line's, e.g. api_key and base_url). Returns the
+-- exit code.
 function M.run(argv, options)
   options = options or {}
   local stdout, stderr = options.stdout or io.stdout, options.stderr or io.stderr
@@ -536,7 +553,10 @@ function M.run(argv, options)
     return M.EXIT.ok
   end
   local client_options = { base_url = job.base_url, cache_dir = job.cache }
-  local key = os.getenv "OPENAI_ADMIN_KEY"
+  for k, v in pairs(options.client or {}) do
+    client_options[k] = client_options[k] or v
+  end
+  local key = client_options.api_key or os.getenv "OPENAI_ADMIN_KEY"
   if key == nil or key == "" then
     stderr:write("openai-usage: OPENAI_ADMIN_KEY is not set (an admin key from platform.openai.com)\n")
     return M.EXIT.usage
