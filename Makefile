@@ -73,12 +73,20 @@ $(MODULE): $(OBJECTS)
 install: $(MODULE)
 	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage
-	install -m 644 lua/openai_usage/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage/
+	install -d $(DESTDIR)$(PREFIX)/bin
+	cd lua && for f in openai_usage/*.lua openai_usage/*/*.lua; do \
+	  [ -f "$$f" ] || continue; \
+	  install -d "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$(dirname $$f)"; \
+	  install -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$f"; \
+	done
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage/core.so
+	sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' bin/openai-usage > $(DESTDIR)$(PREFIX)/bin/openai-usage
+	chmod 755 $(DESTDIR)$(PREFIX)/bin/openai-usage
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage
 	rm -rf $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage
+	rm -f $(DESTDIR)$(PREFIX)/bin/openai-usage
 
 # Installs whatever of DEB_PACKAGES is missing; refreshes the lists only when needed.
 deps:
