@@ -448,7 +448,7 @@ function M.render(job, rows, meta)
     total = not job.by_time and (job.format == "table" or job.format == "md" or job.format == "html"),
     width = job.width,
     title = (job.format == "table" or job.format == "md" or job.format == "html" or job.format == "svg") and title or nil,
-    subtitle = ("%s · generated %s"):format(describe_range(job), time.iso(job.now)),
+    subtitle = ("GET %s · generated %s"):format(rule_of(job.endpoint).path, time.iso(job.now)),
     note = meta.note,
   }
   if job.format == "html" then
