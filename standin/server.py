@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """The project's stand-in for the OpenAI organization Usage API.
 
-A real HTTP/1.1 server (keep-alive, gzip) on 127.0.0.1 that answers
-GET /v1/organization/usage/images like the API does, for a synthetic
-organization whose usage is a pure function of absolute time, plus a
-control plane under /__standin/ that tests use to inject faults and to read
-back every request received. Standard library only. See standin/README.md.
+A real HTTP/1.1 server (keep-alive, gzip) on 127.0.0.1 that answers every
+usage endpoint (GET /v1/organization/usage/images, .../completions, ...) and
+GET /v1/organization/costs like the API does, for one synthetic organization
+whose usage is a pure function of absolute time and whose costs follow from
+that usage, plus a control plane under /__standin/ that tests use to inject
+faults and to read back every request received. The request rules and result
+fields come from endpoints.json, which tools/gen-rules.lua writes from the
+OpenAPI description. Standard library only. See standin/README.md.
 """
 
 import argparse
@@ -24,22 +27,93 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote_plus
 
+HISTORY_DAYS = 90
+MIB = 1 << 20
+GIB = 1 << 30
+
 MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1"]
 SIZES = ["256x256", "512x512", "1024x1024", "1792x1792", "1024x1792"]
 SOURCES = ["image.generation", "image.edit", "image.variation"]
-GROUP_FIELDS = ["project_id", "user_id", "api_key_id", "model", "size", "source"]
-WIDTHS = {"1m": (60, 60, 1440), "1h": (3600, 24, 168), "1d": (86400, 7, 31)}  # seconds, default, max
-LIST_PARAMS = {
-    "sources": SOURCES,
-    "sizes": SIZES,
-    "project_ids": None,
-    "user_ids": None,
-    "api_key_ids": None,
-    "models": None,
-    "group_by": GROUP_FIELDS,
+CHAT_MODELS = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14", "o3-mini-2025-01-31"]
+EMBEDDING_MODELS = ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"]
+MODERATION_MODELS = ["omni-moderation-latest", "text-moderation-latest"]
+SPEECH_MODELS = ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+TRANSCRIPTION_MODELS = ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"]
+SERVICE_TIERS = ["default", "default", "flex", "priority"]
+CONTEXT_LEVELS = ["low", "medium", "high"]
+
+# The stand-in's price table, from which its costs follow (see README.md).
+# Illustrative figures in US dollars, not OpenAI's price list; served as is
+# by GET /__standin/prices so that tests derive costs from usage themselves.
+PRICES = {
+    "currency": "usd",
+    "images": {
+        "line_item": "Image models", "unit": "images",
+        "per_image": {
+            "dall-e-2": {"256x256": 0.016, "512x512": 0.018, "1024x1024": 0.02, "1792x1792": 0.03,
+                         "1024x1792": 0.025},
+            "dall-e-3": {"1024x1024": 0.04, "1792x1792": 0.08, "1024x1792": 0.08},
+            "gpt-image-1": {"256x256": 0.011, "512x512": 0.016, "1024x1024": 0.042, "1792x1792": 0.063,
+                            "1024x1792": 0.063},
+        },
+    },
+    "completions": {
+        "line_items": ["{model}, input", "{model}, cached input", "{model}, output"],
+        "batch_line_items": ["{model}, batch input", "{model}, batch cached input", "{model}, batch output"],
+        "unit": "tokens", "batch_factor": 0.5,
+        "per_million_tokens": {
+            "gpt-4o-2024-08-06": {"input": 2.5, "cached input": 1.25, "output": 10.0},
+            "gpt-4o-mini-2024-07-18": {"input": 0.15, "cached input": 0.075, "output": 0.6},
+            "gpt-4.1-2025-04-14": {"input": 2.0, "cached input": 0.5, "output": 8.0},
+            "o3-mini-2025-01-31": {"input": 1.1, "cached input": 0.55, "output": 4.4},
+        },
+    },
+    "embeddings": {
+        "line_item": "{model}, input", "unit": "tokens",
+        "per_million_tokens": {"text-embedding-3-small": 0.02, "text-embedding-3-large": 0.13,
+                               "text-embedding-ada-002": 0.1},
+    },
+    "moderations": {"free": True},
+    "audio_speeches": {
+        "line_item": "{model}, characters", "unit": "characters",
+        "per_million_characters": {"tts-1": 15.0, "tts-1-hd": 30.0, "gpt-4o-mini-tts": 12.0},
+    },
+    "audio_transcriptions": {
+        "line_item": "{model}, audio", "unit": "duration_minutes",
+        "per_minute": {"whisper-1": 0.006, "gpt-4o-transcribe": 0.006, "gpt-4o-mini-transcribe": 0.003},
+    },
+    "web_search_calls": {"line_item": "Web search tool calls", "unit": None, "per_call": 0.01},
+    "file_search_calls": {"line_item": "File search tool calls", "unit": None, "per_call": 0.0025},
+    "code_interpreter_sessions": {"line_item": "Code interpreter sessions", "unit": None, "per_session": 0.03},
+    "vector_stores": {"line_item": "Vector store storage", "unit": "gibibyte_hours", "per_gibibyte_day": 0.1},
 }
-SCALAR_PARAMS = ["start_time", "end_time", "bucket_width", "limit", "page"]
-HISTORY_DAYS = 90
+
+
+class Endpoint:
+    """One endpoint's rules and result fields, as tools/gen-rules.lua wrote
+    them from the OpenAPI description into endpoints.json."""
+
+    def __init__(self, spec):
+        self.name = spec["name"]
+        self.path = "/v1" + spec["path"]
+        self.result = spec["result"]
+        self.default_width = spec["default_width"]
+        self.width_names = [w["name"] for w in spec["widths"]]
+        self.widths = {w["name"]: (w["seconds"], w["default_limit"], w["max_limit"]) for w in spec["widths"]}
+        self.params = {p["name"]: p for p in spec["params"]}
+        self.list_params = {p["name"]: p.get("values") for p in spec["params"] if p["kind"] == "list"}
+        self.scalar_params = [p["name"] for p in spec["params"] if p["kind"] != "list"]
+        self.group_fields = self.params["group_by"]["values"]
+        self.fields = spec["fields"]
+        # the measured fields: all but the object and the ones to group by
+        self.metrics = [f["name"] for f in self.fields if f["name"] != "object" and f["name"] not in self.group_fields]
+
+
+def load_endpoints(path=None):
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "endpoints.json")
+    with open(path) as f:
+        described = json.load(f)
+    return {e.path: e for e in map(Endpoint, described["endpoints"])}
 
 
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -61,38 +135,19 @@ def mix(*values):
     return h
 
 
-class Organization:
-    """Projects, users, keys and a fixed list of usage streams. A stream is
-    one key (so one project and user) using one model, size and source; its
-    requests per hour follow a daily and a weekly rhythm with noise, and an
-    hour's requests are spread over its minutes deterministically.
+class Streams:
+    """The usage of one endpoint as a fixed list of streams. A stream is one
+    combination of the endpoint's dimensions (a key, so a project and user;
+    a model; ...) with fixed amounts per request (`metrics`) and fixed line
+    items of cost per request (`items`); its requests per hour follow a daily
+    and a weekly rhythm with noise, and an hour's requests are spread over
+    its minutes deterministically.
 
-    Per hour the organization keeps only the streams with requests, so a
-    bucket costs as much as its usage, not streams x minutes."""
+    Per hour it keeps only the streams with requests, so a bucket costs as
+    much as its usage, not streams x minutes."""
 
-    def __init__(self):
-        self.projects = ["proj_%s" % n for n in ("atlas", "borealis", "cinder", "delta")]
-        self.users = ["user-%s" % n for n in ("ada", "bo", "chen", "dara", "eli", "fumi")]
-        self.keys = []  # (key id, project, user)
-        for i in range(8):
-            self.keys.append(("key_%016x" % mix(1, i), self.projects[i % 4], self.users[(i * 5) % 6]))
-        self.streams = []
-        for i in range(36):
-            key, project, user = self.keys[mix(2, i) % 8]
-            model = MODELS[mix(3, i) % 3]
-            size = SIZES[mix(4, i) % 5]
-            if model == "dall-e-3" and size in ("256x256", "512x512"):
-                size = "1024x1024"
-            source = SOURCES[0] if mix(5, i) % 4 else SOURCES[1 + mix(6, i) % 2]
-            per_request = 1 if model == "dall-e-3" else 1 + mix(7, i) % 4
-            rate = 2 + mix(8, i) % 30  # requests in a busy hour
-            self.streams.append({
-                "index": i, "api_key_id": key, "project_id": project, "user_id": user,
-                "model": model, "size": size, "source": source,
-                "per_request": per_request, "rate": rate,
-                # mix(9, i, hour) and mix(10, i, hour, j) without re-hashing the prefix
-                "noise_seed": mix(9, i), "minute_seed": mix(10, i),
-            })
+    def __init__(self, streams):
+        self.streams = streams
         self._hours = {}
         self._minutes = {}
 
@@ -139,9 +194,10 @@ class Organization:
         self._minutes[hour] = table
         return table
 
-    def tables_between(self, a, b, lo, hi):
+    def tables(self, a, b, lo, hi):
         """The hour and minute tables that cover [a, b) within [lo, hi); a
-        minute counts when it overlaps the range."""
+        minute counts when it overlaps the range. Each entry of a table is
+        (stream index, how many times its metrics count)."""
         a, b = max(a, lo), min(b, hi)
         tables = []
         t = a
@@ -165,7 +221,229 @@ class Organization:
     def requests_between(self, stream, a, b, lo, hi):
         """Requests of a stream in [a, b), counting only time within [lo, hi)."""
         index = stream["index"]
-        return sum(n for rows in self.tables_between(a, b, lo, hi) for i, n in rows if i == index)
+        return sum(n for rows in self.tables(a, b, lo, hi) for i, n in rows if i == index)
+
+    def line_items(self, a, b, lo, hi):
+        """[(stream, line item, unit, quantity, amount)] of the requests in [a, b)."""
+        requests = {}
+        for rows in self.tables(a, b, lo, hi):
+            for index, n in rows:
+                requests[index] = requests.get(index, 0) + n
+        out = []
+        for index in sorted(requests):
+            s = self.streams[index]
+            for item, unit, per_request, price in s["items"]:
+                quantity = requests[index] * per_request
+                out.append((s, item, unit, quantity, quantity * price))
+        return out
+
+
+class Storage:
+    """Vector stores: a level, not a flow. Each store holds a number of bytes
+    for a whole UTC day (a sawtooth: it grows each day and is pruned every 45
+    days); a bucket reports the bytes of the day it starts in, summed per
+    project, and storage costs bytes x hours."""
+
+    def __init__(self, stores):
+        self.streams = stores
+
+    def level(self, store, day):
+        return store["base"] + store["growth"] * ((day + store["phase"]) % 45)
+
+    def tables(self, a, b, lo, hi):
+        if not lo <= a < hi:
+            return []
+        day = a // 86400
+        return [tuple((s["index"], self.level(s, day)) for s in self.streams)]
+
+    def line_items(self, a, b, lo, hi):
+        a, b = max(a, lo), min(b, hi)
+        if a >= b:
+            return []
+        out = []
+        for s in self.streams:
+            for item, unit, per_gibibyte_hour in s["items"]:
+                quantity = self.level(s, a // 86400) / GIB * (b - a) / 3600.0
+                out.append((s, item, unit, quantity, quantity * per_gibibyte_hour))
+        return out
+
+
+class Organization:
+    """Projects, users and keys, and the usage of every endpoint by them:
+    one organization, so usage and costs join on project, user and key."""
+
+    def __init__(self):
+        self.projects = ["proj_%s" % n for n in ("atlas", "borealis", "cinder", "delta")]
+        self.users = ["user-%s" % n for n in ("ada", "bo", "chen", "dara", "eli", "fumi")]
+        self.keys = []  # (key id, project, user)
+        for i in range(8):
+            self.keys.append(("key_%016x" % mix(1, i), self.projects[i % 4], self.users[(i * 5) % 6]))
+        # two vector stores per project
+        self.vector_stores = [("vs_%016x" % mix(109, 1, i), self.projects[i // 2]) for i in range(8)]
+        self.families = {
+            "images": Streams(self.image_streams()),
+            "completions": Streams(self.keyed_streams(101, 24, self.completion_stream)),
+            "embeddings": Streams(self.keyed_streams(102, 12, self.embedding_stream)),
+            "moderations": Streams(self.keyed_streams(103, 8, self.moderation_stream)),
+            "audio_speeches": Streams(self.keyed_streams(104, 10, self.speech_stream)),
+            "audio_transcriptions": Streams(self.keyed_streams(105, 10, self.transcription_stream)),
+            "web_search_calls": Streams(self.keyed_streams(106, 10, self.web_search_stream)),
+            "file_search_calls": Streams(self.keyed_streams(107, 10, self.file_search_stream)),
+            "code_interpreter_sessions": Streams(self.session_streams()),
+            "vector_stores": Storage(self.stores()),
+        }
+
+    def image_streams(self):
+        price = PRICES["images"]
+        streams = []
+        for i in range(36):
+            key, project, user = self.keys[mix(2, i) % 8]
+            model = MODELS[mix(3, i) % 3]
+            size = SIZES[mix(4, i) % 5]
+            if model == "dall-e-3" and size in ("256x256", "512x512"):
+                size = "1024x1024"
+            source = SOURCES[0] if mix(5, i) % 4 else SOURCES[1 + mix(6, i) % 2]
+            per_request = 1 if model == "dall-e-3" else 1 + mix(7, i) % 4
+            streams.append({
+                "index": i,
+                "dims": {"project_id": project, "user_id": user, "api_key_id": key, "model": model, "size": size,
+                         "source": source},
+                "metrics": {"images": per_request, "num_model_requests": 1},
+                "items": [(price["line_item"], price["unit"], per_request, price["per_image"][model][size])],
+                "rate": 2 + mix(8, i) % 30,  # requests in a busy hour
+                # mix(9, i, hour) and mix(10, i, hour, j) without re-hashing the prefix
+                "noise_seed": mix(9, i), "minute_seed": mix(10, i),
+            })
+        return streams
+
+    def keyed_streams(self, salt, count, build):
+        """count streams of one endpoint, each used by one key (the first
+        eight by every key in turn, so every project and user appears);
+        build(h, stream) adds the endpoint's dimensions, metrics, items and
+        rate, h(n) being the stream's n-th hash."""
+        streams = []
+        for i in range(count):
+            def h(n, i=i):
+                return mix(salt, n, i)
+            key, project, user = self.keys[i if i < 8 else h(1) % 8]
+            s = {"index": i, "dims": {"project_id": project, "user_id": user, "api_key_id": key},
+                 "noise_seed": h(9), "minute_seed": h(10)}
+            build(h, s)
+            streams.append(s)
+        return streams
+
+    def completion_stream(self, h, s):
+        model = CHAT_MODELS[h(3) % len(CHAT_MODELS)]
+        batch = h(4) % 5 == 0
+        s["dims"].update(model=model, batch=batch, service_tier="default" if batch else SERVICE_TIERS[h(5) % 4])
+        text, cached_text = 200 + h(6) % 3000, (h(7) % 3) * 512
+        cache_write = 256 if h(8) % 4 == 0 else 0
+        audio = model.startswith("gpt-4o") and h(11) % 4 == 0
+        audio_in = 100 + h(12) % 400 if audio else 0
+        cached_audio = audio_in // 4
+        audio_out = 50 + h(13) % 300 if audio else 0
+        image = 765 * (1 + h(14) % 2) if h(15) % 3 == 0 else 0
+        cached_image = 85 if image and h(16) % 2 else 0
+        text_out = 50 + h(17) % 800
+        uncached = text + audio_in + image
+        cached = cached_text + cached_audio + cached_image
+        s["metrics"] = {
+            "input_tokens": cached + cache_write + uncached, "input_cached_tokens": cached,
+            "input_cache_write_tokens": cache_write, "input_uncached_tokens": uncached,
+            "output_tokens": text_out + audio_out, "input_text_tokens": text, "output_text_tokens": text_out,
+            "input_cached_text_tokens": cached_text, "input_audio_tokens": audio_in,
+            "input_cached_audio_tokens": cached_audio, "output_audio_tokens": audio_out,
+            "input_image_tokens": image, "input_cached_image_tokens": cached_image, "output_image_tokens": 0,
+            "num_model_requests": 1,
+        }
+        price = PRICES["completions"]
+        factor = price["batch_factor"] if batch else 1.0
+        names = price["batch_line_items"] if batch else price["line_items"]
+        per_million = price["per_million_tokens"][model]
+        s["items"] = [(name.format(model=model), price["unit"], tokens, per_million[kind] * factor / 1e6)
+                      for name, kind, tokens in zip(names, ("input", "cached input", "output"),
+                                                    (uncached + cache_write, cached, text_out + audio_out))
+                      if tokens]
+        s["rate"] = 5 + h(2) % 60
+
+    def embedding_stream(self, h, s):
+        model = EMBEDDING_MODELS[h(3) % len(EMBEDDING_MODELS)]
+        tokens = 100 + h(6) % 4000
+        price = PRICES["embeddings"]
+        s["dims"]["model"] = model
+        s["metrics"] = {"input_tokens": tokens, "num_model_requests": 1}
+        s["items"] = [(price["line_item"].format(model=model), price["unit"], tokens,
+                       price["per_million_tokens"][model] / 1e6)]
+        s["rate"] = 2 + h(2) % 40
+
+    def moderation_stream(self, h, s):
+        s["dims"]["model"] = MODERATION_MODELS[h(3) % len(MODERATION_MODELS)]
+        s["metrics"] = {"input_tokens": 20 + h(6) % 1000, "num_model_requests": 1}
+        s["items"] = []  # moderations are free
+        s["rate"] = 2 + h(2) % 30
+
+    def speech_stream(self, h, s):
+        model = SPEECH_MODELS[h(3) % len(SPEECH_MODELS)]
+        characters = 40 + h(6) % 2000
+        price = PRICES["audio_speeches"]
+        s["dims"]["model"] = model
+        s["metrics"] = {"characters": characters, "num_model_requests": 1}
+        s["items"] = [(price["line_item"].format(model=model), price["unit"], characters,
+                       price["per_million_characters"][model] / 1e6)]
+        s["rate"] = 1 + h(2) % 15
+
+    def transcription_stream(self, h, s):
+        model = TRANSCRIPTION_MODELS[h(3) % len(TRANSCRIPTION_MODELS)]
+        seconds = 5 + h(6) % 600
+        price = PRICES["audio_transcriptions"]
+        s["dims"]["model"] = model
+        s["metrics"] = {"seconds": seconds, "num_model_requests": 1}
+        s["items"] = [(price["line_item"].format(model=model), price["unit"], seconds / 60.0,
+                       price["per_minute"][model])]
+        s["rate"] = 1 + h(2) % 12
+
+    def web_search_stream(self, h, s):
+        calls = 1 + h(6) % 3
+        price = PRICES["web_search_calls"]
+        s["dims"].update(model=CHAT_MODELS[h(3) % 3], context_level=CONTEXT_LEVELS[h(5) % 3])
+        s["metrics"] = {"num_model_requests": 1, "num_requests": calls}
+        s["items"] = [(price["line_item"], price["unit"], calls, price["per_call"])]
+        s["rate"] = 1 + h(2) % 20
+
+    def file_search_stream(self, h, s):
+        calls = 1 + h(6) % 4
+        stores = [vs for vs, project in self.vector_stores if project == s["dims"]["project_id"]]
+        price = PRICES["file_search_calls"]
+        s["dims"]["vector_store_id"] = stores[h(5) % len(stores)]
+        s["metrics"] = {"num_requests": calls}
+        s["items"] = [(price["line_item"], price["unit"], calls, price["per_call"])]
+        s["rate"] = 1 + h(2) % 20
+
+    def session_streams(self):
+        """Code interpreter sessions belong to a project (the endpoint knows
+        no user or key): two streams a project."""
+        price = PRICES["code_interpreter_sessions"]
+        return [{"index": i, "dims": {"project_id": self.projects[i % 4]}, "metrics": {"num_sessions": 1},
+                 "items": [(price["line_item"], price["unit"], 1, price["per_session"])],
+                 "rate": 1 + mix(108, 2, i) % 6, "noise_seed": mix(108, 9, i), "minute_seed": mix(108, 10, i)}
+                for i in range(8)]
+
+    def stores(self):
+        price = PRICES["vector_stores"]
+        return [{"index": i, "dims": {"project_id": project}, "metrics": {"usage_bytes": 1},
+                 "items": [(price["line_item"], price["unit"], price["per_gibibyte_day"] / 24.0)],
+                 "base": (5 + mix(109, 2, i) % 800) * MIB + mix(109, 5, i) % MIB,
+                 "growth": (1 + mix(109, 3, i) % 20) * MIB, "phase": mix(109, 4, i) % 45}
+                for i, (store, project) in enumerate(self.vector_stores)]
+
+    def line_items(self, a, b, lo, hi):
+        """Every line item of cost in [a, b): (project, key or None, line
+        item, unit, quantity, amount), endpoint by endpoint."""
+        out = []
+        for family in self.families.values():
+            for s, item, unit, quantity, amount in family.line_items(a, b, lo, hi):
+                out.append((s["dims"]["project_id"], s["dims"].get("api_key_id"), item, unit, quantity, amount))
+        return out
 
 
 class BadRequest(Exception):
@@ -174,7 +452,13 @@ class BadRequest(Exception):
         self.param = param
 
 
-def parse_query(raw):
+def spoken(values):
+    """'a', 'b' and 'c'."""
+    quoted = ["'%s'" % v for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def parse_query(endpoint, raw):
     """Both array syntaxes: name[]=v (the SDKs') and repeated name=v."""
     scalars, lists = {}, {}
     if not raw:
@@ -187,9 +471,9 @@ def parse_query(raw):
         bracketed = name.endswith("[]")
         if bracketed:
             name = name[:-2]
-        if name in LIST_PARAMS:
+        if name in endpoint.list_params:
             lists.setdefault(name, []).append(value)
-        elif name in SCALAR_PARAMS:
+        elif name in endpoint.scalar_params:
             if bracketed:
                 raise BadRequest(name, "Invalid type for '%s': expected one value, not an array." % name)
             if name in scalars:
@@ -230,8 +514,8 @@ def read_cursor(cursor):
 
 
 class UsageQuery:
-    def __init__(self, raw, now, cursor_loop=False):
-        scalars, lists = parse_query(raw)
+    def __init__(self, endpoint, raw, now, cursor_loop=False):
+        scalars, lists = parse_query(endpoint, raw)
         self.start = parse_int(scalars, "start_time", required=True)
         if self.start < 0:
             raise BadRequest("start_time", "Invalid 'start_time': must be a non-negative integer.")
@@ -239,31 +523,35 @@ class UsageQuery:
         self.end = now if end is None else end
         if self.end <= self.start:
             raise BadRequest("end_time", "Invalid 'end_time': must be greater than 'start_time'.")
-        self.width_name = scalars.get("bucket_width", "1d")
-        if self.width_name not in WIDTHS:
-            raise BadRequest("bucket_width", "Invalid value for 'bucket_width': '%s'. Supported values are: "
-                             "'1m', '1h' and '1d'." % self.width_name)
-        self.width, default_limit, max_limit = WIDTHS[self.width_name]
+        self.width_name = scalars.get("bucket_width", endpoint.default_width)
+        if self.width_name not in endpoint.widths:
+            raise BadRequest("bucket_width", "Invalid value for 'bucket_width': '%s'. Supported values are: %s."
+                             % (self.width_name, spoken(endpoint.width_names)))
+        self.width, default_limit, max_limit = endpoint.widths[self.width_name]
         limit = parse_int(scalars, "limit")
         self.limit = default_limit if limit is None else limit
         if not 1 <= self.limit <= max_limit:
             raise BadRequest("limit", "Invalid 'limit': must be between 1 and %d for bucket_width=%s."
                              % (max_limit, self.width_name))
         for name, values in lists.items():
-            allowed = LIST_PARAMS[name]
+            allowed = endpoint.list_params[name]
             for v in values:
                 if allowed is not None and v not in allowed:
                     raise BadRequest(name, "Invalid value for '%s': '%s'. Supported values are: %s."
                                      % (name, v, ", ".join("'%s'" % a for a in allowed)))
-        self.filters = {
-            "source": set(lists["sources"]) if "sources" in lists else None,
-            "size": set(lists["sizes"]) if "sizes" in lists else None,
-            "project_id": set(lists["project_ids"]) if "project_ids" in lists else None,
-            "user_id": set(lists["user_ids"]) if "user_ids" in lists else None,
-            "api_key_id": set(lists["api_key_ids"]) if "api_key_ids" in lists else None,
-            "model": set(lists["models"]) if "models" in lists else None,
-        }
-        self.group_by = [f for f in GROUP_FIELDS if f in lists.get("group_by", [])]
+        # filters: {result field: the values it keeps}
+        self.filters = {}
+        for name, param in endpoint.params.items():
+            if "field" not in param:
+                continue
+            if param["kind"] == "bool" and name in scalars:
+                if scalars[name] not in ("true", "false"):
+                    raise BadRequest(name, "Invalid type for '%s': expected a boolean, but got '%s'."
+                                     % (name, scalars[name]))
+                self.filters[param["field"]] = {scalars[name] == "true"}
+            elif name in lists:
+                self.filters[param["field"]] = set(lists[name])
+        self.group_by = [f for f in endpoint.group_fields if f in lists.get("group_by", [])]
         canonical = "&".join(sorted(p for p in raw.split("&") if p and not p.startswith("page=")))
         self.fingerprint = zlib.crc32(canonical.encode())
         self.position = self.start
@@ -277,6 +565,10 @@ class UsageQuery:
                 raise BadRequest("page", "Invalid 'page': the cursor belongs to a different query.")
             self.position = position
 
+    def keeps(self, dims):
+        """Whether the filters keep a stream (or line item) of these dimensions."""
+        return all(dims.get(field) in allowed for field, allowed in self.filters.items())
+
     def bucket_ends(self):
         """(start, end) of this page's buckets and the start of the next page."""
         buckets = []
@@ -289,40 +581,17 @@ class UsageQuery:
         return buckets, (t if t < self.end else None)
 
 
-def usage_page(org, query, now, cursor_loop=False):
-    history_start = (now // 86400 - HISTORY_DAYS) * 86400
-    # Per stream: its group key, or None when a filter drops it.
-    keys = []
-    for s in org.streams:
-        if all(allowed is None or s[field] in allowed for field, allowed in query.filters.items()):
-            keys.append(tuple(s[f] for f in query.group_by))
-        else:
-            keys.append(None)
-    per_request = [s["per_request"] for s in org.streams]
-    buckets, next_start = query.bucket_ends()
-    data = []
-    for start, end in buckets:
-        groups = {}
-        for rows in org.tables_between(start, end, history_start, now):
-            for index, requests in rows:
-                key = keys[index]
-                if key is None:
-                    continue
-                g = groups.get(key)
-                if g is None:
-                    groups[key] = [requests * per_request[index], requests, index]
-                else:
-                    g[0] += requests * per_request[index]
-                    g[1] += requests
-        results = []
-        for key in sorted(groups):
-            images, requests, index = groups[key]
-            s = org.streams[index]
-            row = {"object": "organization.usage.images.result", "images": images, "num_model_requests": requests}
-            for field in ("size", "source", "project_id", "user_id", "api_key_id", "model"):
-                row[field] = s[field] if field in query.group_by else None
-            results.append(row)
-        data.append({"object": "bucket", "start_time": start, "end_time": end, "results": results})
+def group_order(key):
+    """Rows in group-key order; a null value (a line item without a key)
+    sorts first."""
+    return tuple((0, "") if v is None else (1, v) for v in key)
+
+
+def history_start(now):
+    return (now // 86400 - HISTORY_DAYS) * 86400
+
+
+def page_of(data, query, next_start, cursor_loop):
     if cursor_loop:
         next_page = "page_LOOP"
     elif next_start is not None:
@@ -330,6 +599,93 @@ def usage_page(org, query, now, cursor_loop=False):
     else:
         next_page = None
     return {"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page}
+
+
+def usage_page(org, endpoint, query, now, cursor_loop=False):
+    family = org.families[endpoint.name]
+    lo = history_start(now)
+    # Per stream: its group key, or None when a filter drops it; its metrics per request.
+    keys, units = [], []
+    for s in family.streams:
+        keys.append(tuple(s["dims"][f] for f in query.group_by) if query.keeps(s["dims"]) else None)
+        units.append(tuple(s["metrics"][m] for m in endpoint.metrics))
+    n_metrics = len(endpoint.metrics)
+    metric_at = {m: j for j, m in enumerate(endpoint.metrics)}
+    buckets, next_start = query.bucket_ends()
+    data = []
+    for start, end in buckets:
+        # requests per stream first, then metrics once per stream
+        counts = {}
+        for rows in family.tables(start, end, lo, now):
+            for index, n in rows:
+                counts[index] = counts.get(index, 0) + n
+        groups = {}
+        for index, n in counts.items():
+            key = keys[index]
+            if key is None:
+                continue
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = [0] * n_metrics + [index]
+            unit = units[index]
+            for j in range(n_metrics):
+                g[j] += n * unit[j]
+        results = []
+        for key in sorted(groups, key=group_order):
+            g = groups[key]
+            dims = family.streams[g[-1]]["dims"]
+            row = {}
+            for f in endpoint.fields:
+                name = f["name"]
+                if name == "object":
+                    row[name] = endpoint.result
+                elif name in metric_at:
+                    row[name] = g[metric_at[name]]
+                else:
+                    row[name] = dims[name] if name in query.group_by else None
+            results.append(row)
+        data.append({"object": "bucket", "start_time": start, "end_time": end, "results": results})
+    return page_of(data, query, next_start, cursor_loop)
+
+
+def costs_page(org, endpoint, query, now, cursor_loop=False):
+    """Costs follow from the usage: each stream's requests times its line
+    items' quantity and price (see PRICES and README.md)."""
+    lo = history_start(now)
+    buckets, next_start = query.bucket_ends()
+    by_line_item = "line_item" in query.group_by
+    data = []
+    for start, end in buckets:
+        groups = {}
+        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now):
+            dims = {"project_id": project, "api_key_id": key, "line_item": item}
+            if not query.keeps(dims):
+                continue
+            group = tuple(dims[f] for f in query.group_by)
+            g = groups.get(group)
+            if g is None:
+                g = groups[group] = [0.0, 0.0, dims, unit]
+            g[0] += amount
+            g[1] += quantity
+        results = []
+        for group in sorted(groups, key=group_order):
+            amount, quantity, dims, unit = groups[group]
+            row = {}
+            for f in endpoint.fields:
+                name = f["name"]
+                if name == "object":
+                    row[name] = endpoint.result
+                elif name == "amount":
+                    row[name] = {"value": float(amount), "currency": PRICES["currency"]}
+                elif name == "quantity":
+                    row[name] = float(quantity) if by_line_item else None
+                elif name == "quantity_unit":
+                    row[name] = unit if by_line_item else None
+                else:
+                    row[name] = dims[name] if name in query.group_by else None
+            results.append(row)
+        data.append({"object": "bucket", "start_time": start, "end_time": end, "results": results})
+    return page_of(data, query, next_start, cursor_loop)
 
 
 def envelope(message, type_="invalid_request_error", param=None, code=None):
@@ -394,11 +750,29 @@ def check_fields(obj, types, what):
             raise ValueError("%s: '%s' has the wrong type (%s)" % (what, name, type(value).__name__))
 
 
+def check_organization(org, endpoints):
+    """The synthetic data fits the generated rules: a family for every usage
+    endpoint, every dimension and metric its result has, units of cost the
+    description knows."""
+    by_name = {e.name: e for e in endpoints.values()}
+    assert set(org.families) | {"costs"} == set(by_name), sorted(set(org.families) ^ set(by_name))
+    units = set(next(f for f in by_name["costs"].fields if f["name"] == "quantity_unit")["values"])
+    for name, family in org.families.items():
+        endpoint = by_name[name]
+        for s in family.streams:
+            assert set(s["dims"]) == set(endpoint.group_fields), (name, sorted(s["dims"]))
+            assert set(s["metrics"]) == set(endpoint.metrics), (name, sorted(s["metrics"]))
+            for item in s["items"]:
+                assert item[1] is None or item[1] in units, (name, item)
+
+
 class State:
     def __init__(self, key, now):
         self.key = key
         self.fixed_now = now
+        self.endpoints = load_endpoints()
         self.org = Organization()
+        check_organization(self.org, self.endpoints)
         self.lock = threading.Lock()
         self.records = []
         self.faults = []
@@ -515,6 +889,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send_body(200, body, gzip_ok=False)
             if method == "GET" and name == "status":
                 return self.send_body(200, json.dumps(state.status()).encode(), gzip_ok=False)
+            if method == "GET" and name == "prices":
+                return self.send_body(200, json.dumps(PRICES).encode(), gzip_ok=False)
             if method == "POST" and name == "reset":
                 self.read_json_body()
                 with state.lock:
@@ -612,7 +988,8 @@ class Handler(BaseHTTPRequestHandler):
     def answer(self, method, path, query):
         state = self.server.state
         auth = self.headers.get("Authorization", "")
-        if path != "/v1/organization/usage/images" or method != "GET":
+        endpoint = state.endpoints.get(path)
+        if endpoint is None or method != "GET":
             return 404, envelope("Invalid URL (%s %s)" % (method, path))
         if auth != "Bearer " + state.key:
             given = auth[7:] if auth.startswith("Bearer ") else ""
@@ -630,10 +1007,11 @@ class Handler(BaseHTTPRequestHandler):
         now = state.now()
         cursor_loop = bool(state.settings.get("cursor_loop"))
         try:
-            usage_query = UsageQuery(query, now, cursor_loop)
+            usage_query = UsageQuery(endpoint, query, now, cursor_loop)
         except BadRequest as e:
             return 400, envelope(str(e), param=e.param)
-        page = usage_page(state.org, usage_query, now, cursor_loop)
+        make_page = costs_page if endpoint.name == "costs" else usage_page
+        page = make_page(state.org, endpoint, usage_query, now, cursor_loop)
         return 200, json.dumps(page, separators=(",", ":")).encode()
 
     def fixture_body(self, path, query):

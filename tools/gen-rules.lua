@@ -1,8 +1,11 @@
 #!/usr/bin/env lua5.4
 -- Writes src/rules_table.c, the C rule table of every usage endpoint and of
--- costs, from the OpenAPI description. Run by `make rules`; the output is
--- committed, and a spec checks it is what this script writes.
---   lua5.4 tools/gen-rules.lua tools/openai-usage-openapi.yaml > src/rules_table.c
+-- costs, from the OpenAPI description; and the same rules, with each
+-- endpoint's result fields, as JSON for the stand-in server (which must not
+-- keep a second copy of them). Run by `make rules`; both outputs are
+-- committed, and a spec checks they are what this script writes.
+--   lua5.4 tools/gen-rules.lua tools/openai-usage-openapi.yaml [JSON] > src/rules_table.c
+-- JSON defaults to standin/endpoints.json in the repository of this script.
 local lyaml = require "lyaml"
 
 -- The one fact the description states only in prose (in the limit
@@ -12,7 +15,8 @@ local WIDTH_LIMITS = {
   costs = { { "1d", 7, 180 } },
 }
 
-local path = assert(arg[1], "usage: gen-rules.lua OPENAPI.yaml")
+local path = assert(arg[1], "usage: gen-rules.lua OPENAPI.yaml [ENDPOINTS.json]")
+local json_path = arg[2] or ((arg[0]:match "^(.-)gen%-rules%.lua$" or "") .. "../standin/endpoints.json")
 local f = assert(io.open(path))
 local spec = lyaml.load(f:read "*a")
 f:close()
@@ -118,3 +122,159 @@ end
 out[#out + 1] = "};"
 out[#out + 1] = ("const size_t ou_nendpoints = %d;"):format(#endpoints)
 io.write(table.concat(out, "\n"), "\n")
+
+-- The stand-in's copy of the same rules, as JSON, with each endpoint's result
+-- fields: types from the result schema, order from the path's example
+-- response (the order the API writes them in).
+local KINDS = {
+  OU_PARAM_TIME = "time", OU_PARAM_WIDTH = "width", OU_PARAM_LIMIT = "limit",
+  OU_PARAM_CURSOR = "cursor", OU_PARAM_LIST = "list", OU_PARAM_BOOL = "bool",
+}
+local UNIT_SECONDS = { m = 60, h = 3600, d = 86400 }
+
+-- The result schema whose object constant is `object`.
+local function result_schema(object)
+  for _, schema in pairs(spec.components.schemas) do
+    local o = (schema.properties or {}).object
+    if o and o.enum and o.enum[1] == object then
+      return schema
+    end
+  end
+  error("no result schema has the object " .. object)
+end
+
+local fields_of
+
+-- One property: its single non-null type, nullable when null is allowed,
+-- the known values of a string, the properties of an object.
+local function field(name, schema, required, example)
+  local f = { name = name, required = required or nil }
+  local kind
+  for _, alt in ipairs(schema.anyOf or { schema }) do
+    if alt.type == "null" then
+      f.nullable = true
+    else
+      assert(kind == nil or kind == alt.type, name .. ": more than one type")
+      kind = alt.type
+      if alt.enum and name ~= "object" then
+        f.values = alt.enum
+      end
+    end
+  end
+  f.type = assert(kind, name .. ": no type")
+  if kind == "object" then
+    f.properties = fields_of(schema, example)
+  end
+  return f
+end
+
+-- The properties of an object schema in the order the example shows them.
+function fields_of(schema, example)
+  local required, list = {}, {}
+  for _, name in ipairs(schema.required or {}) do
+    required[name] = true
+  end
+  for name, property in pairs(schema.properties) do
+    local at = example:find('"' .. name .. '"%s*:')
+    assert(at, name .. " is not in the example response")
+    list[#list + 1] = { at = at, field = field(name, property, required[name], example) }
+  end
+  table.sort(list, function(a, b)
+    return a.at < b.at
+  end)
+  for i, entry in ipairs(list) do
+    list[i] = entry.field
+  end
+  return list
+end
+
+local described = {}
+for i, p in ipairs(paths) do
+  local op, e = spec.paths[p].get, endpoints[i]
+  local example = op["x-oaiMeta"].examples.response:match '"results"%s*:%s*%[%s*(%b{})'
+  local object = assert(example, e.name .. ": no result in the example response"):match '"object"%s*:%s*"([^"]+)"'
+  local fields = fields_of(result_schema(object), example)
+  local by_name = {}
+  for _, f in ipairs(fields) do
+    by_name[f.name] = f
+  end
+  local params, widths = {}, {}
+  for _, param in ipairs(op.parameters) do
+    local kind, values = param_type(param)
+    local entry = { name = param.name, kind = KINDS[kind], required = param.required or nil, values = values }
+    if kind == "OU_PARAM_WIDTH" then
+      entry.values = param.schema.enum
+      local limits = {}
+      for _, w in ipairs(WIDTH_LIMITS[e.family]) do
+        limits[w[1]] = w
+      end
+      for _, w in ipairs(param.schema.enum) do
+        local n, unit = w:match "^(%d+)(%a)$"
+        widths[#widths + 1] = { name = w, seconds = tonumber(n) * assert(UNIT_SECONDS[unit], w),
+          default_limit = limits[w][2], max_limit = limits[w][3] }
+      end
+    elseif kind == "OU_PARAM_LIMIT" and param.schema.default then
+      for _, w in ipairs(WIDTH_LIMITS[e.family]) do
+        assert(w[1] ~= e.default_width or w[2] == param.schema.default,
+          e.name .. ": the description's default limit differs from the one written above")
+      end
+    elseif param.name == "group_by" then
+      for _, v in ipairs(values) do
+        assert(by_name[v] and by_name[v].nullable, e.name .. ": group_by " .. v .. " is not a result field")
+      end
+    elseif kind == "OU_PARAM_LIST" or kind == "OU_PARAM_BOOL" then
+      -- a filter: project_ids keeps rows by project_id, sizes by size, batch by batch
+      entry.field = kind == "OU_PARAM_BOOL" and param.name or param.name:gsub("s$", "")
+      assert(by_name[entry.field], e.name .. ": filter " .. param.name .. " names no result field")
+    end
+    params[#params + 1] = entry
+  end
+  described[#described + 1] = { name = e.name, path = e.path, result = object, default_width = e.default_width,
+    widths = widths, params = params, fields = fields }
+end
+
+local function json_scalar(v)
+  if type(v) == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c)
+      return ("\\u%04x"):format(c:byte())
+    end) .. '"'
+  elseif math.type(v) == "integer" or type(v) == "boolean" then
+    return tostring(v)
+  end
+  error("cannot write " .. tostring(v) .. " as JSON")
+end
+
+-- Sorted keys; a container goes on one line when it fits in 110 columns.
+local function json(v, indent)
+  if type(v) ~= "table" then
+    return json_scalar(v)
+  end
+  local list = v[1] ~= nil or next(v) == nil
+  local keys = {}
+  if not list then
+    for k in pairs(v) do
+      keys[#keys + 1] = k
+    end
+    table.sort(keys)
+  end
+  local function items(inner)
+    local parts = {}
+    for i = 1, list and #v or #keys do
+      local value = json(list and v[i] or v[keys[i]], inner)
+      parts[i] = list and value or (json_scalar(keys[i]) .. ": " .. value)
+    end
+    return parts
+  end
+  local open, close = list and "[" or "{", list and "]" or "}"
+  local flat = open .. table.concat(items(""), ", ") .. close
+  if #indent + #flat <= 110 and not flat:find "\n" then
+    return flat
+  end
+  local inner = indent .. "  "
+  return open .. "\n" .. inner .. table.concat(items(inner), ",\n" .. inner) .. "\n" .. indent .. close
+end
+
+local f = assert(io.open(json_path, "w"))
+f:write(json({ note = "Generated by tools/gen-rules.lua from tools/openai-usage-openapi.yaml: do not edit.",
+  endpoints = described }, ""), "\n")
+f:close()
