@@ -54,7 +54,7 @@ LUA_FILES := $(wildcard lua/openai_usage/*.lua lua/openai_usage/*/*.lua)
 # Debian packages the build and the suite need.
 DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-busted lua-cjson \
 	python3 curl locales luarocks lua-yaml clang-format openssl \
-	nginx libnginx-mod-http-lua lua-resty-core neovim chromium
+	nginx libnginx-mod-http-lua lua-resty-core libluajit2-5.1-dev neovim chromium
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
@@ -147,7 +147,9 @@ check-asan: deps
 	  OPENAI_USAGE_LUA="$(LUA)" $(BUSTED) $(BUSTED_ARGS) spec
 
 # The whole suite on every Lua the module supports: 5.4, 5.3, 5.1 and LuaJIT 2.1.
-MATRIX_PACKAGES := lua5.3 liblua5.3-dev lua5.1 liblua5.1-0-dev luajit libluajit-5.1-dev
+# LuaJIT: OpenResty's branch (luajit2), the one nginx's lua module needs; Debian's
+# luajit conflicts with it and would remove libnginx-mod-http-lua.
+MATRIX_PACKAGES := lua5.3 liblua5.3-dev lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev
 test-all: deps
 	@missing=""; for p in $(MATRIX_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
 	  grep -q 'ok installed' || missing="$$missing $$p"; done; \
