@@ -73,6 +73,10 @@ end
 -- client:pages does; that page itself is still returned).
 function Walk:step()
   if self.done then
+    if self.busy and self.client:poll(self.busy) then
+      self.client:cancel() -- the cancelled transfer has landed: dropping it is instant
+      self.busy = nil
+    end
     return nil, self.err
   end
   if not self.client:poll(self.token) then
@@ -104,18 +108,27 @@ function Walk:step()
   return page
 end
 
---- Stops the walk: no more pages. A transfer still on the wire is aborted
--- (the client waits for its thread to notice, within libcurl's progress
--- interval, ~0.1 s measured); one that has landed is dropped at once.
+--- Stops the walk: no more pages, and returns at once. A transfer that has
+-- landed is dropped now. One still on the wire is left to finish on its
+-- thread, because stopping it would wait up to a second (libcurl notices an
+-- abort only in its progress callback, ~1 s apart while a server is silent):
+-- walk.busy stays set until a later step() finds it landed and drops it.
+-- Keep stepping while walk.busy before closing the client, or closing will
+-- wait for that abort.
 function Walk:cancel()
   if self.done then
     return
   end
-  if self.token then
-    self.client:cancel()
-  end
+  local token = self.token
   self.cancelled = true
   finish(self)
+  if token then
+    if self.client:poll(token) then
+      self.client:cancel()
+    else
+      self.busy = token
+    end
+  end
 end
 
 --- The result rows of a page, each stamped with its bucket's start_time and
