@@ -1,6 +1,8 @@
 -- The stand-in server behaves like the API where a client relies on it:
 -- checked with the curl command-line tool, independently of our client.
 local cjson = require "cjson"
+local lyaml = require "lyaml"
+local usage = require "openai_usage"
 local standin = require "spec.support.standin"
 
 local KEY = "sk-admin-standin-spec-123456"
@@ -655,6 +657,309 @@ describe("stand-in server", function()
       assert.are.equal(400, (get "start_time=1&page=fixture_9"))
       assert.are.equal(401, (get("start_time=1", { key = "sk-admin-not-this-one" })))
       os.remove(path)
+    end)
+  end)
+
+  -- The other endpoints and costs: one organization, read with the real client.
+  describe("one organization across every endpoint", function()
+    local WEEK = { start_time = NOW - 7 * DAY, end_time = NOW }
+    local c
+
+    before_each(function()
+      c = assert(usage.new(srv:client_options { retry_backoff = 0.01, retry_backoff_max = 0.04 }))
+    end)
+
+    local function with(base, extra)
+      local t = {}
+      for k, v in pairs(base) do
+        t[k] = v
+      end
+      for k, v in pairs(extra or {}) do
+        t[k] = v
+      end
+      return t
+    end
+
+    local function rows(endpoint, params)
+      local out = {}
+      for row in c:results(endpoint, params) do
+        out[#out + 1] = row
+      end
+      return out
+    end
+
+    local function near(expected, actual, what)
+      local scale = math.max(1, math.abs(expected), math.abs(actual))
+      assert(math.abs(expected - actual) <= 1e-9 * scale, ("%s: expected %.17g, got %.17g"):format(what or "",
+        expected, actual))
+    end
+
+    local function is_float(v)
+      return type(v) == "number" and (math.type == nil or math.type(v) == "float")
+    end
+
+    local function group_fields(endpoint)
+      for _, p in ipairs(usage.rules(endpoint).params) do
+        if p.name == "group_by" then
+          return p.values
+        end
+      end
+    end
+
+    -- Sum of every count of the rows (all numbers but the bucket times).
+    local function counted(list)
+      local sum = 0
+      for _, r in ipairs(list) do
+        for k, v in pairs(r) do
+          if type(v) == "number" and k ~= "start_time" and k ~= "end_time" then
+            sum = sum + v
+          end
+        end
+      end
+      return sum
+    end
+
+    it("every endpoint has the images projects, and only the images users and keys", function()
+      local ids = {}
+      for _, field in ipairs { "project_id", "user_id", "api_key_id" } do
+        ids[field] = {}
+        for _, r in ipairs(rows("images", with(WEEK, { group_by = field }))) do
+          ids[field][r[field]] = true
+        end
+      end
+      local endpoints = 0
+      for _, endpoint in ipairs(usage.rules()) do
+        local fields = {}
+        for _, f in ipairs(group_fields(endpoint)) do
+          fields[f] = true
+        end
+        assert.is_true(fields.project_id, endpoint)
+        for _, field in ipairs { "project_id", "user_id", "api_key_id" } do
+          if fields[field] then
+            local seen = {}
+            for _, r in ipairs(rows(endpoint, with(WEEK, { group_by = field }))) do
+              if r[field] ~= nil then
+                assert.is_true(ids[field][r[field]], ("%s: %s %s is not in images"):format(endpoint, field, r[field]))
+                seen[r[field]] = true
+              end
+            end
+            if field == "project_id" then
+              assert.are.same(ids.project_id, seen, endpoint)
+            else
+              assert.is_not_nil(next(seen), endpoint .. " " .. field)
+            end
+          end
+        end
+        endpoints = endpoints + 1
+      end
+      assert.are.equal(#usage.rules(), endpoints)
+      assert.is_true(endpoints > 10)
+    end)
+
+    it("costs join images usage by project: the image line item is the images priced by the stand-in's table", function()
+      local prices = srv:call "prices"
+      local item = prices.images.line_item
+      local amounts, images = {}, {}
+      for _, r in ipairs(rows("images", with(WEEK, { group_by = { "project_id", "model", "size" } }))) do
+        local price = prices.images.per_image[r.model][r.size]
+        assert.is_number(price, r.model .. " " .. r.size .. " has no price")
+        local k = r.start_time .. " " .. r.project_id
+        amounts[k] = (amounts[k] or 0) + r.images * price
+        images[k] = (images[k] or 0) + r.images
+      end
+      local joined = 0
+      for r in c:results("costs", with(WEEK, { group_by = { "project_id", "line_item" } })) do
+        if r.line_item == item then
+          local k = r.start_time .. " " .. r.project_id
+          assert.is_not_nil(amounts[k], "an image cost without image usage: " .. k)
+          near(amounts[k], r.amount.value, k)
+          assert.are.equal(images[k], r.quantity)
+          assert.are.equal(prices.images.unit, r.quantity_unit)
+          amounts[k] = nil
+          joined = joined + 1
+        end
+      end
+      assert.is_nil(next(amounts), "image usage without a cost")
+      assert.is_true(joined >= 7 * 2)
+    end)
+
+    it("costs of completions follow from its tokens: input, cached input and output per model, batch at its factor", function()
+      local p = srv:call("prices").completions
+      local expected = {} -- [day .. line item] = { quantity, amount }
+      for _, r in ipairs(rows("completions", with(WEEK, { group_by = { "model", "batch" } }))) do
+        local names = r.batch and p.batch_line_items or p.line_items
+        local factor = r.batch and p.batch_factor or 1
+        local tokens = { r.input_uncached_tokens + r.input_cache_write_tokens, r.input_cached_tokens, r.output_tokens }
+        for i, kind in ipairs { "input", "cached input", "output" } do
+          if tokens[i] > 0 then
+            local name = names[i]:gsub("{model}", r.model)
+            local k = r.start_time .. " " .. name
+            local e = expected[k] or { 0, 0 }
+            e[1], e[2] = e[1] + tokens[i], e[2] + tokens[i] * p.per_million_tokens[r.model][kind] * factor / 1e6
+            expected[k] = e
+          end
+        end
+      end
+      local matched = 0
+      for r in c:results("costs", with(WEEK, { group_by = "line_item" })) do
+        local model = r.line_item:match "^(.-), "
+        if model and p.per_million_tokens[model] then
+          local k = r.start_time .. " " .. r.line_item
+          local e = expected[k]
+          assert.is_not_nil(e, "a completions cost without usage: " .. k)
+          assert.are.equal(e[1], r.quantity)
+          assert.are.equal(p.unit, r.quantity_unit)
+          near(e[2], r.amount.value, k)
+          expected[k] = nil
+          matched = matched + 1
+        end
+      end
+      assert.is_nil(next(expected), "completions usage without a cost")
+      assert.is_true(matched > 7 * 4)
+    end)
+
+    it("costs: float amounts in usd; line items carry a quantity and a unit the description knows", function()
+      local description = lyaml.load(assert(io.open "tools/openai-usage-openapi.yaml"):read "*a")
+      local units = {}
+      for _, alt in ipairs(description.components.schemas.CostsResult.properties.quantity_unit.anyOf) do
+        for _, u in ipairs(alt.enum or {}) do
+          units[u] = true
+        end
+      end
+      local per_day, items = {}, {}
+      for r in c:results("costs", with(WEEK, { group_by = "line_item" })) do
+        assert.is_true(is_float(r.amount.value), r.line_item)
+        assert.are.equal("usd", r.amount.currency)
+        assert.is_true(is_float(r.quantity), r.line_item)
+        assert.is_true(r.quantity_unit == nil or units[r.quantity_unit], tostring(r.quantity_unit))
+        per_day[r.start_time] = (per_day[r.start_time] or 0) + r.amount.value
+        items[r.line_item] = true
+      end
+      local days = 0
+      for r in c:results("costs", WEEK) do
+        days = days + 1
+        assert.is_true(is_float(r.amount.value))
+        assert.are.equal("usd", r.amount.currency)
+        assert.is_nil(r.line_item or r.project_id or r.api_key_id or r.quantity or r.quantity_unit)
+        near(per_day[r.start_time], r.amount.value, "day " .. r.start_time)
+      end
+      assert.are.equal(7, days)
+      local n = 0
+      for _ in pairs(items) do
+        n = n + 1
+      end
+      assert.is_true(n > 10)
+    end)
+
+    it("vector_stores reports a level: every hour of a day shows the day's bytes, and storage costs bytes x hours", function()
+      local day = { start_time = NOW - 2 * DAY, end_time = NOW - DAY }
+      local bytes, projects = {}, 0
+      for _, r in ipairs(rows("vector_stores", with(day, { group_by = "project_id" }))) do
+        bytes[r.project_id] = r.usage_bytes
+        projects = projects + 1
+      end
+      local hours = 0
+      for r in c:results("vector_stores", with(day, { bucket_width = "1h", group_by = "project_id" })) do
+        assert.are.equal(bytes[r.project_id], r.usage_bytes)
+        hours = hours + 1
+      end
+      assert.are.equal(24 * projects, hours)
+      local p = srv:call("prices").vector_stores
+      local costed = 0
+      for r in c:results("costs", with(day, { group_by = { "project_id", "line_item" } })) do
+        if r.line_item == p.line_item then
+          near(bytes[r.project_id] / 2 ^ 30 * 24, r.quantity, r.project_id)
+          near(r.quantity * p.per_gibibyte_day / 24, r.amount.value, r.project_id)
+          costed = costed + 1
+        end
+      end
+      assert.are.equal(projects, costed)
+      assert.is_true(projects > 1)
+    end)
+
+    it("completions tokens add up as the description defines them", function()
+      local list = rows("completions", with(WEEK, { group_by = { "model", "batch", "service_tier" } }))
+      assert.is_true(#list > 7)
+      for _, r in ipairs(list) do
+        assert.are.equal(r.input_tokens, r.input_cached_tokens + r.input_cache_write_tokens + r.input_uncached_tokens)
+        assert.are.equal(r.input_uncached_tokens, r.input_text_tokens + r.input_audio_tokens + r.input_image_tokens)
+        assert.are.equal(r.input_cached_tokens,
+          r.input_cached_text_tokens + r.input_cached_audio_tokens + r.input_cached_image_tokens)
+        assert.are.equal(r.output_tokens, r.output_text_tokens + r.output_audio_tokens + r.output_image_tokens)
+        assert.is_boolean(r.batch)
+        assert.is_string(r.service_tier)
+      end
+    end)
+
+    it("every usage endpoint but vector_stores agrees with itself across widths", function()
+      local start = NOW - 2 * DAY
+      local checked = 0
+      for _, endpoint in ipairs(usage.rules()) do
+        if endpoint ~= "costs" and endpoint ~= "vector_stores" then
+          local days = counted(rows(endpoint, { start_time = start, end_time = start + DAY }))
+          local hours = counted(rows(endpoint, { start_time = start, end_time = start + DAY, bucket_width = "1h" }))
+          local hour = counted(rows(endpoint, { start_time = start + 36000, end_time = start + 39600,
+            bucket_width = "1h" }))
+          local minutes = counted(rows(endpoint, { start_time = start + 36000, end_time = start + 39600,
+            bucket_width = "1m" }))
+          assert.are.equal(days, hours, endpoint)
+          assert.are.equal(hour, minutes, endpoint)
+          assert.is_true(hour > 0, endpoint)
+          checked = checked + 1
+        end
+      end
+      assert.are.equal(#usage.rules() - 2, checked)
+    end)
+
+    it("faults and settings apply to every endpoint", function()
+      srv:faults { { status = 503 } }
+      assert.is_table(assert(c:costs(WEEK)).data)
+      local records = srv:requests()
+      assert.are.same({ "/v1/organization/costs", "/v1/organization/costs" }, { records[1].path, records[2].path })
+      srv:faults { { status = 429, times = 5 } }
+      local _, err = c:completions(WEEK)
+      assert.are.same({ "http", 429, "rate_limit_exceeded" }, { err.kind, err.status, err.code })
+      srv:reset()
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write '{"object":"page","data":[],"has_more":false,"next_page":null}'
+      f:close()
+      srv:settings { fixture_page = path }
+      assert.are.same({}, assert(c:embeddings { start_time = 1 }).data)
+      os.remove(path)
+      srv:reset()
+      srv:settings { cursor_loop = true }
+      local ok, walk_err = pcall(function()
+        for _ in c:pages("vector_stores", { start_time = NOW - 3 * DAY, end_time = NOW, limit = 1 }) do
+        end
+      end)
+      assert.is_false(ok)
+      assert.matches("repeated the cursor", tostring(walk_err), 1, true)
+    end)
+
+    it("answers the same query with the same body on every endpoint, and 404 on a path it does not know", function()
+      local urls = {}
+      for _, endpoint in ipairs(usage.rules()) do
+        local url = srv.url .. usage.rules(endpoint).path .. "?" .. usage.encode_query(endpoint, with(WEEK, {
+          group_by = group_fields(endpoint) }))
+        urls[#urls + 1] = "'" .. url .. "' '" .. url .. "'"
+      end
+      -- each URL twice, in one curl; each body ends with a line of its own
+      local p = assert(io.popen(("env -u LD_PRELOAD curl -gsS --max-time 20 %s -w '\n' %s")
+        :format(AUTH, table.concat(urls, " "))))
+      local bodies = {}
+      for line in p:read("*a"):gmatch "[^\n]+" do
+        bodies[#bodies + 1] = line
+      end
+      p:close()
+      assert.are.equal(2 * #urls, #bodies)
+      for i = 1, #bodies, 2 do
+        assert.are.equal(bodies[i], bodies[i + 1])
+        assert.are.equal("page", cjson.decode(bodies[i]).object)
+      end
+      local status, _, body = run(AUTH, nil, srv.url .. "/organization/usage/file_searches?start_time=1")
+      assert.are.equal(404, status)
+      assert.matches("Invalid URL", cjson.decode(body).error.message, 1, true)
     end)
   end)
 
