@@ -131,6 +131,125 @@ function Walk:cancel()
   end
 end
 
+local Task = {}
+Task.__index = Task
+
+-- Whether a coroutine may yield from a generic for's iterator (and from
+-- inside pcall): not on PUC Lua 5.1, where both are C-call boundaries.
+local probe = coroutine.create(function()
+  for _ in function()
+    return pcall(coroutine.yield)
+  end do
+    return
+  end
+end)
+coroutine.resume(probe)
+M.tasks_supported = coroutine.status(probe) == "suspended"
+
+-- The client as a task's function sees it: pages() walks by yielding to
+-- the loop while a page is on the wire; buckets() and results() are the
+-- client's own, which are built on self:pages, so they walk the same way;
+-- every other method is the client's (and blocks as usual).
+local function task_client(task, client)
+  local view = setmetatable({}, {
+    __index = function(_, name)
+      local value = client[name]
+      if type(value) ~= "function" or name == "buckets" or name == "results" then
+        return value
+      end
+      return function(_, ...)
+        return value(client, ...)
+      end
+    end,
+  })
+  function view.pages(_, endpoint, params)
+    local walk, err = M.pages(client, endpoint, params)
+    if not walk then
+      error(err, 0)
+    end
+    task.walk = walk
+    local function next_page()
+      while true do
+        local page, step_err = walk:step()
+        if page then
+          task.pages = task.pages + 1
+          return page
+        end
+        if walk.done then
+          if step_err then
+            error(step_err, 0)
+          end
+          return nil
+        end
+        coroutine.yield()
+      end
+    end
+    -- the generic for of Lua 5.4 closes a walk left early
+    local closer = setmetatable({ close = function()
+      walk:cancel()
+    end }, { __close = function(w)
+      w.close()
+    end })
+    return next_page, nil, nil, closer
+  end
+  return view
+end
+
+--- Runs fn(client) as a task an event loop drives: code written for the
+-- plain client runs unchanged, but its iterators (client:pages, buckets,
+-- results) wait for a page by yielding to the loop instead of blocking it.
+-- task:step() never blocks: it runs fn until it next waits for a page (or
+-- ends). Then task.done is set, with task.result (what fn returned) or
+-- task.err (what it raised, or the err of a nil, err return). task.pages
+-- counts the pages so far, task.walk is the walk in progress. Needs Lua
+-- 5.2+ or LuaJIT (Neovim, OpenResty): on 5.1, nil and an error.
+function M.task(client, fn)
+  if not M.tasks_supported then
+    return nil, usage.error {
+      kind = "invalid_argument",
+      message = "async.task needs Lua 5.2+ or LuaJIT: Lua 5.1 cannot yield from inside a for loop's iterator",
+    }
+  end
+  local task = setmetatable({ pages = 0, done = false }, Task)
+  local view = task_client(task, client)
+  task.co = coroutine.create(function()
+    return fn(view)
+  end)
+  return task
+end
+
+function Task:step()
+  if self.done then
+    if self.walk and self.walk.busy then
+      self.walk:step()
+    end
+    self.busy = self.walk and self.walk.busy or nil
+    return
+  end
+  local ok, result, err = coroutine.resume(self.co)
+  if not ok then
+    self.done, self.err = true, result
+  elseif coroutine.status(self.co) == "dead" then
+    self.done, self.result = true, result
+    if result == nil then
+      self.err = err
+    end
+  end
+end
+
+--- Stops the task where it waits; returns at once (see Walk:cancel: the
+-- page on the wire, if any, is dropped by later steps while task.busy).
+function Task:cancel()
+  if self.done then
+    return
+  end
+  self.done, self.cancelled = true, true
+  if self.walk then
+    self.walk:cancel()
+    self.busy = self.walk.busy
+  end
+end
+
 --- The result rows of a page, each stamped with its bucket's start_time and
 -- end_time as client:results yields them, appended to rows (or a new list).
 function M.rows(page, rows)
