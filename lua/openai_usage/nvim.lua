@@ -1,0 +1,335 @@
+--- :OpenAIUsage in Neovim: the CLI's arguments and report, fetched without
+-- freezing the editor. A vim.loop timer steps an openai_usage.async task
+-- that does what the command line does (each page's transfer runs on the
+-- client's background thread; a step only asks whether it has landed), the
+-- echo area shows the progress, and the finished report opens in a scratch
+-- buffer named openai-usage://ENDPOINT.
+-- plugin/openai_usage.lua defines the command; this module does the work.
+local usage = require "openai_usage"
+local async = require "openai_usage.async"
+
+local M = {
+  interval = 15, -- milliseconds between two steps of a walk
+}
+
+local levels = vim.log.levels
+
+-- Reports still loading, so :OpenAIUsage! can cancel them.
+local running = {}
+
+local function notify(message, level)
+  -- one line, whatever the error table's message holds
+  vim.notify("openai-usage: " .. tostring(message):gsub("[\r\n]+", " "), level or levels.INFO)
+end
+
+local function fail(err)
+  notify(err, levels.ERROR)
+  return nil, err
+end
+
+--- Splits a command line into words like a shell would, without expanding
+-- anything: blanks separate words, '...' and "..." quote, \ escapes a
+-- character outside single quotes.
+function M.split(line)
+  local words, word, quote, escaped = {}, nil, nil, false
+  for ch in tostring(line or ""):gmatch "." do
+    if escaped then
+      word, escaped = (word or "") .. ch, false
+    elseif quote then
+      if ch == quote then
+        quote = nil
+      elseif ch == "\\" and quote == '"' then
+        escaped = true
+      else
+        word = word .. ch
+      end
+    elseif ch == "'" or ch == '"' then
+      quote, word = ch, word or ""
+    elseif ch == "\\" then
+      escaped = true
+    elseif ch:match "%s" then
+      if word then
+        words[#words + 1], word = word, nil
+      end
+    else
+      word = (word or "") .. ch
+    end
+  end
+  if word then
+    words[#words + 1] = word
+  end
+  return words
+end
+
+local FILETYPES = { md = "markdown", csv = "csv", json = "json", jsonl = "json", html = "html", svg = "svg" }
+
+local function buffer_named(name)
+  for _, buf in ipairs(vim.api.nvim_list_bufs()) do
+    if vim.api.nvim_buf_is_valid(buf) and vim.api.nvim_buf_get_name(buf) == name then
+      return buf
+    end
+  end
+end
+
+-- The current window holds nothing worth keeping (a fresh editor).
+local function current_is_empty()
+  local buf = vim.api.nvim_get_current_buf()
+  return vim.api.nvim_buf_get_name(buf) == "" and not vim.bo[buf].modified
+    and vim.api.nvim_buf_line_count(buf) == 1 and vim.api.nvim_buf_get_lines(buf, 0, 1, false)[1] == ""
+end
+
+--- Shows text in the scratch buffer called name (reused when it exists):
+-- buftype=nofile, bufhidden=wipe, no swap file. mods are the command's
+-- modifiers (:vertical, :tab, ...), used to open the window. Returns the buffer.
+function M.show(name, text, options)
+  options = options or {}
+  local lines = vim.split(text, "\n", { plain = true })
+  if lines[#lines] == "" then
+    lines[#lines] = nil
+  end
+  local buf = buffer_named(name)
+  if not buf then
+    buf = vim.api.nvim_create_buf(false, true)
+    vim.bo[buf].buftype = "nofile"
+    vim.bo[buf].bufhidden = "wipe"
+    vim.bo[buf].swapfile = false
+    vim.api.nvim_buf_set_name(buf, name)
+  end
+  vim.bo[buf].modifiable = true
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+  vim.bo[buf].modified = false
+  vim.bo[buf].filetype = options.filetype or ""
+  local win = vim.fn.bufwinid(buf)
+  if win ~= -1 then
+    vim.api.nvim_set_current_win(win)
+  elseif (options.mods or "") == "" and current_is_empty() then
+    vim.api.nvim_win_set_buf(0, buf)
+  else
+    local mods = (options.mods or ""):gsub("^%s+", "")
+    vim.cmd((mods ~= "" and mods .. " " or "") .. "sbuffer " .. buf)
+  end
+  return buf
+end
+
+-- The admin key: vim.g.openai_usage_api_key (a string, or a function that
+-- returns one), else $OPENAI_ADMIN_KEY.
+local function api_key()
+  local key = vim.g.openai_usage_api_key
+  if type(key) == "function" then
+    key = key()
+  end
+  if key == nil or key == "" then
+    key = os.getenv "OPENAI_ADMIN_KEY"
+  end
+  if key ~= nil and key ~= "" then
+    return key
+  end
+end
+
+--- Runs a report: argv as for the command line (a list of strings), or a
+-- string split like a shell would. options: mods (window modifiers),
+-- on_done(buf | nil, err) called when it ends. Returns the handle of the
+-- running report ({task, job, cancel = fn}), or nil and the error (already
+-- shown); --help and --version return true.
+function M.run(argv, options)
+  options = options or {}
+  if type(argv) == "string" then
+    argv = M.split(argv)
+  end
+  local cli = require "openai_usage.cli"
+  local job, err = cli.parse(argv)
+  if not job then
+    return fail(err)
+  end
+  if job.help then
+    M.show("openai-usage://help", cli.help(job.endpoint), options)
+    return true
+  end
+  if job.version then
+    notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
+    return true
+  end
+  if job.cache then
+    notify("--cache is not used in Neovim: every page is requested", levels.WARN)
+  end
+  local key = api_key()
+  if not key then
+    return fail("no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key")
+  end
+  local client, cerr = usage.new {
+    api_key = key,
+    base_url = job.base_url or vim.g.openai_usage_base_url,
+  }
+  if not client then
+    return fail(cerr)
+  end
+
+  local rows, buckets = {}, 0
+  -- what the command line does, as a task: its walks yield to the timer
+  local task, terr = async.task(client, function(c)
+    local last
+    for row, bucket in c:results(job.endpoint, job.params) do
+      rows[#rows + 1] = row
+      if bucket ~= last then
+        buckets, last = buckets + 1, bucket
+      end
+    end
+    local meta
+    if job.cost then
+      local cost_err
+      meta, cost_err = require("openai_usage.cost").apply(job, rows, c, cli.shape)
+      if not meta then
+        return nil, cost_err
+      end
+    end
+    return cli.render(job, rows, meta)
+  end)
+  if not task then
+    client:close()
+    return fail(terr)
+  end
+
+  local started = vim.loop.hrtime()
+  local timer = vim.loop.new_timer()
+  local handle = { task = task, job = job }
+  running[handle] = true
+  local shown_pages = -1
+
+  local function seconds()
+    return (vim.loop.hrtime() - started) / 1e9
+  end
+
+  local function progress()
+    if task.pages ~= shown_pages then
+      shown_pages = task.pages
+      vim.api.nvim_echo({ { ("openai-usage: %s · pages %d · buckets %d · rows %d · %.1f s")
+        :format(job.endpoint, task.pages, buckets, #rows, seconds()) } }, false, {})
+    end
+  end
+
+  -- Stops the timer and closes the client once no transfer runs: a
+  -- cancelled one is left to land first (see async's cancel), so that
+  -- closing never waits for it.
+  local function release()
+    if task.busy then
+      return
+    end
+    timer:stop()
+    timer:close()
+    client:close()
+  end
+
+  local function finish(buf, ferr)
+    if not running[handle] then
+      return
+    end
+    running[handle] = nil
+    task:cancel()
+    release()
+    if options.on_done then
+      options.on_done(buf, ferr)
+    end
+  end
+
+  local function complete(text)
+    if job.out then
+      local written, write_err = cli.write_atomically(job.out, text)
+      if not written then
+        fail("--out: " .. tostring(write_err))
+        return finish(nil, write_err)
+      end
+      notify(("%s: %d rows written to %s in %.1f s"):format(job.endpoint, #rows, job.out, seconds()))
+      return finish(nil)
+    end
+    local buf = M.show("openai-usage://" .. job.endpoint, text,
+      { mods = options.mods, filetype = FILETYPES[job.format] })
+    notify(("%s: %d pages, %d rows in %.1f s"):format(job.endpoint, task.pages, #rows, seconds()))
+    finish(buf)
+  end
+
+  local function step()
+    if not running[handle] then
+      if task.busy then -- cancelled while a page was on the wire
+        task:step()
+        release()
+      end
+      return
+    end
+    task:step()
+    progress()
+    if task.done then
+      if task.err ~= nil then
+        fail(task.err)
+        finish(nil, task.err)
+      else
+        local ok, show_err = pcall(complete, task.result)
+        if not ok then -- a bug, not a failed request: say so once and stop
+          fail(show_err)
+          finish(nil, show_err)
+        end
+      end
+    end
+  end
+
+  function handle.cancel()
+    if running[handle] then
+      notify(("%s: cancelled after %d pages"):format(job.endpoint, task.pages), levels.WARN)
+      finish(nil, usage.error { kind = "cancelled", message = "cancelled" })
+    end
+  end
+
+  -- the first step starts the first transfer; the timer's run in the main
+  -- loop (vim.schedule), where buffers may change
+  step()
+  if running[handle] then
+    timer:start(M.interval, M.interval, vim.schedule_wrap(step))
+  end
+  return handle
+end
+
+--- Cancels every report still loading; returns how many there were.
+function M.cancel()
+  local n = 0
+  for handle in pairs(running) do
+    handle.cancel()
+    n = n + 1
+  end
+  return n
+end
+
+--- The command: :OpenAIUsage [args] runs a report, :OpenAIUsage! cancels.
+function M.command(cmd)
+  if cmd.bang then
+    if M.cancel() == 0 then
+      notify "no report is loading"
+    end
+    return
+  end
+  return M.run(M.split(cmd.args), { mods = cmd.mods })
+end
+
+--- Completes the command line: endpoints first, then the CLI's options.
+function M.complete(arglead, line)
+  local words = M.split(line)
+  local typed = #words - ((arglead ~= "" and 1) or 0) -- words before the one being typed
+  local candidates = {}
+  if typed <= 1 then
+    candidates = usage.rules()
+  else
+    -- the options the CLI's help lists, for the endpoint named
+    local help = require("openai_usage.cli").help(words[2])
+    for option in help:gmatch "\n%s+(%-%-[%w%-]+)" do
+      candidates[#candidates + 1] = option
+    end
+  end
+  local matches, seen = {}, {}
+  for _, c in ipairs(candidates) do
+    if c:sub(1, #arglead) == arglead and not seen[c] then
+      matches[#matches + 1], seen[c] = c, true
+    end
+  end
+  table.sort(matches)
+  return matches
+end
+
+return M

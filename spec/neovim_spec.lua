@@ -1,0 +1,501 @@
+-- Neovim, proven headless: a real `nvim --headless` (Debian's, LuaJIT) with
+-- this repository on its runtimepath runs :OpenAIUsage against the stand-in
+-- serving slow pages, while a vim.loop timer of its own counts ticks. The
+-- editor must keep ticking while the pages arrive, and the report buffer
+-- must hold what the plain client and the CLI's renderer make of the same
+-- rows. Errors end as one message, with no buffer and no hang.
+local cjson = require "cjson"
+local usage = require "openai_usage"
+local cli = require "openai_usage.cli"
+local standin = require "spec.support.standin"
+
+local KEY = "sk-admin-neovim-spec"
+local NOW = 1732406400 -- 2024-11-24T00:00:00Z, the stand-in's frozen clock
+local LATENCY = 0.5 -- seconds the stand-in waits before each answer
+-- four pages of 168 hourly buckets
+local ARGS = { "images", "--since", "2024-10-27", "--until", "2024-11-24", "--bucket", "1h", "--group-by", "model" }
+local EXAMPLE = "examples/neovim/init.lua"
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then
+    return nil
+  end
+  local text = f:read "*a"
+  f:close()
+  return text
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function run(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read "*a"
+  local ok, _, code = p:close()
+  return out, ok == true or ok == 0 or code == 0
+end
+
+local ROOT = assert(io.popen "pwd"):read "*l"
+
+-- What the headless editor runs after startup: it starts a 10 ms vim.loop
+-- timer that records every tick, records every vim.notify, runs the
+-- commands of OU_PROBE_STEPS at their times, and as soon as a report
+-- buffer appears (unless OU_PROBE_ALL_THE_TIME), an error is notified, a
+-- message matches OU_PROBE_UNTIL or OU_PROBE_SECONDS pass, writes what it
+-- saw to OU_PROBE_OUT as JSON and quits.
+local PROBE = [==[
+local uv = vim.loop
+local steps = vim.fn.json_decode(os.getenv "OU_PROBE_STEPS")
+local seconds = tonumber(os.getenv "OU_PROBE_SECONDS")
+local untl = os.getenv "OU_PROBE_UNTIL"
+local result = { ticks = 0, max_gap = 0, errors = {}, warnings = {}, messages = {} }
+local t0 = uv.hrtime()
+local last, finished = t0, false
+
+local notify = vim.notify
+vim.notify = function(msg, level, opts)
+  local list = level == vim.log.levels.ERROR and result.errors
+    or level == vim.log.levels.WARN and result.warnings or result.messages
+  list[#list + 1] = msg
+  return notify(msg, level, opts)
+end
+
+local function report_buffers()
+  local found = {}
+  for _, b in ipairs(vim.api.nvim_list_bufs()) do
+    local name = vim.api.nvim_buf_get_name(b)
+    if name:find("openai-usage://", 1, true) == 1 and vim.api.nvim_buf_is_loaded(b) then
+      found[#found + 1] = {
+        name = name,
+        lines = vim.api.nvim_buf_get_lines(b, 0, -1, false),
+        buftype = vim.bo[b].buftype,
+        bufhidden = vim.bo[b].bufhidden,
+        swapfile = vim.bo[b].swapfile,
+        filetype = vim.bo[b].filetype,
+        shown = vim.fn.bufwinid(b) ~= -1,
+      }
+    end
+  end
+  return found
+end
+
+local timer = uv.new_timer()
+local function finish(why)
+  if finished then
+    return
+  end
+  finished = true
+  timer:stop()
+  result.why = why
+  result.seconds = (uv.hrtime() - t0) / 1e9
+  result.buffers = report_buffers()
+  result.extra = _G.OU_EXTRA
+  result.layout = vim.fn.winlayout()
+  local f = assert(io.open(os.getenv "OU_PROBE_OUT", "wb"))
+  f:write(vim.fn.json_encode(result))
+  f:close()
+  vim.cmd "qall!"
+end
+
+local function check()
+  if finished then
+    return
+  end
+  local elapsed = (uv.hrtime() - t0) / 1e9
+  while steps[1] and steps[1].at <= elapsed do
+    vim.cmd(table.remove(steps, 1).cmd)
+  end
+  if #result.errors > 0 then
+    return finish "error"
+  end
+  if untl then
+    for _, m in ipairs(result.messages) do
+      if m:find(untl) then
+        return finish "message"
+      end
+    end
+  end
+  if #report_buffers() > 0 and not os.getenv "OU_PROBE_ALL_THE_TIME" then
+    return finish "buffer"
+  end
+  if elapsed > seconds then
+    return finish "time"
+  end
+end
+
+-- the tick itself is a plain timer callback; the checks need the main loop
+timer:start(10, 10, function()
+  local now = uv.hrtime()
+  result.ticks = result.ticks + 1
+  result.max_gap = math.max(result.max_gap, (now - last) / 1e9)
+  last = now
+  vim.schedule(check)
+end)
+check()
+]==]
+
+describe("Neovim", function()
+  local srv, client, probe_file
+  local job, rows, pages
+
+  -- Runs the headless editor: options.init (a file, or "NONE": then the
+  -- plugin is put on the runtimepath and sourced by hand), env (variables),
+  -- steps ({at = seconds, cmd = Ex command}), seconds (the probe's limit),
+  -- untl (a message pattern that ends the probe), cwd.
+  -- Returns the probe's result, nvim's exit code and everything it printed.
+  local function nvim(options)
+    local out, log = os.tmpname(), os.tmpname()
+    local env = {
+      OPENAI_USAGE_DIR = ROOT,
+      OPENAI_BASE_URL = srv.url,
+      OU_PROBE_OUT = out,
+      OU_PROBE_STEPS = cjson.encode(options.steps),
+      OU_PROBE_SECONDS = tostring(options.seconds or 20),
+    }
+    env.OPENAI_ADMIN_KEY = KEY
+    for k, v in pairs(options.env or {}) do
+      env[k] = v
+    end
+    if options.untl then
+      env.OU_PROBE_UNTIL = options.untl
+    end
+    local vars = {}
+    for k, v in pairs(env) do
+      if v ~= false then
+        vars[#vars + 1] = k .. "=" .. shell_quote(v)
+      end
+    end
+    local unset = "-u LD_PRELOAD -u LUA_PATH -u LUA_CPATH -u OPENAI_ORG_ID -u OPENAI_PROJECT_ID -u OPENAI_ADMIN_KEY"
+    local startup
+    if options.init == "NONE" then
+      startup = ("-u NONE --cmd %s -c %s"):format(shell_quote("set rtp^=" .. (options.rtp or ROOT)),
+        shell_quote "runtime plugin/openai_usage.lua")
+    else
+      startup = "-u " .. shell_quote(options.init or EXAMPLE)
+    end
+    local cmd = ("cd %s && env %s %s timeout 60 nvim --headless --clean %s -c %s >%s 2>&1; echo $?")
+      :format(shell_quote(options.cwd or ROOT), unset, table.concat(vars, " "), startup,
+        shell_quote("luafile " .. probe_file), shell_quote(log))
+    local p = assert(io.popen(cmd))
+    local code = tonumber(p:read "*a")
+    p:close()
+    local text = read_file(out)
+    local printed = read_file(log) or ""
+    os.remove(out)
+    os.remove(log)
+    local result = text and text ~= "" and cjson.decode(text) or nil
+    assert(result, ("nvim (exit %s) wrote no probe result; it printed:\n%s"):format(tostring(code), printed))
+    return result, code, printed
+  end
+
+  local function cli_args(line)
+    local args = {}
+    for word in line:gmatch "%S+" do
+      args[#args + 1] = word
+    end
+    return args
+  end
+
+  local function run_args(args)
+    return { { at = 0, cmd = "OpenAIUsage " .. table.concat(args, " ") } }
+  end
+
+  setup(function()
+    local _, has_nvim = run "command -v nvim"
+    assert(has_nvim, "nvim is not installed (make deps installs Debian's neovim)")
+    -- the module for Neovim's LuaJIT (Lua 5.1 ABI)
+    local out, ok = run "make --no-print-directory LUA_VERSION=5.1 LUA=luajit OUTDIR=build/luajit"
+    assert(ok, "building the LuaJIT module failed:\n" .. out)
+    probe_file = os.tmpname()
+    local f = assert(io.open(probe_file, "wb"))
+    f:write(PROBE)
+    f:close()
+    srv = standin.start { key = KEY, now = NOW }
+    client = assert(usage.new(srv:client_options()))
+    -- the report computed here, through the plain client, independently of Neovim
+    job = assert(cli.parse(ARGS))
+    rows, pages = {}, 0
+    for _ in client:pages(job.endpoint, job.params) do
+      pages = pages + 1
+    end
+    for row in client:results(job.endpoint, job.params) do
+      rows[#rows + 1] = row
+    end
+  end)
+
+  teardown(function()
+    if client then
+      client:close()
+    end
+    if srv then
+      srv:stop()
+    end
+    if probe_file then
+      os.remove(probe_file)
+    end
+  end)
+
+  before_each(function()
+    srv:reset()
+  end)
+
+  it("keeps ticking while slow pages arrive, then shows the report in a scratch buffer", function()
+    assert.is_true(pages >= 3, "the walk should take several pages")
+    srv:settings { latency_ms = math.floor(LATENCY * 1000) }
+    local result, code, printed = nvim { steps = run_args(ARGS) }
+    assert.are.equal(0, code)
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    -- the stand-in made every page wait, and the editor's timer kept firing
+    assert.are.equal(pages, #srv:requests())
+    assert.is_true(result.seconds >= pages * LATENCY,
+      ("%d pages of %.1f s arrived in %.2f s"):format(pages, LATENCY, result.seconds))
+    assert.is_true(result.ticks >= 30, ("only %d ticks in %.2f s"):format(result.ticks, result.seconds))
+    assert.is_true(result.max_gap < LATENCY / 2,
+      ("the timer stalled for %.3f s (pages take %.1f s)"):format(result.max_gap, LATENCY))
+    print(("\n# neovim: %d pages of %.0f ms: %d ticks of 10 ms in %.2f s, largest gap %.0f ms"):format(
+      pages, LATENCY * 1000, result.ticks, result.seconds, result.max_gap * 1000))
+    -- the buffer: a scratch buffer named after the endpoint, on screen
+    assert.are.equal(1, #result.buffers)
+    local buf = result.buffers[1]
+    assert.are.equal("openai-usage://images", buf.name)
+    assert.are.equal("nofile", buf.buftype)
+    assert.are.equal("wipe", buf.bufhidden)
+    assert.is_false(buf.swapfile)
+    assert.is_true(buf.shown)
+    -- it holds the report the CLI renders from the rows the plain client read
+    local expected = cli.render(job, rows):gsub("\n$", "")
+    assert.are.equal(expected, table.concat(buf.lines, "\n"))
+    -- and its figures are the rows' sums, added up here
+    local by_model, total = {}, 0
+    for _, row in ipairs(rows) do
+      by_model[row.model] = (by_model[row.model] or 0) + row.images
+      total = total + row.images
+    end
+    local seen = 0
+    for _, line in ipairs(buf.lines) do
+      local name, images = line:match "^(%S+)%s+([%d,]+)%s+[%d,]+$"
+      if name then
+        images = tonumber((images:gsub(",", "")))
+        if name == "Total" then
+          assert.are.equal(total, images)
+        else
+          assert.are.equal(by_model[name], images)
+        end
+        seen = seen + 1
+      end
+    end
+    local models = 0
+    for _ in pairs(by_model) do
+      models = models + 1
+    end
+    assert.are.equal(models + 1, seen)
+    assert.is_true(total > 0)
+    -- progress went to the echo area, the key nowhere
+    assert.matches("pages " .. pages, printed, 1, true)
+    assert.is_nil(printed:find(KEY, 1, true))
+  end)
+
+  it("the probe sees a walk that blocks: the same pages through client:pages stall the timer", function()
+    srv:settings { latency_ms = math.floor(LATENCY * 1000) }
+    local argv = {}
+    for i, a in ipairs(ARGS) do
+      argv[i] = ("%q"):format(a)
+    end
+    local blocking = ("lua local job = require('openai_usage.cli').parse({%s}); "
+      .. "for _ in require('openai_usage').new():pages(job.endpoint, job.params) do end")
+      :format(table.concat(argv, ","))
+    local result = nvim { steps = { { at = 0, cmd = blocking } }, seconds = pages * LATENCY + 1 }
+    assert.are.equal("time", result.why)
+    assert.are.equal(pages, #srv:requests())
+    assert.is_true(result.max_gap >= pages * LATENCY - 0.05,
+      ("the blocking walk left a gap of only %.3f s"):format(result.max_gap))
+  end)
+
+  it("a refused key: one error line with the 401, no buffer, no hang, the key nowhere", function()
+    local wrong = "sk-admin-wrong-neovim-key"
+    local result, code, printed = nvim {
+      init = "NONE", -- nothing but the plugin on the runtimepath
+      env = { OPENAI_ADMIN_KEY = wrong },
+      steps = run_args(ARGS),
+    }
+    assert.are.equal(0, code)
+    assert.are.equal("error", result.why)
+    assert.are.equal(1, #result.errors)
+    assert.matches("^openai%-usage: ", result.errors[1])
+    assert.matches("401", result.errors[1], 1, true)
+    assert.is_nil(result.errors[1]:find("\n", 1, true))
+    assert.are.same({}, result.buffers)
+    assert.is_nil(result.errors[1]:find(wrong, 1, true))
+    assert.is_nil(printed:find(wrong, 1, true))
+    assert.are.equal(1, #srv:requests())
+  end)
+
+  it("bad arguments: the CLI's message at once, nothing sent", function()
+    local bad = { "images", "--bucket", "2d" }
+    local _, err = cli.parse(bad)
+    assert.is_not_nil(err)
+    local result, code = nvim { steps = run_args(bad) }
+    assert.are.equal(0, code)
+    assert.are.equal("error", result.why)
+    assert.are.same({ "openai-usage: " .. tostring(err) }, result.errors)
+    assert.are.same({}, result.buffers)
+    assert.are.same({}, srv:requests())
+    assert.is_true(result.seconds < 10)
+  end)
+
+  it("no admin key: says where to put one, nothing sent", function()
+    local result = nvim { env = { OPENAI_ADMIN_KEY = false }, steps = run_args(ARGS) }
+    assert.are.equal("error", result.why)
+    assert.matches("OPENAI_ADMIN_KEY", result.errors[1], 1, true)
+    assert.matches("vim.g.openai_usage_api_key", result.errors[1], 1, true)
+    assert.are.same({}, srv:requests())
+  end)
+
+  it("takes the key from vim.g.openai_usage_api_key, a function, over the environment", function()
+    local steps = {
+      { at = 0, cmd = "lua vim.g.openai_usage_api_key = function() return os.getenv 'OU_SPEC_KEY' end" },
+      { at = 0, cmd = "OpenAIUsage " .. table.concat(ARGS, " ") },
+    }
+    local result = nvim { env = { OPENAI_ADMIN_KEY = "sk-admin-not-this-one", OU_SPEC_KEY = KEY }, steps = steps }
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    -- compared here, not by assert.are.equal, which would print the key on failure
+    assert.is_true(srv:requests()[1].headers.authorization == "Bearer " .. KEY, "the request did not carry vim.g's key")
+  end)
+
+  it(":OpenAIUsage! cancels a report still loading: no buffer, no further page", function()
+    srv:settings { latency_ms = 500 }
+    local steps = run_args(ARGS)
+    steps[2] = { at = 0.8, cmd = "OpenAIUsage!" }
+    steps[3] = { at = 2.0, cmd = "OpenAIUsage!" } -- by then nothing is left to cancel
+    local result = nvim { steps = steps, seconds = 2.5 }
+    assert.are.equal("time", result.why)
+    assert.are.same({}, result.errors)
+    assert.are.same({}, result.buffers)
+    assert.are.equal(1, #result.warnings)
+    assert.matches("^openai%-usage: images: cancelled after %d+ pages$", result.warnings[1])
+    assert.are.same({ "openai-usage: no report is loading" }, result.messages)
+    os.execute "sleep 0.6"
+    assert.is_true(#srv:requests() < pages, ("%d requests after cancelling"):format(#srv:requests()))
+    assert.is_true(result.max_gap < 0.25, ("the timer stalled for %.3f s"):format(result.max_gap))
+  end)
+
+  it("--cost: the Costs walk also runs without blocking, and the buffer holds the CLI's cost report", function()
+    local args = { "images", "--since", "2024-11-10", "--until", "2024-11-24", "--group-by", "project_id", "--cost" }
+    local cost_job = assert(cli.parse(args))
+    local cost_rows = {}
+    for row in client:results(cost_job.endpoint, cost_job.params) do
+      cost_rows[#cost_rows + 1] = row
+    end
+    local meta = assert(require("openai_usage.cost").apply(cost_job, cost_rows, client, cli.shape))
+    local expected = cli.render(cost_job, cost_rows, meta):gsub("\n$", "")
+    assert.matches("actual amounts", expected, 1, true) -- from the Costs endpoint, not the estimate
+    srv:reset()
+    srv:settings { latency_ms = math.floor(LATENCY * 1000) }
+    local result, code = nvim { steps = run_args(args) }
+    assert.are.equal(0, code)
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    assert.are.equal(expected, table.concat(result.buffers[1].lines, "\n"))
+    local costs = 0
+    for _, r in ipairs(srv:requests()) do
+      if r.path:find("/costs", 1, true) then
+        costs = costs + 1
+      end
+    end
+    assert.is_true(costs >= 1, "the Costs endpoint was not asked")
+    assert.is_true(result.seconds >= 2 * LATENCY)
+    assert.is_true(result.max_gap < LATENCY / 2,
+      ("the timer stalled for %.3f s (pages take %.1f s)"):format(result.max_gap, LATENCY))
+  end)
+
+  it("--out writes the report to a file instead of a buffer", function()
+    local path = os.tmpname()
+    local args = { "images", "--since", "2024-11-17", "--until", "2024-11-24", "--group-by", "model,size",
+      "--format", "csv", "--out", path }
+    local result = nvim { steps = run_args(args), untl = "written to" }
+    local written = read_file(path)
+    os.remove(path)
+    assert.are.equal("message", result.why)
+    assert.are.same({}, result.errors)
+    assert.are.same({}, result.buffers)
+    local out_job = assert(cli.parse(args))
+    local out_rows = {}
+    for row in client:results(out_job.endpoint, out_job.params) do
+      out_rows[#out_rows + 1] = row
+    end
+    assert.are.equal(cli.render(out_job, out_rows), written)
+    assert.matches("model,size", written, 1, true)
+  end)
+
+  it("a second report opens beside the first (:vertical), the same one again reuses its buffer", function()
+    local range = " --since 2024-11-20 --until 2024-11-24"
+    local steps = {
+      { at = 0, cmd = "lua require('openai_usage.nvim').run('images" .. range .. " --group-by model', "
+        .. "{ on_done = function(buf, err) OU_EXTRA = { name = vim.api.nvim_buf_get_name(buf), err = err } end })" },
+      { at = 1.5, cmd = "vertical OpenAIUsage completions" .. range },
+      { at = 3, cmd = "OpenAIUsage images" .. range .. " --format md" },
+    }
+    local result = nvim { steps = steps, seconds = 4.5, env = { OU_PROBE_ALL_THE_TIME = "1" } }
+    assert.are.equal("time", result.why)
+    assert.are.same({}, result.errors)
+    -- on_done heard of the first one
+    assert.are.same({ name = "openai-usage://images" }, result.extra)
+    -- two buffers side by side: the fresh editor's window took the first
+    assert.are.equal(2, #result.buffers)
+    assert.are.equal("row", result.layout[1])
+    assert.are.equal(2, #result.layout[2])
+    local by_name = {}
+    for _, b in ipairs(result.buffers) do
+      by_name[b.name] = b
+      assert.is_true(b.shown)
+    end
+    -- the images buffer now holds the third report, as Markdown
+    local md_job = assert(cli.parse(cli_args("images" .. range .. " --format md")))
+    local md_rows = {}
+    for row in client:results(md_job.endpoint, md_job.params) do
+      md_rows[#md_rows + 1] = row
+    end
+    local images = by_name["openai-usage://images"]
+    assert.are.equal((cli.render(md_job, md_rows):gsub("\n$", "")), table.concat(images.lines, "\n"))
+    assert.are.equal("markdown", images.filetype)
+    assert.are.equal("", by_name["openai-usage://completions"].filetype)
+    assert.matches("completions", by_name["openai-usage://completions"].lines[1], 1, true)
+  end)
+
+  it("--help opens the CLI's help; --version and completion come from the same module", function()
+    local steps = {
+      { at = 0, cmd = "lua OU_EXTRA = { endpoints = vim.fn.getcompletion('OpenAIUsage ', 'cmdline'), "
+        .. "options = vim.fn.getcompletion('OpenAIUsage images --group', 'cmdline'), "
+        .. "filters = vim.fn.getcompletion('OpenAIUsage images --mo', 'cmdline') }" },
+      { at = 0, cmd = "OpenAIUsage --version" },
+      { at = 0, cmd = "OpenAIUsage images --help" },
+    }
+    local result = nvim { steps = steps }
+    assert.are.equal("buffer", result.why)
+    local endpoints = usage.rules()
+    table.sort(endpoints)
+    assert.are.same(endpoints, result.extra.endpoints)
+    assert.are.same({ "--group-by" }, result.extra.options)
+    assert.are.same({ "--models" }, result.extra.filters)
+    assert.matches(usage.version, result.messages[1], 1, true)
+    assert.are.equal("openai-usage://help", result.buffers[1].name)
+    assert.are.equal(cli.help("images"):gsub("\n$", ""), table.concat(result.buffers[1].lines, "\n"))
+    assert.are.same({}, srv:requests())
+  end)
+
+  it("without the C module built for LuaJIT, says how to build it", function()
+    local bare = os.tmpname()
+    os.remove(bare)
+    assert(os.execute(("mkdir -p %s && cp -r plugin lua %s/"):format(shell_quote(bare), shell_quote(bare))))
+    local result = nvim { init = "NONE", rtp = bare, cwd = bare, steps = run_args(ARGS) }
+    os.execute("rm -rf " .. shell_quote(bare))
+    assert.are.equal("error", result.why)
+    assert.matches("make LUA_VERSION=5.1", result.errors[1], 1, true)
+    assert.matches(bare, result.errors[1], 1, true) -- where to run it
+    assert.are.same({}, srv:requests())
+  end)
+end)
