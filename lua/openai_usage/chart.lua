@@ -1,0 +1,1007 @@
+--- Charts for reports (pure Lua, no dependencies): an SVG bar chart by
+-- group, an SVG stacked column time series, and a standalone HTML page that
+-- holds charts, tables and notes.
+--   chart.bars(rows, {label = {"model", "size"}, value = "images", title = ...})
+--   chart.stacked(rows, {series = "model", value = "images", title = ...})
+--   chart.html{title = ..., subtitle = ..., sections = {{heading =, svg =, table =, note =}}}
+-- The output is deterministic (same input, same bytes: nothing depends on
+-- table order, the clock, the time zone or the locale) and every text from
+-- the data is escaped, so the result can be cached, compared and embedded.
+local M = {}
+
+local floor, ceil, abs, huge = math.floor, math.ceil, math.abs, math.huge
+local concat, sort = table.concat, table.sort
+
+M.NONE = "(none)"
+M.OTHER = "(other)"
+
+-- Okabe and Ito's palette, which people with any common colour-vision
+-- deficiency can tell apart; black is left out (it reads as text) and
+-- yellow comes last (weak on white). Grey is kept for "(other)".
+M.PALETTE = { "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442" }
+M.OTHER_COLOR = "#999999"
+M.NEGATIVE_COLOR = "#D55E00"
+
+local FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', Arial, sans-serif"
+local INK, MUTED, GRID, AXIS = "#222222", "#666666", "#E6E6E6", "#999999"
+
+local error_meta = {
+  __tostring = function(e)
+    return e.message
+  end,
+}
+
+-- Bad arguments come from programs, not data, so they raise (as the report
+-- steps do) at the caller's line; data never makes a chart fail.
+local function raise(message)
+  error(setmetatable({ kind = "invalid_argument", message = message }, error_meta), 3)
+end
+
+local function is_integer(v)
+  if math.type then
+    return math.type(v) == "integer"
+  end
+  return false
+end
+
+-- A finite number, or nil for anything else (nil, text, NaN, infinities).
+local function finite(v)
+  if type(v) == "number" and v == v and v ~= huge and v ~= -huge then
+    return v
+  end
+end
+
+local function integral(v)
+  return is_integer(v) or v == floor(v)
+end
+
+-- string.format with a fraction, always with a point: printf follows the C
+-- locale a script may have set with os.setlocale ("2,5" in de_DE).
+local function decimal(pattern, v)
+  return (pattern:format(v):gsub("[^%d%-%+e%.]+", "."))
+end
+
+local REPLACEMENT = "\239\191\189" -- U+FFFD
+
+-- Advance widths in em of DejaVu Sans (the widest of the usual sans-serif
+-- fonts, so a layout that fits it fits the others).
+local NARROW = {}
+for c in ("il.,:;'|!`ijI"):gmatch "." do
+  NARROW[c:byte()] = 0.3
+end
+for c in ("frt()[]{}-/\\\" "):gmatch "." do
+  NARROW[c:byte()] = 0.38
+end
+
+local function advance(c)
+  if c < 0x80 then
+    if NARROW[c] then
+      return NARROW[c]
+    elseif c >= 0x30 and c <= 0x39 then
+      return 0.64
+    elseif c == 0x4D or c == 0x57 or c == 0x6D or c == 0x77 then -- M W m w
+      return 0.92
+    elseif c >= 0x41 and c <= 0x5A then
+      return 0.72
+    end
+    return 0.62
+  end
+  -- East Asian wide ranges and emoji: a full em
+  if (c >= 0x1100 and c <= 0x115F) or (c >= 0x2E80 and c <= 0xA4CF) or (c >= 0xAC00 and c <= 0xD7A3)
+    or (c >= 0xF900 and c <= 0xFAFF) or (c >= 0xFE30 and c <= 0xFE4F) or (c >= 0xFF00 and c <= 0xFF60)
+    or (c >= 0xFFE0 and c <= 0xFFE6) or (c >= 0x1F300 and c <= 0x1FAFF) or (c >= 0x20000 and c <= 0x3FFFD) then
+    return 1.0
+  end
+  if (c >= 0x0300 and c <= 0x036F) or (c >= 0x200B and c <= 0x200F) or (c >= 0xFE00 and c <= 0xFE0F) then
+    return 0
+  end
+  return 0.68
+end
+
+-- The characters of UTF-8 text: a list of strings and a list of their
+-- widths in em. A byte that starts no valid sequence, and a character XML
+-- cannot carry, become U+FFFD; tabs and line breaks a space (labels are one
+-- line). So whatever the data holds, the SVG stays well-formed.
+local function characters(s)
+  local list, widths = {}, {}
+  local i, n = 1, #s
+  while i <= n do
+    local b = s:byte(i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if b >= 0xC2 and b <= 0xDF then
+      len = 2
+    elseif b == 0xE0 then
+      len, lo = 3, 0xA0
+    elseif b == 0xED then -- no UTF-16 surrogates
+      len, hi = 3, 0x9F
+    elseif b >= 0xE1 and b <= 0xEF then
+      len = 3
+    elseif b == 0xF0 then
+      len, lo = 4, 0x90
+    elseif b >= 0xF1 and b <= 0xF3 then
+      len = 4
+    elseif b == 0xF4 then
+      len, hi = 4, 0x8F
+    elseif b >= 0x80 then
+      len = 0 -- a continuation byte or C0, C1, F5..FF: never a start
+    end
+    local ch, code
+    if len == 1 then
+      if b == 9 or b == 10 or b == 13 then
+        ch, code = " ", 32
+      elseif b < 0x20 or b == 0x7F then
+        ch, code = REPLACEMENT, 0xFFFD
+      else
+        ch, code = string.char(b), b
+      end
+    elseif len > 1 and i + len - 1 <= n then
+      local c2 = s:byte(i + 1)
+      local ok = c2 >= lo and c2 <= hi
+      code = (b % (2 ^ (7 - len))) * 64 + (c2 - 0x80)
+      for k = i + 2, i + len - 1 do
+        local cb = s:byte(k)
+        ok = ok and cb >= 0x80 and cb <= 0xBF
+        code = code * 64 + (cb - 0x80)
+      end
+      if ok and code ~= 0xFFFE and code ~= 0xFFFF then
+        ch = s:sub(i, i + len - 1)
+      else
+        len = 1
+      end
+    end
+    if not ch then
+      ch, code, len = REPLACEMENT, 0xFFFD, 1
+    end
+    list[#list + 1] = ch
+    widths[#widths + 1] = advance(code)
+    i = i + len
+  end
+  return list, widths
+end
+
+local ENTITY = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
+
+--- Text made safe for XML and HTML, in content and in quoted attributes.
+function M.escape(s)
+  local list = characters(tostring(s))
+  return (concat(list):gsub("[&<>\"']", ENTITY))
+end
+
+local function text_width(s, size)
+  local _, widths = characters(s)
+  local w = 0
+  for _, x in ipairs(widths) do
+    w = w + x
+  end
+  return w * size
+end
+
+--- Text cut to fit width pixels at font size, by whole UTF-8 characters,
+-- ending with an ellipsis when cut. Returns the text and whether it was cut.
+function M.truncate(s, width, size)
+  local list, widths = characters(s)
+  local total = 0
+  for _, w in ipairs(widths) do
+    total = total + w
+  end
+  if total * size <= width then
+    return concat(list), false
+  end
+  local room = width / size - advance(0x2026)
+  local used, n = 0, 0
+  while n < #list and used + widths[n + 1] <= room do
+    n = n + 1
+    used = used + widths[n]
+  end
+  while n > 0 and list[n] == " " do
+    n = n - 1
+  end
+  return concat(list, "", 1, n) .. "\226\128\166", true
+end
+
+--- "1234567" -> "1,234,567"; a sign and a fraction are kept.
+local function thousands(text)
+  local sign, int, rest = text:match "^([-+]?)(%d+)(.*)$"
+  if not int then
+    return text
+  end
+  int = int:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
+  return sign .. int .. rest
+end
+
+--- A number for people: thousands separators; whole numbers without a
+-- fraction, others with decimals digits (default 2).
+function M.number(v, decimals)
+  local text
+  if decimals == nil and integral(v) or decimals == 0 then
+    if is_integer(v) then
+      text = ("%d"):format(v)
+    else
+      text = ("%.0f"):format(v)
+    end
+  else
+    text = decimal("%." .. (decimals or 2) .. "f", v)
+  end
+  if text:match "^%-[0.]+$" then
+    text = text:sub(2)
+  end
+  return thousands(text)
+end
+
+-- A label's text from any field value: nil is "(none)" (or opts.none).
+local function label_text(v, none)
+  if v == nil then
+    return none or M.NONE
+  elseif type(v) == "number" then
+    if v ~= v then
+      return "NaN" -- printf spells it "nan" or "-nan" by platform
+    elseif not finite(v) then
+      return v > 0 and "\226\136\158" or "-\226\136\158"
+    elseif integral(v) then
+      return is_integer(v) and ("%d"):format(v) or ("%.0f"):format(v)
+    end
+    return decimal("%.14g", v)
+  end
+  return tostring(v)
+end
+
+-- A coordinate: at most two decimals, no trailing zeros, never "-0".
+local function coord(x)
+  local s = decimal("%.2f", x)
+  s = s:gsub("0+$", ""):gsub("%.$", "")
+  if s == "-0" then
+    return "0"
+  end
+  return s
+end
+
+local function attrs(list)
+  local out = {}
+  for i = 1, #list, 2 do
+    local v = list[i + 1]
+    if v ~= nil then
+      if type(v) == "number" then
+        v = coord(v)
+      else
+        v = M.escape(v)
+      end
+      out[#out + 1] = (" %s=\"%s\""):format(list[i], v)
+    end
+  end
+  return concat(out)
+end
+
+local function element(name, list, content)
+  if content == nil then
+    return "<" .. name .. attrs(list) .. "/>"
+  end
+  return "<" .. name .. attrs(list) .. ">" .. content .. "</" .. name .. ">"
+end
+
+local function svg_open(width, height, title)
+  return {
+    ('<svg xmlns="http://www.w3.org/2000/svg" width="%s" height="%s" viewBox="0 0 %s %s" role="img"'):format(
+      coord(width), coord(height), coord(width), coord(height))
+      .. (' font-family="%s" font-size="12" fill="%s">'):format(M.escape(FONT), INK),
+    element("title", {}, M.escape(title)),
+    element("rect", { "width", width, "height", height, "fill", "#FFFFFF" }),
+  }
+end
+
+local function svg_title(out, title, width, pad)
+  -- bold runs about a tenth wider than the regular widths measured
+  local shown = M.truncate(title, (width - 2 * pad) / 1.1, 15)
+  out[#out + 1] = element("text", { "class", "title", "x", pad, "y", pad + 14, "font-size", 15, "font-weight", "bold" },
+    M.escape(shown))
+end
+
+local function no_data(title, width)
+  local height = 160
+  local out = svg_open(width, height, title ~= "" and title or "no data")
+  if title ~= "" then
+    svg_title(out, title, width, 12)
+  end
+  out[#out + 1] = element("text", {
+    "class", "empty", "x", width / 2, "y", height / 2 + 5, "text-anchor", "middle", "font-size", 14, "fill", MUTED,
+  }, "no data")
+  out[#out + 1] = "</svg>\n"
+  return concat(out, "\n")
+end
+
+-- Steps of an axis, as multiples of a power of ten.
+local MANTISSAS = { 1, 2, 2.5, 5, 10 }
+
+--- Round ticks covering lo..hi, about count of them: a list of values and
+-- the digits after the point their labels need. Whole-number data gets
+-- whole-number steps.
+function M.ticks(lo, hi, count, whole)
+  lo, hi = math.min(lo, 0), math.max(hi, 0)
+  if hi - lo <= 0 then
+    hi = 1
+  end
+  local raw = (hi - lo) / math.max(count, 1)
+  local power = 10 ^ floor(math.log(raw) / math.log(10))
+  if power * 10 <= raw then
+    power = power * 10
+  elseif power > raw then
+    power = power / 10
+  end
+  local step
+  for _, m in ipairs(MANTISSAS) do
+    if m * power >= raw * (1 - 1e-12) and not (whole and m * power ~= floor(m * power)) then
+      step = m * power
+      break
+    end
+  end
+  step = step or 10 * power
+  if whole and step < 1 then
+    step = 1
+  end
+  local decimals = 0
+  while decimals < 12 and abs(step * 10 ^ decimals - floor(step * 10 ^ decimals + 0.5)) > 1e-9 * 10 ^ decimals do
+    decimals = decimals + 1
+  end
+  local first, last = floor(lo / step + 1e-9), ceil(hi / step - 1e-9)
+  local values = {}
+  for k = first, last do
+    values[#values + 1] = k * step
+  end
+  return values, decimals, step
+end
+
+local function check_rows(rows, opts, fn)
+  if type(rows) ~= "table" then
+    raise(("chart.%s: expected a list of rows, got a %s"):format(fn, type(rows)))
+  end
+  if type(opts) ~= "table" then
+    raise(("chart.%s: expected an options table, got a %s"):format(fn, type(opts)))
+  end
+  if type(opts.value) ~= "string" then
+    raise(("chart.%s: opts.value must name the numeric field to chart"):format(fn))
+  end
+  if opts.width ~= nil and (not finite(opts.width) or opts.width < 200 or opts.width > 10000) then
+    raise(("chart.%s: width %s is not a number of pixels from 200 to 10000"):format(fn, tostring(opts.width)))
+  end
+end
+
+local function field_list(names, fn)
+  if names == nil then
+    return {}
+  elseif type(names) == "string" then
+    return { names }
+  elseif type(names) == "table" then
+    for i, name in ipairs(names) do
+      if type(name) ~= "string" then
+        raise(("chart.%s: label field %d is a %s, not a field name"):format(fn, i, type(name)))
+      end
+    end
+    return names
+  end
+  raise(("chart.%s: opts.label must be a field name or a list of them, got a %s"):format(fn, type(names)))
+end
+
+local function value_text(v, opts, whole)
+  if opts.format then
+    return tostring(opts.format(v))
+  end
+  return M.number(v, whole and 0 or opts.decimals or 2)
+end
+
+--- A horizontal bar chart, one bar per row in the order given.
+-- opts: value (field), label (field or list of fields, joined with " · "),
+-- title, width (pixels, default 720), none (label of a nil value),
+-- color, negative_color, decimals, format (value -> text), value_label
+-- (axis caption, default the value field). Returns the SVG text.
+function M.bars(rows, opts)
+  check_rows(rows, opts or {}, "bars")
+  opts = opts or {}
+  local fields = field_list(opts.label, "bars")
+  local width = opts.width or 720
+  local title = opts.title and tostring(opts.title) or ""
+  if #rows == 0 then
+    return no_data(title, width)
+  end
+
+  local pad, label_size, value_size, tick_size = 12, 12, 11, 11
+  local items, whole, lo, hi = {}, true, 0, 0
+  for i, row in ipairs(rows) do
+    local parts = {}
+    for k, name in ipairs(fields) do
+      parts[k] = label_text(row[name], opts.none)
+    end
+    local label = #fields > 0 and concat(parts, " \194\183 ") or ("#" .. i)
+    local v = finite(row[opts.value])
+    if v then
+      whole = whole and integral(v)
+      lo, hi = math.min(lo, v), math.max(hi, v)
+    end
+    items[i] = { label = label, value = v }
+  end
+  local value_w = 0
+  for _, item in ipairs(items) do
+    item.text = item.value and value_text(item.value, opts, whole) or "\226\128\148"
+    value_w = math.max(value_w, text_width(item.text, value_size))
+  end
+  value_w = ceil(value_w) + 8
+  local label_w = 0
+  for _, item in ipairs(items) do
+    label_w = math.max(label_w, text_width(item.label, label_size))
+  end
+  -- labels take at most a third of the width, the plot at least 40 %
+  label_w = math.min(ceil(label_w), floor(width / 3))
+  local left_room = lo < 0 and value_w or 0
+  local x0 = pad + label_w + 10 + left_room
+  local x1 = width - pad - value_w
+
+  local ticks, decimals = M.ticks(lo, hi, math.max(3, math.min(8, floor((x1 - x0) / 90))), whole)
+  local first, last = ticks[1], ticks[#ticks]
+  local tick_half = 0
+  for _, t in ipairs(ticks) do
+    tick_half = math.max(tick_half, text_width(M.number(t, decimals), tick_size) / 2)
+  end
+  x1 = math.min(x1, width - pad - ceil(tick_half))
+  local scale = (x1 - x0) / (last - first)
+  local function x_of(v)
+    return x0 + (v - first) * scale
+  end
+  local zero = x_of(0)
+
+  local title_h = title ~= "" and 28 or 0
+  local pitch, bar_h = 24, 16
+  local top = pad + title_h + 4
+  local axis_y = top + #items * pitch + 4
+  local height = axis_y + 34 + pad
+
+  local out = svg_open(width, height, title ~= "" and title or opts.value)
+  if title ~= "" then
+    svg_title(out, title, width, pad)
+  end
+  out[#out + 1] = '<g class="grid">'
+  for _, t in ipairs(ticks) do
+    local x = x_of(t)
+    out[#out + 1] = element("line", {
+      "x1", x, "y1", top - 4, "x2", x, "y2", axis_y, "stroke", t == 0 and AXIS or GRID, "stroke-width", 1,
+    })
+  end
+  out[#out + 1] = "</g>"
+  local color, negative = opts.color or M.PALETTE[1], opts.negative_color or M.NEGATIVE_COLOR
+  for i, item in ipairs(items) do
+    local y = top + (i - 1) * pitch
+    local shown = M.truncate(item.label, label_w, label_size)
+    out[#out + 1] = '<g class="row">'
+    out[#out + 1] = element("title", {}, M.escape(item.label .. ": " .. item.text))
+    out[#out + 1] = element("text", {
+      "class", "label", "x", pad + label_w, "y", y + pitch / 2 + 4, "text-anchor", "end",
+    }, M.escape(shown))
+    local v = item.value
+    if v then
+      local a, b = zero, x_of(v)
+      if b < a then
+        a, b = b, a
+      end
+      out[#out + 1] = element("rect", {
+        "class", "bar", "x", a, "y", y + (pitch - bar_h) / 2, "width", b - a, "height", bar_h,
+        "fill", v < 0 and negative or color,
+      })
+    end
+    local end_x = v and x_of(v) or zero
+    out[#out + 1] = element("text", {
+      "class", "value", "x", (v and v < 0) and end_x - 4 or end_x + 4, "y", y + pitch / 2 + 4,
+      "text-anchor", (v and v < 0) and "end" or "start", "font-size", value_size, "fill", MUTED,
+    }, M.escape(item.text))
+    out[#out + 1] = "</g>"
+  end
+  out[#out + 1] = '<g class="axis" font-size="' .. tick_size .. '" fill="' .. MUTED .. '">'
+  out[#out + 1] = element("line", { "x1", x0, "y1", axis_y, "x2", x1, "y2", axis_y, "stroke", AXIS })
+  for _, t in ipairs(ticks) do
+    local x = x_of(t)
+    out[#out + 1] = element("line", { "class", "tick", "x1", x, "y1", axis_y, "x2", x, "y2", axis_y + 4, "stroke", AXIS })
+    out[#out + 1] = element("text", { "class", "tick", "x", x, "y", axis_y + 16, "text-anchor", "middle" },
+      M.escape(M.number(t, decimals)))
+  end
+  local caption = opts.value_label or opts.value
+  out[#out + 1] = element("text", { "class", "caption", "x", x1, "y", axis_y + 30, "text-anchor", "end" },
+    M.escape(M.truncate(caption, x1 - x0, tick_size)))
+  out[#out + 1] = "</g>"
+  out[#out + 1] = "</svg>\n"
+  return concat(out, "\n")
+end
+
+-- Days since 1970-01-01 -> year, month, day (proleptic Gregorian; Howard
+-- Hinnant's civil_from_days), so dates never depend on os.date or TZ.
+local function civil(days)
+  local z = days + 719468
+  local era = floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
+  local d = doy - floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return y, m, d
+end
+
+--- A UTC time label: "2024-11-01" for whole days, "11-01 13:00" otherwise.
+function M.time_label(t, days)
+  local day = floor(t / 86400)
+  local s = t - day * 86400
+  local y, m, d = civil(day)
+  if days then
+    return ("%04d-%02d-%02d"):format(y, m, d)
+  end
+  return ("%02d-%02d %02d:%02d"):format(m, d, floor(s / 3600), floor(s % 3600 / 60))
+end
+
+-- Label spacings in seconds, so thinned labels fall on round times.
+local LABEL_STEPS = {
+  60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 1209600, 2419200,
+}
+
+-- The bucket width when the caller gave none: end_time - start_time of a
+-- row, else the smallest gap between bucket times, else a day.
+local function infer_width(rows, time_field, times)
+  for _, row in ipairs(rows) do
+    local s, e = finite(row[time_field]), finite(row.end_time)
+    if time_field == "start_time" and s and e and e > s then
+      return e - s
+    end
+  end
+  local best
+  for i = 2, #times do
+    local gap = times[i] - times[i - 1]
+    if gap > 0 and (not best or gap < best) then
+      best = gap
+    end
+  end
+  return best or 86400
+end
+
+--- A stacked column chart over time: one column per bucket, one segment
+-- per series. opts: value (field), series (field giving the segment;
+-- without it one series), time (field of Unix seconds, default
+-- "start_time"), width_seconds (bucket width, inferred when absent), title,
+-- width and height (pixels, default 720 x 360), max_series (segments shown,
+-- "(other)" included, default 7), max_buckets (default 2000), colors (series
+-- name -> colour), none, other, decimals, format, value_label.
+-- Missing buckets between the first and the last show as empty columns.
+function M.stacked(rows, opts)
+  check_rows(rows, opts or {}, "stacked")
+  opts = opts or {}
+  local time_field = opts.time == nil and "start_time" or opts.time
+  if type(time_field) ~= "string" then
+    raise "chart.stacked: opts.time must name a field of Unix seconds"
+  end
+  if opts.series ~= nil and type(opts.series) ~= "string" then
+    raise "chart.stacked: opts.series must name a field"
+  end
+  local width = opts.width or 720
+  local height = opts.height or 360
+  if not finite(height) or height < 160 or height > 10000 then
+    raise(("chart.stacked: height %s is not a number of pixels from 160 to 10000"):format(tostring(opts.height)))
+  end
+  local title = opts.title and tostring(opts.title) or ""
+  local max_series = opts.max_series or #M.PALETTE
+  if not finite(max_series) or max_series < 1 then
+    raise "chart.stacked: max_series must be at least 1"
+  end
+
+  -- the rows that can be placed: a time and a value
+  local placed, seen, times = {}, {}, {}
+  for _, row in ipairs(rows) do
+    local t, v = finite(row[time_field]), finite(row[opts.value])
+    if t and v then
+      placed[#placed + 1] = { t = t, v = v, series = opts.series and label_text(row[opts.series], opts.none) or opts.value }
+      if not seen[t] then
+        seen[t] = true
+        times[#times + 1] = t
+      end
+    end
+  end
+  if #placed == 0 then
+    return no_data(title, width)
+  end
+  sort(times)
+  local step = opts.width_seconds
+  if step ~= nil and (not finite(step) or step <= 0) then
+    raise(("chart.stacked: width_seconds %s is not a positive number"):format(tostring(step)))
+  end
+  step = step or infer_width(rows, time_field, times)
+  local t0 = times[1]
+  local count = floor((times[#times] - t0) / step) + 1
+  local max_buckets = opts.max_buckets or 2000
+  if count > max_buckets then
+    raise(("chart.stacked: %s buckets of %s s are too many to draw (at most %s); chart wider buckets"):format(
+      M.number(count), M.number(step), M.number(max_buckets)))
+  end
+
+  -- series by total, largest first; the tail becomes "(other)"
+  local totals, names, whole = {}, {}, true
+  for _, p in ipairs(placed) do
+    if not totals[p.series] then
+      totals[p.series] = 0
+      names[#names + 1] = p.series
+    end
+    totals[p.series] = totals[p.series] + p.v
+    whole = whole and integral(p.v)
+  end
+  sort(names, function(a, b)
+    if totals[a] ~= totals[b] then
+      return totals[a] > totals[b]
+    end
+    return a < b
+  end)
+  local other = opts.other or M.OTHER
+  local rank, grouped = {}, false
+  if #names > max_series then
+    local kept, rest = {}, 0
+    for i, name in ipairs(names) do
+      if i < max_series then
+        kept[i] = name
+      else
+        rest = rest + totals[name]
+      end
+    end
+    kept[#kept + 1] = other
+    totals[other] = rest
+    names, grouped = kept, true
+  end
+  for i, name in ipairs(names) do
+    rank[name] = i
+  end
+  local colors = {}
+  local custom = type(opts.colors) == "table" and opts.colors or {}
+  local palette_i = 0
+  for i, name in ipairs(names) do
+    if custom[name] then
+      colors[i] = tostring(custom[name])
+    elseif grouped and i == #names then
+      colors[i] = M.OTHER_COLOR
+    else
+      palette_i = palette_i + 1
+      colors[i] = M.PALETTE[(palette_i - 1) % #M.PALETTE + 1]
+    end
+  end
+
+  -- values per bucket and series
+  local buckets = {}
+  for b = 1, count do
+    buckets[b] = { t = t0 + (b - 1) * step, values = {} }
+  end
+  for _, p in ipairs(placed) do
+    local b = floor((p.t - t0) / step) + 1
+    local s = rank[p.series] or #names
+    local values = buckets[b].values
+    values[s] = (values[s] or 0) + p.v
+  end
+  local lo, hi = 0, 0
+  for _, bucket in ipairs(buckets) do
+    local up, down = 0, 0
+    for s = 1, #names do
+      local v = bucket.values[s]
+      if v and v > 0 then
+        up = up + v
+      elseif v then
+        down = down + v
+      end
+    end
+    bucket.total = up + down
+    lo, hi = math.min(lo, down), math.max(hi, up)
+  end
+
+  local pad, tick_size, label_size = 12, 11, 11
+  local title_h = title ~= "" and 28 or 0
+
+  -- the legend wraps onto as many lines as it needs
+  local legend, line_x, line = {}, pad, 0
+  for i, name in ipairs(names) do
+    local shown = M.truncate(name, 200, label_size)
+    local w = 14 + text_width(shown, label_size)
+    if line_x > pad and line_x + w > width - pad then
+      line, line_x = line + 1, pad
+    end
+    legend[i] = { x = line_x, line = line, text = shown, full = name }
+    line_x = line_x + w + 16
+  end
+  local legend_top = pad + title_h
+  local legend_h = (line + 1) * 18
+  local plot_top = legend_top + legend_h + 22
+  local plot_bottom = height - pad - 24
+  if plot_bottom - plot_top < 100 then
+    plot_bottom = plot_top + 100
+    height = plot_bottom + pad + 24
+  end
+
+  local ticks, decimals = M.ticks(lo, hi, math.max(3, math.min(8, floor((plot_bottom - plot_top) / 50))), whole)
+  local first, last = ticks[1], ticks[#ticks]
+  local tick_w = 0
+  for _, t in ipairs(ticks) do
+    tick_w = math.max(tick_w, text_width(M.number(t, decimals), tick_size))
+  end
+
+  -- x labels: dates for whole UTC days, else month-day hour:minute
+  local days = step % 86400 == 0 and t0 % 86400 == 0
+  local label_half = text_width(M.time_label(t0, days), label_size) / 2 + 1
+  local x0 = pad + math.max(ceil(tick_w) + 6, label_half)
+  local x1 = width - pad
+  if label_half > (x1 - x0) / count / 2 then
+    -- the last label, centred under its column, must fit in the picture:
+    -- x1 + label_half - (x1 - x0) / count / 2 = width - pad
+    local k = 1 / (2 * count)
+    x1 = (width - pad - label_half - x0 * k) / (1 - k)
+  end
+  local pitch = (x1 - x0) / count
+  -- a gap between columns while there is room for one; below a few pixels
+  -- a column gaps would only blur, so columns touch
+  local bar_w = math.min(pitch * 0.8, 48)
+  if pitch < 2 then
+    bar_w = pitch
+  elseif pitch < 5 then
+    bar_w = pitch - 1
+  end
+  local yscale = (plot_bottom - plot_top) / (last - first)
+  local function y_of(v)
+    return plot_bottom - (v - first) * yscale
+  end
+  local function round2(y)
+    return floor(y * 100 + 0.5) / 100
+  end
+
+  local out = svg_open(width, height, title ~= "" and title or opts.value)
+  if title ~= "" then
+    svg_title(out, title, width, pad)
+  end
+  out[#out + 1] = ('<g class="legend" font-size="%d">'):format(label_size)
+  for i, item in ipairs(legend) do
+    local y = legend_top + item.line * 18
+    out[#out + 1] = '<g class="legend-item">'
+    out[#out + 1] = element("title", {}, M.escape(item.full .. ": " .. value_text(totals[item.full] or 0, opts, whole)))
+    out[#out + 1] = element("rect", { "x", item.x, "y", y + 3, "width", 10, "height", 10, "fill", colors[i] })
+    out[#out + 1] = element("text", { "x", item.x + 14, "y", y + 12 }, M.escape(item.text))
+    out[#out + 1] = "</g>"
+  end
+  out[#out + 1] = "</g>"
+  local caption = opts.value_label or opts.value
+  out[#out + 1] = element("text", {
+    "class", "caption", "x", pad, "y", plot_top - 10, "font-size", tick_size, "fill", MUTED,
+  }, M.escape(M.truncate(caption, width - 2 * pad, tick_size)))
+
+  out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(tick_size, MUTED)
+  for _, t in ipairs(ticks) do
+    local y = y_of(t)
+    out[#out + 1] = element("line", {
+      "class", "grid", "x1", x0, "y1", y, "x2", x1, "y2", y, "stroke", t == 0 and AXIS or GRID,
+    })
+    out[#out + 1] = element("text", { "class", "tick", "x", x0 - 6, "y", y + 4, "text-anchor", "end" },
+      M.escape(M.number(t, decimals)))
+  end
+  out[#out + 1] = "</g>"
+
+  for b, bucket in ipairs(buckets) do
+    local left = x0 + (b - 1) * pitch + (pitch - bar_w) / 2
+    local when = M.time_label(bucket.t, days)
+    out[#out + 1] = '<g class="bucket">'
+    out[#out + 1] = element("title", {}, M.escape(when .. ": " .. value_text(bucket.total, opts, whole)))
+    -- positive values stack up from zero, negative ones down; the edges are
+    -- rounded once so neighbouring segments meet without seams
+    local up, down = 0, 0
+    for s = 1, #names do
+      local v = bucket.values[s]
+      if v and v ~= 0 then
+        local from, to
+        if v > 0 then
+          from, to = up, up + v
+          up = to
+        else
+          from, to = down, down + v
+          down = to
+        end
+        local ya, yb = round2(y_of(from)), round2(y_of(to))
+        if yb > ya then
+          ya, yb = yb, ya
+        end
+        out[#out + 1] = element("rect", {
+          "class", "seg", "x", left, "y", yb, "width", bar_w, "height", ya - yb, "fill", colors[s],
+        }, element("title", {}, M.escape(names[s] .. ": " .. value_text(v, opts, whole))))
+      end
+    end
+    out[#out + 1] = "</g>"
+  end
+
+  -- thin the time labels to a round spacing at least one label wide
+  local need = ceil((2 * label_half + 8) / pitch)
+  local every = need
+  for _, s in ipairs(LABEL_STEPS) do
+    if s % step == 0 and s / step >= need then
+      every = s / step
+      break
+    end
+  end
+  if every < need then
+    every = need
+  end
+  local anchor = 0
+  local span = every * step
+  if span <= 86400 and 86400 % span == 0 then
+    for i = 0, every - 1 do
+      if (t0 + i * step) % span == 0 then
+        anchor = i
+        break
+      end
+    end
+  end
+  out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(label_size, MUTED)
+  out[#out + 1] = element("line", { "x1", x0, "y1", plot_bottom, "x2", x1, "y2", plot_bottom, "stroke", AXIS })
+  for b = anchor + 1, count, every do
+    local x = x0 + (b - 0.5) * pitch
+    out[#out + 1] = element("line", {
+      "class", "tick", "x1", x, "y1", plot_bottom, "x2", x, "y2", plot_bottom + 4, "stroke", AXIS,
+    })
+    out[#out + 1] = element("text", { "class", "time", "x", x, "y", plot_bottom + 17, "text-anchor", "middle" },
+      M.escape(M.time_label(buckets[b].t, days)))
+  end
+  out[#out + 1] = "</g>"
+  out[#out + 1] = "</svg>\n"
+  return concat(out, "\n")
+end
+
+local CSS = [[
+body{margin:0;background:#fff;color:#222;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
+main{max-width:980px;margin:0 auto;padding:24px 20px 40px}
+h1{font-size:22px;margin:0 0 4px}
+.subtitle{color:#666;margin:0 0 20px}
+section{margin:28px 0}
+h2{font-size:17px;margin:0 0 10px}
+figure{margin:0 0 14px}
+figure svg{max-width:100%;height:auto;display:block}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+th,td{padding:4px 12px;border-bottom:1px solid #e6e6e6;text-align:left;vertical-align:top}
+th{border-bottom:2px solid #bbb;font-weight:600}
+tbody tr:nth-child(even){background:#f7f7f7}
+tfoot td{border-top:2px solid #bbb;font-weight:600}
+.num{text-align:right;white-space:nowrap}
+.note{color:#666;font-size:13px}
+]]
+
+local function lines(value)
+  if type(value) == "table" then
+    local out = {}
+    for i, line in ipairs(value) do
+      out[i] = M.escape(line)
+    end
+    return concat(out, "<br>")
+  end
+  return M.escape(value)
+end
+
+local function cell(v, column)
+  if v == nil then
+    return ""
+  end
+  if column.format then
+    return M.escape(column.format(v))
+  end
+  if finite(v) then
+    return M.escape(M.number(v, column.decimals))
+  end
+  return M.escape(label_text(v))
+end
+
+-- Columns when the caller gave none: the keys of the rows, sorted, numeric
+-- when every value is a number.
+local function columns_of(rows)
+  local numeric, keys = {}, {}
+  for _, row in ipairs(rows) do
+    for k, v in pairs(row) do
+      if numeric[k] == nil then
+        keys[#keys + 1] = k
+        numeric[k] = true
+      end
+      numeric[k] = numeric[k] and type(v) == "number"
+    end
+  end
+  sort(keys, function(a, b)
+    if type(a) ~= type(b) then
+      return type(a) == "number"
+    end
+    return a < b
+  end)
+  local columns = {}
+  for i, k in ipairs(keys) do
+    columns[i] = { key = k, label = tostring(k), numeric = numeric[k] }
+  end
+  return columns
+end
+
+local function html_table(out, t)
+  local rows = t.rows or {}
+  local columns = t.columns or columns_of(rows)
+  out[#out + 1] = "<table>"
+  if t.caption then
+    out[#out + 1] = "<caption>" .. M.escape(t.caption) .. "</caption>"
+  end
+  local head = {}
+  for i, c in ipairs(columns) do
+    head[i] = (c.numeric and '<th class="num">' or "<th>") .. M.escape(c.label or label_text(c.key)) .. "</th>"
+  end
+  out[#out + 1] = "<thead><tr>" .. concat(head) .. "</tr></thead>"
+  local function line(row)
+    local cells = {}
+    for i, c in ipairs(columns) do
+      cells[i] = (c.numeric and '<td class="num">' or "<td>") .. cell(row[c.key], c) .. "</td>"
+    end
+    return "<tr>" .. concat(cells) .. "</tr>"
+  end
+  out[#out + 1] = "<tbody>"
+  for _, row in ipairs(rows) do
+    out[#out + 1] = line(row)
+  end
+  out[#out + 1] = "</tbody>"
+  if t.footer then
+    out[#out + 1] = "<tfoot>" .. line(t.footer) .. "</tfoot>"
+  end
+  out[#out + 1] = "</table>"
+end
+
+-- An SVG from chart.* is embedded as it is; a prolog some other tool put
+-- before it would be stray text inside HTML.
+local function inline_svg(svg)
+  svg = tostring(svg):gsub("^%s*<%?xml.-%?>%s*", ""):gsub("^%s*<!DOCTYPE[^>]*>%s*", "")
+  return svg
+end
+
+--- A standalone HTML5 page: doc.title, doc.subtitle (text or a list of
+-- lines), doc.sections = list of {heading, svg, table = {columns = {{key,
+-- label, numeric, decimals, format}}, rows, footer, caption}, note}. Inline
+-- CSS only: no scripts, nothing fetched.
+function M.html(doc)
+  if type(doc) ~= "table" then
+    raise(("chart.html: expected a document table, got a %s"):format(type(doc)))
+  end
+  local sections = doc.sections or {}
+  if type(sections) ~= "table" then
+    raise "chart.html: doc.sections must be a list"
+  end
+  local title = doc.title and tostring(doc.title) or "Report"
+  local out = {
+    "<!DOCTYPE html>",
+    '<html lang="en">',
+    "<head>",
+    '<meta charset="utf-8">',
+    '<meta name="viewport" content="width=device-width, initial-scale=1">',
+    "<title>" .. M.escape(title) .. "</title>",
+    "<style>\n" .. CSS .. "</style>",
+    "</head>",
+    "<body>",
+    "<main>",
+    "<h1>" .. M.escape(title) .. "</h1>",
+  }
+  if doc.subtitle then
+    out[#out + 1] = '<p class="subtitle">' .. lines(doc.subtitle) .. "</p>"
+  end
+  for i, section in ipairs(sections) do
+    if type(section) ~= "table" then
+      raise(("chart.html: section %d is a %s, not a table"):format(i, type(section)))
+    end
+    out[#out + 1] = "<section>"
+    if section.heading then
+      out[#out + 1] = "<h2>" .. M.escape(section.heading) .. "</h2>"
+    end
+    if section.svg then
+      out[#out + 1] = "<figure>\n" .. inline_svg(section.svg) .. "</figure>"
+    end
+    if section.table then
+      html_table(out, section.table)
+    end
+    if section.note then
+      out[#out + 1] = '<p class="note">' .. lines(section.note) .. "</p>"
+    end
+    out[#out + 1] = "</section>"
+  end
+  out[#out + 1] = "</main>"
+  out[#out + 1] = "</body>"
+  out[#out + 1] = "</html>\n"
+  return concat(out, "\n")
+end
+
+return M
