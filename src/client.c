@@ -729,7 +729,8 @@ static enum ou_outcome take_headers(lua_State *L, struct ou_client *c, int idx)
         size_t nlen, vlen;
         const char *name, *value;
         if (lua_type(L, -2) != LUA_TSTRING)
-            return transport_fault(L, c, "returned a header name that is a %s; expected strings",
+            return transport_fault(L, c,
+                                   "the transport returned a header name that is a %s; expected strings",
                                    luaL_typename(L, -2));
         name = lua_tolstring(L, -2, &nlen);
         if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
@@ -745,15 +746,16 @@ static enum ou_outcome take_headers(lua_State *L, struct ou_client *c, int idx)
                     break;
                 }
                 if (lua_type(L, -1) != LUA_TSTRING)
-                    return transport_fault(L, c,
-                                           "returned a header value list holding a %s; expected strings",
-                                           luaL_typename(L, -1));
+                    return transport_fault(
+                        L, c, "the transport returned a header value list holding a %s; expected strings",
+                        luaL_typename(L, -1));
                 value = lua_tolstring(L, -1, &vlen);
                 ou_response_header(r, name, nlen, value, vlen);
                 lua_pop(L, 1);
             }
         } else {
-            return transport_fault(L, c, "returned a header value that is a %s; expected a string",
+            return transport_fault(L, c,
+                                   "the transport returned a header value that is a %s; expected a string",
                                    luaL_typename(L, -1));
         }
         lua_pop(L, 1);
