@@ -7,10 +7,12 @@ source = {
 description = {
   summary = "Read the OpenAI organization Usage API from Lua, with a C core on libcurl",
   detailed = [[
-    A client for GET /v1/organization/usage/images (and the other usage
-    endpoints): parameters validated and encoded in C from one rule table,
-    libcurl with keep-alive, gzip, timeouts and SDK-style retries, and a
-    one-pass JSON decoder straight into Lua tables that keeps integers exact.
+    A client for GET /v1/organization/usage/images and the other usage
+    endpoints and costs: parameters validated and encoded in C from one rule
+    table generated from the OpenAPI description, libcurl with keep-alive,
+    gzip, timeouts and SDK-style retries, a one-pass JSON decoder straight
+    into Lua tables that keeps integers exact; report steps, text, CSV, JSON,
+    SVG and HTML output, and the openai-usage command.
   ]],
   license = "MIT",
 }
@@ -28,6 +30,19 @@ build = {
   type = "builtin",
   modules = {
     ["openai_usage"] = "lua/openai_usage/init.lua",
+    ["openai_usage.async"] = "lua/openai_usage/async.lua",
+    ["openai_usage.cache"] = "lua/openai_usage/cache.lua",
+    ["openai_usage.chart"] = "lua/openai_usage/chart.lua",
+    ["openai_usage.cli"] = "lua/openai_usage/cli.lua",
+    ["openai_usage.cost"] = "lua/openai_usage/cost.lua",
+    ["openai_usage.format"] = "lua/openai_usage/format.lua",
+    ["openai_usage.json"] = "lua/openai_usage/json.lua",
+    ["openai_usage.nvim"] = "lua/openai_usage/nvim.lua",
+    ["openai_usage.prices"] = "lua/openai_usage/prices.lua",
+    ["openai_usage.report"] = "lua/openai_usage/report.lua",
+    ["openai_usage.time"] = "lua/openai_usage/time.lua",
+    ["openai_usage.transport"] = "lua/openai_usage/transport.lua",
+    ["openai_usage.transport.resty"] = "lua/openai_usage/transport/resty.lua",
     ["openai_usage.core"] = {
       sources = {
         "src/buf.c",
@@ -46,6 +61,11 @@ build = {
       libraries = { "dl", "m", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
+    },
+  },
+  install = {
+    bin = {
+      ["openai-usage"] = "bin/openai-usage",
     },
   },
 }

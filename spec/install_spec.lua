@@ -2,6 +2,17 @@
 -- module from it with nothing but LUA_PATH and LUA_CPATH.
 local V = os.getenv("OPENAI_USAGE_LUA_VERSION") or "5.4"
 local MAKE_ARGS = os.getenv("OPENAI_USAGE_MAKE_ARGS") or ""
+
+-- Every Lua file of the module, as lua/openai_usage/....lua paths.
+local function lua_modules()
+  local p = assert(io.popen "find lua -name '*.lua' | sort")
+  local out = {}
+  for line in p:lines() do
+    out[#out + 1] = line
+  end
+  p:close()
+  return out
+end
 describe("make install", function()
   local prefix
 
@@ -35,6 +46,18 @@ describe("make install", function()
     assert.is_true(ok, out)
     assert.are.equal(require("openai_usage").version .. " 5000", out)
   end)
+
+  it("installs every Lua module and an openai-usage command that runs from the tree", function()
+    for _, path in ipairs(lua_modules()) do
+      assert.is_not_nil(io.open(prefix .. "/share/lua/" .. V .. "/" .. path:gsub("^lua/", "")), path)
+    end
+    local cmd = ([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
+      .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s/bin/openai-usage images --help]]):format(prefix, V, prefix, V, prefix, V, prefix)
+    local out, ok = run(cmd)
+    assert.is_true(ok, out)
+    assert.matches("usage: openai%-usage ENDPOINT", out)
+    assert.matches("%-%-sizes", out)
+  end)
 end)
 
 describe("the bundled reference-page generator", function()
@@ -64,7 +87,13 @@ describe("the rockspec", function()
     os.remove(tree)
     -- the builtin backend builds in place: use a copy, never the working tree
     local copy = tree .. ".src"
-    local p = io.popen(("mkdir -p '%s' && cp -r src lua rockspec '%s' && cd '%s' && luarocks --lua-version %s make "
+    -- the rockspec names every Lua module under its dotted name
+    local rockspec = assert(io.open "rockspec/openai-usage-scm-1.rockspec"):read "*a"
+    for _, path in ipairs(lua_modules()) do
+      local name = path:gsub("^lua/", ""):gsub("/init%.lua$", ""):gsub("%.lua$", ""):gsub("/", ".")
+      assert.truthy(rockspec:find(('["%s"] = "%s"'):format(name, path), 1, true), path .. " is missing from the rockspec")
+    end
+    local p = io.popen(("mkdir -p '%s' && cp -r src lua rockspec bin '%s' && cd '%s' && luarocks --lua-version %s make "
       .. "--tree='%s' --deps-mode=none rockspec/openai-usage-scm-1.rockspec 2>&1; rm -rf '%s'")
       :format(copy, copy, copy, V, tree, copy))
     local out = p:read "*a"
@@ -76,7 +105,13 @@ describe("the rockspec", function()
       .. [[io.write(u.version, " ", tostring(u.decode("[5000]")[1]))' 2>&1]]):format(tree, V, tree, V, tree, V, lua))
     out = p:read "*a"
     p:close()
-    os.execute("rm -rf '" .. tree .. "'")
     assert.are.equal(require("openai_usage").version .. " 5000", out)
+    -- the command is installed into the tree's bin
+    p = io.popen(([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
+      .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s/bin/openai-usage --help 2>&1]]):format(tree, V, tree, V, tree, V, tree))
+    local help = p:read "*a"
+    p:close()
+    os.execute("rm -rf '" .. tree .. "'")
+    assert.matches("usage: openai%-usage ENDPOINT", help)
   end)
 end)
