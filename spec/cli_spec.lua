@@ -390,4 +390,82 @@ print(json.dumps(rows))
     assert.matches("^<svg", svg)
     os.execute("rm -rf " .. q(dir))
   end)
+
+  it("reports on every endpoint of the rule table, figures matching the API's rows", function()
+    local levels = require("openai_usage.report").LEVEL
+    local c = assert(usage.new(srv:client_options()))
+    for _, endpoint in ipairs(usage.rules()) do
+      local rule = usage.rules(endpoint)
+      local day_limit
+      for _, w in ipairs(rule.widths) do
+        if w.width == "1d" then
+          day_limit = w.max_limit
+        end
+      end
+      local group
+      for _, p in ipairs(rule.params) do
+        if p.name == "group_by" and p.values then
+          group = p.values[1]
+        end
+      end
+      local args = { endpoint, "--since", SINCE, "--until", UNTIL, "--format", "json" }
+      if group then
+        args[#args + 1] = "--group-by"
+        args[#args + 1] = group
+      end
+      local out, err, code = run(args)
+      assert.are.equal(0, code, endpoint .. ": " .. tostring(err))
+      local shown = {}
+      for _, r in ipairs(cjson.decode(out)) do
+        shown[tostring(group and r[group] or "*")] = r
+      end
+      -- the same figures, by plain loops over the client's rows
+      local want, latest = {}, {}
+      for row in c:results(endpoint, { start_time = T_SINCE, end_time = T_UNTIL, bucket_width = "1d",
+        group_by = group and { group } or nil, limit = day_limit }) do
+        local key = group and tostring(row[group] or "(none)") or "*"
+        want[key] = want[key] or {}
+        latest[key] = latest[key] or {}
+        for f, v in pairs(row) do
+          if type(v) == "table" and type(v.value) == "number" then
+            f, v = f, v.value
+          end
+          if type(v) == "number" and f ~= "start_time" and f ~= "end_time" then
+            if levels[f] then
+              if (latest[key][f] or -1) < row.start_time then
+                latest[key][f], want[key][f] = row.start_time, v
+              elseif latest[key][f] == row.start_time then
+                want[key][f] = want[key][f] + v
+              end
+            else
+              want[key][f] = (want[key][f] or 0) + v
+            end
+          end
+        end
+      end
+      local groups = 0
+      for key, figures in pairs(want) do
+        groups = groups + 1
+        assert.truthy(shown[key], endpoint .. " " .. key)
+        for f, v in pairs(figures) do
+          local got = shown[key][f]
+          assert.is_number(got, endpoint .. " " .. key .. " " .. f)
+          assert.is_true(math.abs(got - v) <= 1e-9 * math.max(1, math.abs(v)), ("%s %s %s: %s ~= %s"):format(endpoint, key, f, got, v))
+        end
+      end
+      assert.is_true(groups > 0, endpoint .. " has rows on the stand-in")
+    end
+    c:close()
+  end)
+
+  it("names costs' currency in the amount column and leaves a total of mixed units blank", function()
+    local out, err, code = run(split_args("costs --since " .. SINCE .. " --until " .. UNTIL .. " --group-by project_id,line_item"))
+    assert.are.equal(0, code, err)
+    assert.matches("amount_usd", out)
+    local header = out:match "\n(project_id[^\n]*)"
+    local total = out:match "\n(Total[^\n]*)"
+    assert.truthy(header:find("quantity", 1, true))
+    local figures = select(2, total:gsub("[%d,]+%.%d%d", ""))
+    assert.are.equal(1, figures, "the amount is totalled, the quantity (tokens, images, seconds...) is not: " .. total)
+  end)
 end)

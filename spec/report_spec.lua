@@ -49,6 +49,24 @@ describe("report steps", function()
     assert.are.same({ "model", "size", "images", "rows" }, g.columns)
   end)
 
+  it("group keeps a level (vector store bytes) at its latest bucket instead of adding days", function()
+    local rows = {
+      { project_id = "a", usage_bytes = 100, start_time = T0 },
+      { project_id = "a", usage_bytes = 150, start_time = T0 + D },
+      { project_id = "b", usage_bytes = 7, start_time = T0 + D },
+      { project_id = "b", usage_bytes = 5, start_time = T0 },
+    }
+    local by_project = by_key(report.group(rows, "project_id"), "project_id")
+    assert.are.equal(150, by_project.a.usage_bytes)
+    assert.are.equal(7, by_project.b.usage_bytes)
+    local all = report.group(rows, {})
+    assert.are.equal(157, all[1].usage_bytes) -- both projects' latest day
+    local per_day = report.group(rows, "start_time")
+    assert.are.same({ 105, 157 }, { per_day[1].usage_bytes, per_day[2].usage_bytes })
+    local summed = report.group(rows, "project_id", nil, { levels = {} })
+    assert.are.equal(250, by_key(summed, "project_id").a.usage_bytes)
+  end)
+
   it("group with no fields is the grand total", function()
     local g = report.group(images(), {})
     assert.are.same({ { images = 21, num_model_requests = 14 } }, { g[1] })

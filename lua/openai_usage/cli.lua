@@ -422,6 +422,25 @@ local function wrap(text, width)
   return table.concat(lines, "\n")
 end
 
+-- Figures whose unit (field name .. "_unit", as costs' quantity_unit)
+-- differs between rows: their total would add tokens to images.
+local function mixed_units(rows)
+  local units, mixed = {}, {}
+  for _, row in ipairs(rows) do
+    for k, v in pairs(row) do
+      local figure = type(k) == "string" and k:match "^(.+)_unit$"
+      if figure then
+        v = tostring(v)
+        if units[figure] ~= nil and units[figure] ~= v then
+          mixed[figure] = true
+        end
+        units[figure] = v
+      end
+    end
+  end
+  return mixed
+end
+
 local function describe_range(job)
   return ("%s, %s to %s, %s buckets"):format(job.endpoint, time.label(job.since), time.label(job["until"]), job.bucket)
 end
@@ -430,6 +449,7 @@ end
 -- openai_usage.cost worked out: its rows carry the cost column.
 function M.render(job, rows, meta)
   meta = meta or {}
+  rows = report.rows(rows) -- costs' amount = { value, currency } lifted
   local currency = single_currency(rows)
   local shaped = meta.shaped or M.shape(job, rows)
   local headers = {}
@@ -445,6 +465,7 @@ function M.render(job, rows, meta)
   end
   local opts = {
     headers = headers,
+    no_total = mixed_units(rows),
     total = not job.by_time and (job.format == "table" or job.format == "md" or job.format == "html"),
     width = job.width,
     title = (job.format == "table" or job.format == "md" or job.format == "html" or job.format == "svg") and title or nil,

@@ -5,6 +5,7 @@
 --             fields, then text fields, then numbers)
 --   headers   field -> column title
 --   total     add a "Total" row (table, md, html)
+--   no_total  a set of fields left blank in it (figures of mixed units)
 --   decimals  digits after the point for fractional numbers (default 2)
 --   width     bucket width in seconds, for time labels (default: inferred)
 --   title, subtitle, chart (svg, html; see openai_usage.chart)
@@ -244,10 +245,12 @@ local function exact(v, col)
   return tostring(v)
 end
 
-local function totals_row(rows, info)
+local function totals_row(rows, info, skip)
   local total = {}
   for _, col in ipairs(info) do
-    if col.numeric and not col.percent then
+    if skip[col.name] then
+      total[col.name] = nil
+    elseif col.numeric and not col.percent then
       local sum = 0
       for _, row in ipairs(rows) do
         if is_number(row[col.name]) then
@@ -281,7 +284,7 @@ local function cells(rows, opts)
   end
   local total
   if opts.total and #info > 0 then
-    local t = totals_row(rows, info)
+    local t = totals_row(rows, info, opts.no_total or {})
     total = {}
     for i, col in ipairs(info) do
       total[i] = human(t[col.name], col, opts, width)

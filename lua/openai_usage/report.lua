@@ -171,6 +171,33 @@ local function add(into, row, sums)
   end
 end
 
+-- Fields that measure a level, not a count: summing them over time means
+-- nothing. Over time, group keeps the latest bucket's value (per group:
+-- the sum of the levels of that bucket's rows). Written here once: the
+-- OpenAPI description says "usage in bytes" and no more.
+M.LEVEL = { usage_bytes = true }
+
+-- Combines the rows of one group: sums, except level fields, which take
+-- the rows of the latest start_time.
+local function fold(g, row, sums, levels, latest)
+  for _, f in ipairs(sums) do
+    local v = row[f]
+    if is_number(v) then
+      if levels[f] then
+        local t = is_number(row.start_time) and row.start_time or 0
+        local seen = latest[f]
+        if seen == nil or t > seen then
+          latest[f], g[f] = t, v
+        elseif t == seen then
+          g[f] = g[f] + v
+        end
+      else
+        g[f] = g[f] + v
+      end
+    end
+  end
+end
+
 local function key_of(row, by, none)
   local parts = {}
   for i, f in ipairs(by) do
@@ -184,14 +211,23 @@ local function key_of(row, by, none)
 end
 
 --- Groups rows by fields (a list or "a,b") and sums numeric fields (a list;
--- default every numeric field). A missing group value reads as "(none)",
--- or opts.none. opts.count names a field that gets each group's row count.
--- Groups keep the order of their first row.
+-- default every numeric field). A level field (M.LEVEL, or opts.levels, a
+-- set of names) takes its latest bucket's value instead of a sum, unless
+-- start_time is one of the group fields. A missing group value reads as
+-- "(none)", or opts.none. opts.count names a field that gets each group's
+-- row count. Groups keep the order of their first row.
 function M.group(rows, by, sums, opts)
   opts = opts or {}
   by = list(by, "group: by") or {}
   sums = list(sums, "group: sums") or M.numeric_fields(rows)
   local none = opts.none or M.NONE
+  local levels = opts.levels or M.LEVEL
+  for _, f in ipairs(by) do
+    if f == "start_time" then
+      levels = {} -- one bucket a group: every field adds up
+    end
+  end
+  local latest = {}
   local out, index = {}, {}
   for _, row in ipairs(rows) do
     local key = key_of(row, by, none)
@@ -209,9 +245,10 @@ function M.group(rows, by, sums, opts)
         g[opts.count] = 0
       end
       index[key] = g
+      latest[g] = {}
       out[#out + 1] = g
     end
-    add(g, row, sums)
+    fold(g, row, sums, levels, latest[g])
     if opts.count then
       g[opts.count] = g[opts.count] + 1
     end
