@@ -362,6 +362,11 @@ local function check_rows(rows, opts, fn)
   if opts.width ~= nil and (not finite(opts.width) or opts.width < 200 or opts.width > 10000) then
     raise(("chart.%s: width %s is not a number of pixels from 200 to 10000"):format(fn, tostring(opts.width)))
   end
+  for i, row in ipairs(rows) do
+    if type(row) ~= "table" then
+      raise(("chart.%s: row %d is a %s, not a table"):format(fn, i, type(row)))
+    end
+  end
 end
 
 local function field_list(names, fn)
@@ -610,6 +615,9 @@ function M.stacked(rows, opts)
   local t0 = times[1]
   local count = floor((times[#times] - t0) / step) + 1
   local max_buckets = opts.max_buckets or 2000
+  if not finite(max_buckets) or max_buckets < 1 then
+    raise "chart.stacked: max_buckets must be at least 1"
+  end
   if count > max_buckets then
     raise(("chart.stacked: %s buckets of %s s are too many to draw (at most %s); chart wider buckets"):format(
       M.number(count), M.number(step), M.number(max_buckets)))
