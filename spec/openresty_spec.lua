@@ -188,20 +188,6 @@ describe("openresty", function()
     assert.are.equal(0, #srv:requests())
   end)
 
-  it("an API that refuses connections: kind network after the retries", function()
-    local closed = nginx.start { conf = EXAMPLE_CONF, env = { OPENAI_ADMIN_KEY = KEY, OPENAI_BASE_URL = "http://127.0.0.1:1/v1" } }
-    local status, body = closed:get(query(window(1)))
-    local log = closed:error_log()
-    closed:stop()
-    assert.are.equal(502, status, body)
-    local err = decode(body).error
-    assert.are.equal("network", err.kind)
-    assert.are.equal(3, err.attempts)
-    assert.matches("connecting to 127.0.0.1:1: connection refused", err.message, 1, true)
-    assert_no_key(body)
-    assert_no_key(log)
-  end)
-
   -- A conf of the spec's own, for what the example does not show: nginx
   -- also plays the API (a recorded page, framed as the path says), and
   -- /fetch requests one page twice through a resty transport built with
@@ -256,14 +242,15 @@ local resty = require "openai_usage.transport.resty"
 local args = ngx.req.get_uri_args()
 local transport = assert(resty.new { hosts = { localhost = "127.0.0.1" }, keepalive_timeout = 10 })
 local client = assert(usage.new {
-  transport = transport, base_url = args.base, max_response_bytes = tonumber(args.max), max_retries = 0,
+  transport = transport, base_url = args.base, max_response_bytes = tonumber(args.max),
+  max_retries = tonumber(args.retries) or 0, retry_backoff = tonumber(args.backoff),
 })
 local out = {}
 for i = 1, 2 do
   local page, err = client:images { start_time = tonumber(args.start_time) }
   local t = client:last_transfer()
   out[i] = page and { buckets = #page.data, request_id = t.request_id or cjson.null, body_bytes = t.body_bytes }
-    or { error = { kind = err.kind, message = err.message } }
+    or { error = { kind = err.kind, message = err.message, attempts = err.attempts } }
 end
 ngx.say(cjson.encode(out))
 ]]
@@ -327,6 +314,19 @@ ngx.say(cjson.encode(out))
     end
   end)
 
+  it("an API that refuses connections: kind network, after the retries", function()
+    local server = nginx.start { conf = test_conf(SYSTEM_CA), env = { OPENAI_ADMIN_KEY = KEY },
+      files = { ["fetch.lua"] = FETCH_LUA, ["page.lua"] = PAGE_LUA } }
+    local out = fetch(server, "http://127.0.0.1:1/v1", "&retries=2&backoff=0.01")
+    local log = server:error_log()
+    server:stop()
+    assert.are.equal("network", out[1].error.kind)
+    assert.are.equal(3, out[1].error.attempts)
+    assert.matches("transfer failed after 3 attempts: connecting to 127.0.0.1:1: connection refused",
+      out[1].error.message, 1, true)
+    assert_no_key(log)
+  end)
+
   describe("over https", function()
     local tls
 
@@ -360,12 +360,13 @@ ngx.say(cjson.encode(out))
       assert.are.equal("Bearer " .. KEY, records[1].headers.authorization)
     end)
 
-    it("refuses a certificate that does not chain to a trusted one: nothing is sent", function()
+    it("refuses a certificate that does not chain to a trusted one: nothing is sent, no retry", function()
       local server = tls_server(nil)
       tls:reset()
-      local out = fetch(server, ("https://localhost:%d/v1"):format(tls.port))
+      local out = fetch(server, ("https://localhost:%d/v1"):format(tls.port), "&retries=2")
       server:stop()
       assert.are.equal("network", out[1].error.kind)
+      assert.are.equal(1, out[1].error.attempts) -- it would fail again, as with libcurl
       assert.matches("TLS handshake with localhost:" .. tls.port .. ": 18: self-signed certificate",
         out[1].error.message, 1, true)
       assert.are.equal(0, #tls:requests()) -- the key never left

@@ -306,6 +306,15 @@ describe("transport", function()
       assert.are.equal(2, #c:last_transfer().delays)
     end)
 
+    it("nil, {retry = false}: a failure that will not pass is not retried", function()
+      local t = canned(nil, { kind = "network", retry = false, message = "certificate verify failed" })
+      local _, err = client({ request = t.fn, sleep = select(2, recorder()) }):images { start_time = START }
+      assert.are.equal("network", err.kind)
+      assert.are.equal(1, err.attempts)
+      assert.are.equal(1, t.calls)
+      assert.are.equal("transfer failed: certificate verify failed", err.message)
+    end)
+
     it("nil, {kind = \"timeout\"}: kind timeout, retried", function()
       srv:faults { { latency_ms = 3000, times = 2 } }
       local _, err = client({ request = curl_transport(), sleep = select(2, recorder()) }, { timeout = 0.3, max_retries = 1 })

@@ -777,19 +777,23 @@ static enum ou_outcome take_answer(lua_State *L, struct ou_client *c, int *trans
         return transport_fault(L, c, "the transport raised an error: %s", error_text(L, 4));
     if (lua_isnil(L, 4)) {
         /* nil, err: the transport could not get an answer (refused, reset,
-         * timed out): retried like libcurl's connection failures */
+         * timed out): retried like libcurl's connection failures, unless
+         * err = {retry = false} says it will not pass (TLS verification) */
         if (lua_isnil(L, 5))
             return transport_fault(L, c, "the transport returned nil without an error", NULL);
         outcome = OU_FAIL_NETWORK;
+        *transient = 1;
         if (lua_type(L, 5) == LUA_TTABLE) {
             lua_getfield(L, 5, "kind");
             if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), "timeout") == 0)
                 outcome = OU_FAIL_TIMEOUT;
-            lua_pop(L, 1);
+            lua_getfield(L, 5, "retry");
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+                *transient = 0;
+            lua_pop(L, 2);
         }
         error_text(L, 5);
         keep_reason(L, c);
-        *transient = 1;
         return outcome;
     }
     if (lua_type(L, 4) != LUA_TNUMBER)

@@ -62,16 +62,20 @@ function M.build_module()
   return "build/luajit/openai_usage/core.so"
 end
 
-local function free_port()
-  local port = capture [[python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])']]
-  return assert(tonumber(port:match "%d+"), "no free port: " .. port)
-end
-
 local function self_pid()
   local f = assert(io.open "/proc/self/stat")
   local pid = f:read("*l"):match "^(%d+)"
   f:close()
   return pid
+end
+
+-- A port below Linux's ephemeral range (32768 up), so no outgoing
+-- connection holds it, spread by pid and time (Lua's RNG is the suite's);
+-- one in use is retried by start.
+local tries = 0
+local function next_port()
+  tries = tries + 1
+  return 20000 + (tonumber(self_pid()) * 7919 + os.time() + tries * 104729) % 12000
 end
 
 --- Starts nginx with conf (text; its listen address M.EXAMPLE_LISTEN is
@@ -94,9 +98,8 @@ function M.start(options)
   for name, value in pairs(options.env or {}) do
     env[#env + 1] = name .. "=" .. shell_quote(value)
   end
-  -- a port taken between free_port() and nginx's bind: try another
-  for _ = 1, 3 do
-    self.port = free_port()
+  for _ = 1, 20 do
+    self.port = next_port()
     local conf, count = options.conf:gsub(M.EXAMPLE_LISTEN:gsub("%.", "%%."), "127.0.0.1:" .. self.port)
     assert(count == 1, "the conf must listen on " .. M.EXAMPLE_LISTEN .. " exactly once")
     write_file(prefix .. "/conf/nginx.conf", conf)

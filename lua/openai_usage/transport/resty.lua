@@ -236,7 +236,11 @@ local function exchange(req, u, settings, deadline)
     local session, herr = sock:sslhandshake(nil, u.host, true)
     if not session then
       sock:close()
-      return failure("TLS handshake with " .. where, herr)
+      if herr == "timeout" then
+        return failure("TLS handshake with " .. where, herr)
+      end
+      -- a certificate that failed verification will fail again: not retried
+      return nil, { kind = "network", retry = false, message = "TLS handshake with " .. where .. ": " .. tostring(herr) }
     end
   end
   local sent, serr = sock:send(request_text(u, req.headers))
@@ -268,7 +272,7 @@ end
 local function send(req, settings)
   local u, err = parse_url(req.url)
   if not u then
-    return nil, err
+    return nil, { kind = "network", retry = false, message = err }
   end
   -- req.timeout bounds the whole attempt, as libcurl's does
   local deadline = ngx.now() + req.timeout
