@@ -243,13 +243,14 @@ local args = ngx.req.get_uri_args()
 local transport = assert(resty.new { hosts = { localhost = "127.0.0.1" }, keepalive_timeout = 10 })
 local client = assert(usage.new {
   transport = transport, base_url = args.base, max_response_bytes = tonumber(args.max),
-  max_retries = tonumber(args.retries) or 0, retry_backoff = tonumber(args.backoff),
+  max_retries = tonumber(args.retries) or 0, retry_backoff = tonumber(args.backoff), timeout = tonumber(args.timeout),
 })
 local out = {}
 for i = 1, 2 do
   local page, err = client:images { start_time = tonumber(args.start_time) }
   local t = client:last_transfer()
-  out[i] = page and { buckets = #page.data, request_id = t.request_id or cjson.null, body_bytes = t.body_bytes }
+  out[i] = page and { buckets = #page.data, request_id = t.request_id or cjson.null, body_bytes = t.body_bytes,
+      attempts = t.attempts }
     or { error = { kind = err.kind, message = err.message, attempts = err.attempts } }
 end
 ngx.say(cjson.encode(out))
@@ -314,17 +315,46 @@ ngx.say(cjson.encode(out))
     end
   end)
 
-  it("an API that refuses connections: kind network, after the retries", function()
-    local server = nginx.start { conf = test_conf(SYSTEM_CA), env = { OPENAI_ADMIN_KEY = KEY },
-      files = { ["fetch.lua"] = FETCH_LUA, ["page.lua"] = PAGE_LUA } }
-    local out = fetch(server, "http://127.0.0.1:1/v1", "&retries=2&backoff=0.01")
-    local log = server:error_log()
-    server:stop()
-    assert.are.equal("network", out[1].error.kind)
-    assert.are.equal(3, out[1].error.attempts)
-    assert.matches("transfer failed after 3 attempts: connecting to 127.0.0.1:1: connection refused",
-      out[1].error.message, 1, true)
-    assert_no_key(log)
+  describe("the connection", function()
+    local server
+
+    setup(function()
+      server = nginx.start { conf = test_conf(SYSTEM_CA), env = { OPENAI_ADMIN_KEY = KEY },
+        files = { ["fetch.lua"] = FETCH_LUA, ["page.lua"] = PAGE_LUA } }
+    end)
+
+    teardown(function()
+      assert_no_key(server:error_log())
+      server:stop()
+    end)
+
+    it("refused: kind network, after the retries", function()
+      local out = fetch(server, "http://127.0.0.1:1/v1", "&retries=2&backoff=0.01")
+      assert.are.equal("network", out[1].error.kind)
+      assert.are.equal(3, out[1].error.attempts)
+      assert.matches("transfer failed after 3 attempts: connecting to 127.0.0.1:1: connection refused",
+        out[1].error.message, 1, true)
+    end)
+
+    it("a slow answer: kind timeout at the client's timeout", function()
+      srv:faults { { latency_ms = 3000, times = 2 } }
+      local out = fetch(server, srv.url, "&timeout=0.3")
+      for i = 1, 2 do
+        assert.are.equal("timeout", out[i].error.kind)
+        assert.matches("reading the status line from 127.0.0.1:" .. srv.port .. ": timeout", out[i].error.message, 1,
+          true)
+      end
+    end)
+
+    it("closed by the server after an answer: the next request opens another, with no failed attempt", function()
+      srv:faults { { close_after = true } }
+      local out = fetch(server, srv.url, "&retries=2")
+      assert.are.equal(1, out[1].attempts, out[1].error and out[1].error.message)
+      assert.are.equal(1, out[2].attempts, out[2].error and out[2].error.message)
+      local records = srv:requests()
+      assert.are.equal(2, #records)
+      assert.are_not.equal(records[1].connection, records[2].connection)
+    end)
   end)
 
   describe("over https", function()
