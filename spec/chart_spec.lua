@@ -279,7 +279,7 @@ describe("chart", function()
         local mantissa = step / 10 ^ math.floor(math.log(step) / math.log(10) + 1e-9)
         assert.is_truthy(({ [1] = true, [2] = true, [2.5] = true, [5] = true })[tonumber(("%.6g"):format(mantissa))],
           "step " .. step)
-        assert.is_true(#values >= 3 and #values <= 9)
+        assert.is_true(#values >= 3 and #values <= 11)
         if top == math.floor(top) and top < 10 then
           assert.equal(step, math.floor(step)) -- counts never get fractional ticks
         end

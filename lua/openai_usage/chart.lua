@@ -309,39 +309,49 @@ local function no_data(title, width)
 end
 
 -- Steps of an axis, as multiples of a power of ten.
-local MANTISSAS = { 1, 2, 2.5, 5, 10 }
+local MANTISSAS = { 1, 2, 2.5, 5 }
 
---- Round ticks covering lo..hi, about count of them: a list of values and
--- the digits after the point their labels need. Whole-number data gets
--- whole-number steps.
+--- Round ticks covering lo..hi (and zero), about count intervals: a list of
+-- values, the digits after the point their labels need, and the step. Of
+-- the round steps near (hi - lo) / count, the one whose number of intervals
+-- is nearest count and whose axis wastes least room past the data wins.
+-- Whole-number data gets whole-number steps.
 function M.ticks(lo, hi, count, whole)
   lo, hi = math.min(lo, 0), math.max(hi, 0)
   if hi - lo <= 0 then
     hi = 1
   end
-  local raw = (hi - lo) / math.max(count, 1)
+  count = math.max(count, 1)
+  local raw = (hi - lo) / count
   local power = 10 ^ floor(math.log(raw) / math.log(10))
   if power * 10 <= raw then
     power = power * 10
   elseif power > raw then
     power = power / 10
   end
-  local step
-  for _, m in ipairs(MANTISSAS) do
-    if m * power >= raw * (1 - 1e-12) and not (whole and m * power ~= floor(m * power)) then
-      step = m * power
-      break
+  local step, first, last, best
+  for _, p in ipairs { power / 10, power, power * 10 } do
+    for _, m in ipairs(MANTISSAS) do
+      local s = m * p
+      if not whole or s == floor(s) then
+        local a, b = floor(lo / s + 1e-9), ceil(hi / s - 1e-9)
+        if b - a <= math.max(10, 2 * count) then
+          local waste = 1 - (hi - lo) / ((b - a) * s)
+          local cost = abs(b - a - count) + 4 * waste
+          if not best or cost < best - 1e-9 then
+            step, first, last, best = s, a, b, cost
+          end
+        end
+      end
     end
   end
-  step = step or 10 * power
-  if whole and step < 1 then
-    step = 1
+  if not step then -- whole numbers below one step: never for whole data, kept for safety
+    step, first, last = 1, floor(lo), ceil(hi)
   end
   local decimals = 0
   while decimals < 12 and abs(step * 10 ^ decimals - floor(step * 10 ^ decimals + 0.5)) > 1e-9 * 10 ^ decimals do
     decimals = decimals + 1
   end
-  local first, last = floor(lo / step + 1e-9), ceil(hi / step - 1e-9)
   local values = {}
   for k = first, last do
     values[#values + 1] = k * step
