@@ -218,11 +218,6 @@ class Streams:
                 t = stop
         return tables
 
-    def requests_between(self, stream, a, b, lo, hi):
-        """Requests of a stream in [a, b), counting only time within [lo, hi)."""
-        index = stream["index"]
-        return sum(n for rows in self.tables(a, b, lo, hi) for i, n in rows if i == index)
-
     def line_items(self, a, b, lo, hi):
         """[(stream, line item, unit, quantity, amount)] of the requests in [a, b)."""
         requests = {}
@@ -251,12 +246,14 @@ class Storage:
         return store["base"] + store["growth"] * ((day + store["phase"]) % 45)
 
     def tables(self, a, b, lo, hi):
+        """One table: (store index, its bytes on the day a is in), when a is within [lo, hi)."""
         if not lo <= a < hi:
             return []
         day = a // 86400
         return [tuple((s["index"], self.level(s, day)) for s in self.streams)]
 
     def line_items(self, a, b, lo, hi):
+        """[(store, line item, unit, GiB-hours, amount)] of [a, b) within [lo, hi)."""
         a, b = max(a, lo), min(b, hi)
         if a >= b:
             return []
