@@ -327,6 +327,31 @@ describe("report output", function()
     assert.are.equal("", format.render({}, "jsonl", {}))
   end)
 
+  it("writes a decimal point whatever C locale a script set", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    local built = os.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 2>/dev/null")
+    assert.is_truthy(built == true or built == 0, "localedef (Debian package locales) built de_DE.UTF-8")
+    local lua = (jit and "luajit") or ({ ["Lua 5.1"] = "lua5.1", ["Lua 5.3"] = "lua5.3" })[_VERSION] or "lua5.4"
+    local script = [[
+      local name = os.setlocale("de_DE.UTF-8", "numeric")
+      local f = require "openai_usage.format"
+      local rows = { { amount = 1234.5, share = 12.5 } }
+      rows.columns = { "amount", "share" }
+      io.write(tostring(name), "|", f.render(rows, "json", {}), "|", f.render(rows, "csv", {}), "|", f.render(rows, "table", {}))
+    ]]
+    local p = io.popen(("LOCPATH=%s %s -e %s 2>&1"):format(dir, lua, "'" .. script:gsub("'", "'\\''") .. "'"))
+    local out = p:read "*a"
+    p:close()
+    os.execute("rm -rf " .. dir)
+    local name, json, csv, text = out:match "^(.-)|(.-)|(.-)|(.*)$"
+    assert.are.equal("de_DE.UTF-8", name, out)
+    assert.are.equal('[\n{"amount":1234.5,"share":12.5}\n]\n', json)
+    assert.are.equal("amount,share\r\n1234.5,12.5\r\n", csv)
+    assert.truthy(text:find("1,234.50", 1, true), text)
+    assert.truthy(text:find("12.5%", 1, true), text)
+  end)
+
   it("names the formats it knows when given another", function()
     local ok, err = pcall(format.render, rows, "xlsx")
     assert.is_false(ok)

@@ -221,12 +221,13 @@ local function human(v, col, opts, width)
   end
   if is_number(v) then
     if col.percent then
-      return ("%." .. (opts.decimals or 1) .. "f%%"):format(v)
+      return (("%." .. (opts.decimals or 1) .. "f%%"):format(v):gsub(",", "."))
     end
     if col.integral then
       return M.thousands(("%d"):format(v))
     end
-    return M.thousands(("%." .. (opts.decimals or 2) .. "f"):format(v))
+    -- a decimal comma from the C locale (os.setlocale) would read as grouping
+    return M.thousands((("%." .. (opts.decimals or 2) .. "f"):format(v):gsub(",", ".")))
   end
   return tostring(v)
 end
@@ -511,9 +512,6 @@ local function render_html(rows, opts)
   for i, line in ipairs(body) do
     table_rows[i] = line
   end
-  if total then
-    table_rows[#table_rows + 1] = total
-  end
   local sections = {}
   for _, section in ipairs(opts.sections or {}) do
     sections[#sections + 1] = section
@@ -522,7 +520,7 @@ local function render_html(rows, opts)
   if opts.sections == nil and spec.value and #rows > 0 then
     sections[#sections + 1] = { svg = chart_svg(rows, opts) }
   end
-  sections[#sections + 1] = { table = { columns = columns, rows = table_rows }, note = opts.note }
+  sections[#sections + 1] = { table = { columns = columns, rows = table_rows, footer = total }, note = opts.note }
   return chart.html { title = opts.title or "OpenAI usage", subtitle = opts.subtitle, sections = sections }
 end
 

@@ -32,8 +32,11 @@ function M.number(v)
     return nil
   end
   for digits = 15, 17 do
+    -- the C locale's decimal point may be a comma (tonumber reads it back
+    -- in that locale); JSON's is a point
     local text = ("%." .. digits .. "g"):format(v)
     if tonumber(text) == v then
+      text = text:gsub(",", ".")
       if not text:find "[%.eEn]" then
         text = text .. ".0" -- stays a float when read back
       end
