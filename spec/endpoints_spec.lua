@@ -79,7 +79,7 @@ describe("endpoints", function()
     assert.are.equal(read "standin/endpoints.json", fresh.json)
   end)
 
-  it("standin/endpoints.json states the client's rules: parameters, types, enums, limits per width", function()
+  it("standin/endpoints.json states the client's rules: parameters, types, enums, limits per width, result fields", function()
     local kinds = { time = "time", width = "bucket_width", limit = "limit", cursor = "cursor", list = "list",
       bool = "boolean" }
     local described = cjson.decode(read "standin/endpoints.json").endpoints
@@ -101,6 +101,12 @@ describe("endpoints", function()
       for i, w in ipairs(e.widths) do
         local r = rules.widths[i]
         assert.are.same({ r.width, r.default_limit, r.max_limit }, { w.name, w.default_limit, w.max_limit })
+      end
+      -- the result fields, in the API's order (reports show columns so)
+      assert.are.equal(#e.fields, #rules.fields, e.name)
+      for i, f in ipairs(e.fields) do
+        local r = rules.fields[i]
+        assert.are.same({ f.name, f.type, f.nullable == true }, { r.name, r.type, r.nullable }, e.name)
       end
     end
     local listed = usage.rules()

@@ -92,7 +92,7 @@ static int core_rules(lua_State *L)
     }
     if (!(ep = ou_query_endpoint(L, 1)))
         return ou_error_return(L);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, ep->name);
     lua_setfield(L, -2, "name");
     lua_pushstring(L, ep->path);
@@ -130,6 +130,18 @@ static int core_rules(lua_State *L)
         lua_rawseti(L, -2, (int)i + 1);
     }
     lua_setfield(L, -2, "widths");
+    lua_createtable(L, (int)ep->nfields, 0);
+    for (size_t i = 0; i < ep->nfields; i++) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, ep->fields[i].name);
+        lua_setfield(L, -2, "name");
+        lua_pushstring(L, ep->fields[i].type);
+        lua_setfield(L, -2, "type");
+        lua_pushboolean(L, ep->fields[i].nullable);
+        lua_setfield(L, -2, "nullable");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "fields");
     return 1;
 }
 

@@ -29,6 +29,13 @@ struct ou_width_rule {
     int max_limit;
 };
 
+/* A field of the endpoint's result object, in the order the API writes it. */
+struct ou_field_rule {
+    const char *name; /* "images" */
+    const char *type; /* the JSON type: "string", "integer", "number", "object", "boolean" */
+    int nullable;
+};
+
 struct ou_endpoint_rule {
     const char *name; /* "images" */
     const char *path; /* "/organization/usage/images", appended to base_url */
@@ -37,6 +44,8 @@ struct ou_endpoint_rule {
     const struct ou_width_rule *widths;
     size_t nwidths;
     const char *default_width;
+    const struct ou_field_rule *fields;
+    size_t nfields;
 };
 
 extern const struct ou_endpoint_rule ou_endpoints[];

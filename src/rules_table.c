@@ -166,23 +166,85 @@ static const struct ou_param_rule web_search_calls_params[] = {
 
 static const struct ou_width_rule costs_widths[] = {{"1d", 7, 180}};
 static const struct ou_width_rule usage_widths[] = {{"1m", 60, 1440}, {"1h", 24, 168}, {"1d", 7, 31}};
+static const struct ou_field_rule costs_fields[] = {
+    {"object", "string", 0},       {"amount", "object", 0},     {"line_item", "string", 1},
+    {"project_id", "string", 1},   {"api_key_id", "string", 1}, {"quantity", "number", 1},
+    {"quantity_unit", "string", 1}};
+static const struct ou_field_rule audio_speeches_fields[] = {
+    {"object", "string", 0},     {"characters", "integer", 0}, {"num_model_requests", "integer", 0},
+    {"project_id", "string", 1}, {"user_id", "string", 1},     {"api_key_id", "string", 1},
+    {"model", "string", 1}};
+static const struct ou_field_rule audio_transcriptions_fields[] = {
+    {"object", "string", 0},     {"seconds", "integer", 0}, {"num_model_requests", "integer", 0},
+    {"project_id", "string", 1}, {"user_id", "string", 1},  {"api_key_id", "string", 1},
+    {"model", "string", 1}};
+static const struct ou_field_rule code_interpreter_sessions_fields[] = {
+    {"object", "string", 0}, {"num_sessions", "integer", 0}, {"project_id", "string", 1}};
+static const struct ou_field_rule completions_fields[] = {{"object", "string", 0},
+                                                          {"input_tokens", "integer", 0},
+                                                          {"input_cached_tokens", "integer", 0},
+                                                          {"input_cache_write_tokens", "integer", 0},
+                                                          {"input_uncached_tokens", "integer", 0},
+                                                          {"output_tokens", "integer", 0},
+                                                          {"input_text_tokens", "integer", 0},
+                                                          {"output_text_tokens", "integer", 0},
+                                                          {"input_cached_text_tokens", "integer", 0},
+                                                          {"input_audio_tokens", "integer", 0},
+                                                          {"input_cached_audio_tokens", "integer", 0},
+                                                          {"output_audio_tokens", "integer", 0},
+                                                          {"input_image_tokens", "integer", 0},
+                                                          {"input_cached_image_tokens", "integer", 0},
+                                                          {"output_image_tokens", "integer", 0},
+                                                          {"num_model_requests", "integer", 0},
+                                                          {"project_id", "string", 1},
+                                                          {"user_id", "string", 1},
+                                                          {"api_key_id", "string", 1},
+                                                          {"model", "string", 1},
+                                                          {"batch", "boolean", 1},
+                                                          {"service_tier", "string", 1}};
+static const struct ou_field_rule embeddings_fields[] = {
+    {"object", "string", 0},     {"input_tokens", "integer", 0}, {"num_model_requests", "integer", 0},
+    {"project_id", "string", 1}, {"user_id", "string", 1},       {"api_key_id", "string", 1},
+    {"model", "string", 1}};
+static const struct ou_field_rule file_search_calls_fields[] = {
+    {"object", "string", 0},  {"num_requests", "integer", 0}, {"project_id", "string", 1},
+    {"user_id", "string", 1}, {"api_key_id", "string", 1},    {"vector_store_id", "string", 1}};
+static const struct ou_field_rule images_fields[] = {
+    {"object", "string", 0},  {"images", "integer", 0},    {"num_model_requests", "integer", 0},
+    {"size", "string", 1},    {"source", "string", 1},     {"project_id", "string", 1},
+    {"user_id", "string", 1}, {"api_key_id", "string", 1}, {"model", "string", 1}};
+static const struct ou_field_rule moderations_fields[] = {
+    {"object", "string", 0},     {"input_tokens", "integer", 0}, {"num_model_requests", "integer", 0},
+    {"project_id", "string", 1}, {"user_id", "string", 1},       {"api_key_id", "string", 1},
+    {"model", "string", 1}};
+static const struct ou_field_rule vector_stores_fields[] = {
+    {"object", "string", 0}, {"usage_bytes", "integer", 0}, {"project_id", "string", 1}};
+static const struct ou_field_rule web_search_calls_fields[] = {
+    {"object", "string", 0},        {"num_model_requests", "integer", 0},
+    {"num_requests", "integer", 0}, {"project_id", "string", 1},
+    {"user_id", "string", 1},       {"api_key_id", "string", 1},
+    {"model", "string", 1},         {"context_level", "string", 1}};
 
 const struct ou_endpoint_rule ou_endpoints[] = {
-    {"costs", "/organization/costs", costs_params, 8, costs_widths, 1, "1d"},
-    {"audio_speeches", "/organization/usage/audio_speeches", audio_speeches_params, 10, usage_widths, 3,
-     "1d"},
+    {"costs", "/organization/costs", costs_params, 8, costs_widths, 1, "1d", costs_fields, 7},
+    {"audio_speeches", "/organization/usage/audio_speeches", audio_speeches_params, 10, usage_widths, 3, "1d",
+     audio_speeches_fields, 7},
     {"audio_transcriptions", "/organization/usage/audio_transcriptions", audio_transcriptions_params, 10,
-     usage_widths, 3, "1d"},
+     usage_widths, 3, "1d", audio_transcriptions_fields, 7},
     {"code_interpreter_sessions", "/organization/usage/code_interpreter_sessions",
-     code_interpreter_sessions_params, 7, usage_widths, 3, "1d"},
-    {"completions", "/organization/usage/completions", completions_params, 11, usage_widths, 3, "1d"},
-    {"embeddings", "/organization/usage/embeddings", embeddings_params, 10, usage_widths, 3, "1d"},
+     code_interpreter_sessions_params, 7, usage_widths, 3, "1d", code_interpreter_sessions_fields, 3},
+    {"completions", "/organization/usage/completions", completions_params, 11, usage_widths, 3, "1d",
+     completions_fields, 22},
+    {"embeddings", "/organization/usage/embeddings", embeddings_params, 10, usage_widths, 3, "1d",
+     embeddings_fields, 7},
     {"file_search_calls", "/organization/usage/file_search_calls", file_search_calls_params, 10, usage_widths,
-     3, "1d"},
-    {"images", "/organization/usage/images", images_params, 12, usage_widths, 3, "1d"},
-    {"moderations", "/organization/usage/moderations", moderations_params, 10, usage_widths, 3, "1d"},
-    {"vector_stores", "/organization/usage/vector_stores", vector_stores_params, 7, usage_widths, 3, "1d"},
+     3, "1d", file_search_calls_fields, 6},
+    {"images", "/organization/usage/images", images_params, 12, usage_widths, 3, "1d", images_fields, 9},
+    {"moderations", "/organization/usage/moderations", moderations_params, 10, usage_widths, 3, "1d",
+     moderations_fields, 7},
+    {"vector_stores", "/organization/usage/vector_stores", vector_stores_params, 7, usage_widths, 3, "1d",
+     vector_stores_fields, 3},
     {"web_search_calls", "/organization/usage/web_search_calls", web_search_calls_params, 11, usage_widths, 3,
-     "1d"},
+     "1d", web_search_calls_fields, 8},
 };
 const size_t ou_nendpoints = 11;

@@ -113,15 +113,7 @@ for _, family in ipairs { "costs", "usage" } do
   end
   out[#out + 1] = ("static const struct ou_width_rule %s_widths[] = {%s};"):format(family, table.concat(rows, ", "))
 end
-out[#out + 1] = ""
-out[#out + 1] = "const struct ou_endpoint_rule ou_endpoints[] = {"
-for _, e in ipairs(endpoints) do
-  out[#out + 1] = ("    {%s, %s, %s_params, %d, %s_widths, %d, %s},"):format(c_string(e.name), c_string(e.path), e.name,
-    e.nparams, e.family, #WIDTH_LIMITS[e.family], c_string(e.default_width))
-end
-out[#out + 1] = "};"
-out[#out + 1] = ("const size_t ou_nendpoints = %d;"):format(#endpoints)
-io.write(table.concat(out, "\n"), "\n")
+-- (the endpoint table itself is written below, once the result fields are known)
 
 -- The stand-in's copy of the same rules, as JSON, with each endpoint's result
 -- fields: types from the result schema, order from the path's example
@@ -232,6 +224,26 @@ for i, p in ipairs(paths) do
   described[#described + 1] = { name = e.name, path = e.path, result = object, default_width = e.default_width,
     widths = widths, params = params, fields = fields }
 end
+
+-- The C table's result fields: name, type and nullability, in the order the
+-- API writes them (reports show columns in that order).
+for i, e in ipairs(endpoints) do
+  local rows = {}
+  for j, f in ipairs(described[i].fields) do
+    rows[j] = ("{%s, %s, %d}"):format(c_string(f.name), c_string(f.type), f.nullable and 1 or 0)
+  end
+  out[#out + 1] = ("static const struct ou_field_rule %s_fields[] = {%s};"):format(e.name, table.concat(rows, ", "))
+  e.nfields = #rows
+end
+out[#out + 1] = ""
+out[#out + 1] = "const struct ou_endpoint_rule ou_endpoints[] = {"
+for _, e in ipairs(endpoints) do
+  out[#out + 1] = ("    {%s, %s, %s_params, %d, %s_widths, %d, %s, %s_fields, %d},"):format(c_string(e.name),
+    c_string(e.path), e.name, e.nparams, e.family, #WIDTH_LIMITS[e.family], c_string(e.default_width), e.name, e.nfields)
+end
+out[#out + 1] = "};"
+out[#out + 1] = ("const size_t ou_nendpoints = %d;"):format(#endpoints)
+io.write(table.concat(out, "\n"), "\n")
 
 local function json_scalar(v)
   if type(v) == "string" then
