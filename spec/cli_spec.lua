@@ -468,4 +468,23 @@ print(json.dumps(rows))
     local figures = select(2, total:gsub("[%d,]+%.%d%d", ""))
     assert.are.equal(1, figures, "the amount is totalled, the quantity (tokens, images, seconds...) is not: " .. total)
   end)
+
+  it("--fields picks the figures and their order, from the endpoint's result fields", function()
+    local out, err, code = run(split_args("completions --since " .. SINCE .. " --until " .. UNTIL
+      .. " --group-by model --fields output_tokens,input_tokens --format csv"))
+    assert.are.equal(0, code, err)
+    assert.are.equal("model,output_tokens,input_tokens", out:match "^([^\r]*)")
+    -- without it, every figure in the order the API writes them
+    local all = run(split_args("completions --since " .. SINCE .. " --until " .. UNTIL .. " --format csv"))
+    local header, expected = all:match "^([^\r]*)", {}
+    for _, f in ipairs(usage.rules("completions").fields) do
+      if f.type == "integer" then
+        expected[#expected + 1] = f.name
+      end
+    end
+    assert.are.equal(table.concat(expected, ","), header)
+    local _, bad, code2 = run(split_args("images --fields tokens"))
+    assert.are.equal(2, code2)
+    assert.matches('%-%-fields: "tokens" is not a figure of images %(images, num_model_requests%)', bad)
+  end)
 end)

@@ -60,6 +60,7 @@ local OPTIONS = {
   { "--bucket WIDTH", "bucket width: 1m, 1h or 1d, as the endpoint allows (default 1d)" },
   { "--group-by F,F", "fields to group by, sent to the API and kept in the report" },
   { "--by-time", "one row per bucket and group (default: totals over the range)" },
+  { "--fields F,F", "the figures to show, in order (default: all of the endpoint's)" },
   { "--top N", 'keep the N largest groups; the rest add up to one "(other)" row' },
   { "--sort SPEC", "order of rows, e.g. -images,model (default: largest first)" },
   { "--share", "add each row's share of the first figure, in percent" },
@@ -152,6 +153,7 @@ local VALUED = {
   ["--group-by"] = "group_by",
   ["--top"] = "top",
   ["--sort"] = "sort",
+  ["--fields"] = "fields",
   ["--prices"] = "prices",
   ["--quality"] = "quality",
   ["--format"] = "format",
@@ -323,6 +325,19 @@ function M.parse(argv, now)
     end
     params.group_by = api_group
   end
+  local figures = M.figures(job.endpoint)
+  if job.fields then
+    local known = {}
+    for _, f in ipairs(figures) do
+      known[f] = true
+    end
+    job.fields = split(job.fields)
+    for _, f in ipairs(job.fields) do
+      if not known[f] then
+        return fail(('--fields: "%s" is not a figure of %s (%s)'):format(f, job.endpoint, table.concat(figures, ", ")))
+      end
+    end
+  end
   if job.top then
     local n = tonumber(job.top)
     if not n or n < 1 or n ~= math.floor(n) then
@@ -353,6 +368,18 @@ function M.parse(argv, now)
   return job
 end
 
+--- The figures of an endpoint's rows, in the order the API writes them:
+-- its numeric result fields, and objects holding an amount (costs').
+function M.figures(endpoint)
+  local out = {}
+  for _, f in ipairs(rule_of(endpoint).fields) do
+    if f.type == "integer" or f.type == "number" or f.type == "object" then
+      out[#out + 1] = f.name
+    end
+  end
+  return out
+end
+
 --- The report rows of a job from result rows (each stamped with its
 -- bucket's start_time and end_time), before formatting. decorate(rows),
 -- when given, may add columns to the grouped rows before they are sorted,
@@ -360,11 +387,23 @@ end
 function M.shape(job, rows, decorate)
   rows = report.rows(rows)
   local by = job.group_by
-  -- the figures in the order people read them; a cost comes last
-  local sums = {}
+  -- the figures in the API's order (or --fields'), then any the rows add
+  -- (an estimated cost comes last)
+  local sums, seen = {}, {}
+  local present = {}
   for _, f in ipairs(report.numeric_fields(rows)) do
-    if f ~= "cost" then
-      sums[#sums + 1] = f
+    present[f] = true
+  end
+  for _, f in ipairs(job.fields or M.figures(job.endpoint)) do
+    if present[f] or job.fields then
+      sums[#sums + 1], seen[f] = f, true
+    end
+  end
+  if not job.fields then
+    for _, f in ipairs(report.numeric_fields(rows)) do
+      if not seen[f] and f ~= "cost" then
+        sums[#sums + 1] = f
+      end
     end
   end
   if #rows > 0 and rows[1].cost ~= nil then
