@@ -51,6 +51,57 @@ local shapes = {
   { "pretty-printed", pretty(reference) },
 }
 
+-- A page of every endpoint's own result object (1440 buckets x 8 results),
+-- its fields and their JSON types taken from the rule table: the decoder
+-- must keep its speed on every result type, not only on images.
+local function endpoint_page(endpoint)
+  local fields = usage.rules(endpoint).fields
+  local seed = 7
+  local function rand(n)
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    return seed % n
+  end
+  local buckets = {}
+  local t0 = 1730419200
+  for b = 1, 1440 do
+    local results = {}
+    for r = 1, 8 do
+      local parts = {}
+      for i, f in ipairs(fields) do
+        local v
+        if f.name == "object" then
+          v = ('"organization.%s.result"'):format(endpoint == "costs" and "costs" or "usage." .. endpoint)
+        elseif f.nullable and rand(4) == 0 then
+          v = "null"
+        elseif f.type == "integer" then
+          v = tostring(rand(5000000))
+        elseif f.type == "number" then
+          v = ("%.6f"):format(rand(10000000) / 1000)
+        elseif f.type == "boolean" then
+          v = rand(2) == 0 and "true" or "false"
+        elseif f.type == "object" then
+          v = ('{"value":%.8f,"currency":"usd"}'):format(rand(100000000) / 1e6)
+        else
+          v = ('"%s_%d"'):format(f.name:gsub("_id$", ""), rand(40))
+        end
+        parts[i] = ('"%s":%s'):format(f.name, v)
+      end
+      results[r] = "{" .. table.concat(parts, ",") .. "}"
+    end
+    local start = t0 + (b - 1) * 60
+    buckets[b] = ('{"object":"bucket","start_time":%d,"end_time":%d,"results":[%s]}'):format(start, start + 60,
+      table.concat(results, ","))
+  end
+  return ('{"object":"page","data":[%s],"has_more":true,"next_page":"page_AAAAAGdGxdEiJdKOAAAAAGcqsYA="}')
+    :format(table.concat(buckets, ","))
+end
+
+for _, endpoint in ipairs(usage.rules()) do
+  if endpoint ~= "images" then
+    shapes[#shapes + 1] = { endpoint .. " results (1440 x 8)", endpoint_page(endpoint) }
+  end
+end
+
 local function median(xs)
   table.sort(xs)
   return xs[(#xs + 1) // 2]

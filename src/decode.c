@@ -24,6 +24,7 @@ struct parser {
     lua_State *L;
     const char *start, *p, *end;
     int depth, max_depth;
+    int result_members; /* members of the last result object: sizes the next */
     struct ou_decode_error *err;
 };
 
@@ -518,7 +519,7 @@ static NOINLINE int decode_result_string(struct parser *P, const char *at)
     size_t len;
     const char *text = lua_tolstring(P->L, -1, &len);
     struct ou_decode_error inner;
-    struct parser sub = {P->L, text, text, text + len, P->depth, P->max_depth, &inner};
+    struct parser sub = {P->L, text, text, text + len, P->depth, P->max_depth, P->result_members, &inner};
     skip_space(&sub);
     if (sub.p >= sub.end) {
         fail_at(&sub, sub.p, len ? "no JSON value, only whitespace" : "empty string");
@@ -556,14 +557,15 @@ static int next_or_close(struct parser *P, char close, const char *what)
 }
 
 /* A new table for the container at P->p, presized for where it sits: a
- * page holds many buckets, a result about ten members (images: 9,
- * completions: 13). */
+ * page holds many buckets; a result has as many members as the one before
+ * it (every result of a page has the same schema: images 9, completions
+ * 22), about ten for the first. */
 static void new_container(struct parser *P, enum place place)
 {
     if (*P->p == '[')
         lua_createtable(P->L, place == DATA ? 64 : 0, 0);
     else
-        lua_createtable(P->L, 0, place == RESULT ? 10 : 4);
+        lua_createtable(P->L, 0, place == RESULT ? P->result_members : 4);
 }
 
 static int parse_members(struct parser *P, enum place place);
@@ -649,7 +651,7 @@ static int parse_member_container(struct parser *P, enum place place)
 static int parse_members(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
-    int saw_results = 0;
+    int saw_results = 0, members = 0;
     P->p++;
     skip_space(P);
     if (P->p < P->end && *P->p == '}') {
@@ -716,10 +718,13 @@ static int parse_members(struct parser *P, enum place place)
                 lua_rawset(L, -3);
             }
         }
+        members++;
         switch (next_or_close(P, '}', "object member")) {
         case 1:
             continue;
         case 2:
+            if (place == RESULT && members <= 64)
+                P->result_members = members;
             return 1;
         default:
             goto failed;
@@ -814,7 +819,7 @@ static int parse_value(struct parser *P, enum place place)
 
 int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct ou_decode_error *err)
 {
-    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, err};
+    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, 10, err};
     int top = lua_gettop(L);
     if (max_depth > 0)
         P.max_depth = max_depth < OU_DECODE_DEPTH_CEILING ? max_depth : OU_DECODE_DEPTH_CEILING;
