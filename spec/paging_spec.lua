@@ -261,6 +261,87 @@ describe("paging", function()
     assert.matches("has_more but gives no next_page", tostring(err), 1, true)
   end)
 
+  describe("memory", function()
+    -- A walk in a fresh Lua process (a small heap, as in a script): prints
+    -- the size of one decoded page and the most the heap grew over the
+    -- walk's start, sampled after each page, in KiB.
+    local function walk_in_child(setup_gc, client_gc, walk_gc)
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write(([[
+        local usage = require "openai_usage"
+        local c = assert(usage.new { api_key = %q, base_url = %q, gc = %s })
+        local params = { start_time = %d, end_time = %d, bucket_width = "1m", limit = 60,
+          group_by = { "model", "size" } }
+        %s -- the host's collector settings
+        local function full()
+          collectgarbage()
+          collectgarbage()
+          return collectgarbage "count"
+        end
+        local base = full()
+        local one = assert(c:images(params))
+        local page = full() - base
+        one = nil
+        full()
+        %s -- again: on LuaJIT a full collection restarts a stopped collector
+        local start, most, pages = collectgarbage "count", 0, 0
+        for _ in c:pages("images", params, { gc = %s }) do
+          pages = pages + 1
+          most = math.max(most, collectgarbage "count" - start)
+        end
+        io.write(page, " ", most, " ", pages)
+      ]]):format(KEY, srv.url, tostring(client_gc), NOW - 30 * 3600, NOW, setup_gc, setup_gc,
+        tostring(walk_gc)))
+      f:close()
+      local p = io.popen((os.getenv("OPENAI_USAGE_LUA") or "lua5.4") .. " " .. script .. " 2>&1")
+      local out = p:read "*a"
+      p:close()
+      os.remove(script)
+      local page, most, pages = out:match "^(%S+) (%S+) (%d+)$"
+      assert(page, out)
+      assert.are.equal(30, tonumber(pages))
+      return tonumber(page), tonumber(most)
+    end
+
+    -- a host whose own collector is lazy: a cycle only when the heap has
+    -- grown tenfold, so what keeps the walk small is the walk itself
+    local LAZY = 'collectgarbage("setpause", 1000)'
+
+    it("a walk keeps its garbage under half a page (gc on by default)", function()
+      local page, most = walk_in_child(LAZY, nil, nil)
+      -- the loop's page, the one it replaces while that is built, and less
+      -- than half a page of garbage
+      assert.is_true(most < 2.6 * page, ("grew %.0f KiB, pages of %.0f KiB"):format(most, page))
+    end)
+
+    it("gc = false on the client or the walk leaves garbage to the host's collector", function()
+      for _, case in ipairs { { false, nil }, { true, false } } do
+        local page, most = walk_in_child(LAZY, case[1], case[2])
+        assert.is_true(most > 5 * page, ("grew %.0f KiB, pages of %.0f KiB"):format(most, page))
+      end
+    end)
+
+    it("a stopped collector is left alone (Lua 5.2 on)", function()
+      if not pcall(collectgarbage, "isrunning") then
+        return pending "this Lua cannot tell whether the collector is stopped: such a host passes gc = false"
+      end
+      local page, most = walk_in_child('collectgarbage("stop")', nil, nil)
+      assert.is_true(most > 5 * page, ("grew %.0f KiB, pages of %.0f KiB"):format(most, page))
+    end)
+
+    it("gc must be a boolean", function()
+      local none, err = usage.new { api_key = KEY, base_url = srv.url, gc = "yes" }
+      assert.is_nil(none)
+      assert.are.equal("invalid_argument", err.kind)
+      assert.are.equal("gc", err.param)
+      local ok, raised = pcall(c.pages, c, "images", params, { gc = 1 })
+      assert.is_false(ok)
+      assert.are.equal("invalid_argument", raised.kind)
+      assert.matches("gc: expected a boolean, got a number", tostring(raised), 1, true)
+    end)
+  end)
+
   it("walks a whole range with one connection", function()
     local fresh = assert(usage.new { api_key = KEY, base_url = srv.url })
     for _ in fresh:pages("images", params) do
