@@ -10,6 +10,41 @@ local NOW = 1732406400
 local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
 local clock = usage.clock
 
+-- In the host: one decoded page, then 200 pages walked lazily, as client
+-- options say. Writes "one_page peak pages images" in bytes.
+local function memory_walk(url, gc)
+  local heap = rawget(_G, "heap") -- the host's: bytes now, high-water mark
+  local c = assert(usage.new { api_key = KEY, base_url = url, gc = gc == "on" })
+  local params = { start_time = NOW - 200 * 3600, end_time = NOW, bucket_width = "1m", limit = 60,
+    group_by = { "model", "size" } }
+  local function full()
+    collectgarbage()
+    collectgarbage()
+    return (heap(true))
+  end
+  local base = full()
+  local one = assert(c:images(params))
+  local one_page = full() - base + c:last_transfer().buffer_bytes
+  one = nil -- luacheck: ignore
+  local start = full()
+  local pages, images = 0, 0
+  for page in c:pages("images", params) do
+    pages = pages + 1
+    for _, bucket in ipairs(page.data) do
+      for _, row in ipairs(bucket.results) do
+        images = images + row.images
+      end
+    end
+  end
+  local _, peak = heap()
+  io.write(("%d %d %d %d"):format(one_page, peak - start + c:last_transfer().buffer_bytes, pages, images))
+  c:close()
+end
+if arg and arg[1] == "--memory-walk" then
+  memory_walk(arg[2], arg[3])
+  os.exit(0)
+end
+
 local srv = standin.start { key = KEY, now = NOW }
 local function client(options)
   return assert(usage.new(srv:client_options(options)))
@@ -42,57 +77,97 @@ srv:reset()
 print(("paging: 20 pages, 50 ms latency, 50 ms work a page: sequential %.0f ms, prefetch %.0f ms, ratio %.2f (goal <= 0.60)")
   :format(sequential * 1000, overlapped * 1000, overlapped / sequential))
 
--- 2. Memory: a lazy walk of 200 pages against one decoded page.
-local function heap()
-  return collectgarbage "count" * 1024
-end
+-- 2. Memory: a lazy walk of 200 pages against one decoded page. The walk
+-- runs in a child process, a small C host whose Lua allocator keeps the
+-- heap's high-water mark, so the peak is the true one (mid-decode, with the
+-- previous page still held by the loop), not a sample between pages. C
+-- buffers: the client's body and URL buffers, which only grow.
+local MEMORY_HOST = [[
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+static size_t now_bytes, peak_bytes;
+static void *counting_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+    void *q;
+    (void)ud;
+    if (!p)
+        osize = 0;
+    if (nsize == 0) {
+        free(p);
+        now_bytes -= osize;
+        return NULL;
+    }
+    q = realloc(p, nsize);
+    if (q) {
+        now_bytes = now_bytes - osize + nsize;
+        if (now_bytes > peak_bytes)
+            peak_bytes = now_bytes;
+    }
+    return q;
+}
+/* heap() -> bytes now, high-water mark since the last heap(true) */
+static int heap(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)now_bytes);
+    lua_pushinteger(L, (lua_Integer)peak_bytes);
+    if (lua_toboolean(L, 1))
+        peak_bytes = now_bytes;
+    return 2;
+}
+int main(int argc, char **argv)
+{
+    lua_State *L = lua_newstate(counting_alloc, NULL);
+    luaL_openlibs(L);
+    lua_register(L, "heap", heap);
+    lua_createtable(L, argc, 0);
+    for (int i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - 1);
+    }
+    lua_setglobal(L, "arg");
+    if (argc < 2 || luaL_dofile(L, argv[1])) {
+        fprintf(stderr, "%s\n", argc < 2 ? "usage: host script [args]" : lua_tostring(L, -1));
+        return 1;
+    }
+    lua_close(L);
+    return 0;
+}
+]]
 
-local c = client()
-local params = { start_time = NOW - 200 * 3600, end_time = NOW, bucket_width = "1m", limit = 60,
-  group_by = { "model", "size" } }
-collectgarbage()
-collectgarbage()
-local base = heap()
-local one = assert(c:images(params))
-collectgarbage()
-collectgarbage()
-local one_page = heap() - base + c:last_transfer().buffer_bytes
-one = nil -- luacheck: ignore
-local function lazy_walk(step)
-  collectgarbage()
-  collectgarbage()
-  local start = heap()
-  local peak, pages, images = 0, 0, 0
-  for page in c:pages("images", params) do
-    pages = pages + 1
-    for _, bucket in ipairs(page.data) do
-      for _, row in ipairs(bucket.results) do
-        images = images + row.images
-      end
-    end
-    if step then
-      collectgarbage("step", step)
-    end
-    local now = heap() - start + c:last_transfer().buffer_bytes
-    if now > peak then
-      peak = now
-    end
+local cc = os.getenv("CC") or "cc"
+local lua_pkg = (os.getenv("OPENAI_USAGE_MAKE_ARGS") or ""):match "LUA_PKG=(%S+)" or "lua5.4"
+local host = os.tmpname()
+local host_c = host .. ".c"
+local f = assert(io.open(host_c, "w"))
+f:write(MEMORY_HOST)
+f:close()
+if os.execute(("%s -O2 -o %s %s $(pkg-config --cflags --libs %s)"):format(cc, host, host_c, lua_pkg)) then
+  local function walk_in_host(gc)
+    local p = assert(io.popen(("%s bench/paging.lua --memory-walk %s %s"):format(host, srv.url, gc)))
+    local out = p:read "*a"
+    p:close()
+    local one_page, peak, pages, images = out:match "^(%d+) (%d+) (%d+) (%d+)$"
+    assert(one_page, "memory walk failed: " .. out)
+    return tonumber(one_page), tonumber(peak), tonumber(pages), tonumber(images)
   end
-  return peak, pages, images
+  local one_page, peak, pages, images = walk_in_host "on"
+  local _, peak_off = walk_in_host "off"
+  print(("memory: %d pages walked lazily (%d images): peak %.0f KiB (Lua heap high-water mark + C buffers) vs one decoded page %.0f KiB: ratio %.2f (goal <= 2.00); with gc = false %.0f KiB: ratio %.2f")
+    :format(pages, images, peak / 1024, one_page / 1024, peak / one_page, peak_off / 1024, peak_off / one_page))
+else
+  print "memory: n/a (could not build the measuring host: needs cc and the Lua headers)"
 end
-local peak, pages, images = lazy_walk()
-print(("memory: %d pages walked lazily (%d images), default collector: peak %.0f KiB (Lua heap + C buffers) vs one decoded page %.0f KiB: ratio %.2f (goal <= 2.00)")
-  :format(pages, images, peak / 1024, one_page / 1024, peak / one_page))
-peak = lazy_walk(200)
-print(("memory: the same walk with collectgarbage(\"step\", 200) after each page: peak %.0f KiB: ratio %.2f")
-  :format(peak / 1024, peak / one_page))
-c:close()
+os.remove(host)
+os.remove(host_c)
 
 -- 3. Wire: the reference page, gzip, one connection for a whole walk.
 local page_file = require("bench.pages").write()
 srv:reset()
 srv:settings { fixture_page = page_file, fixture_pages = 10 }
-c = client()
+local c = client()
 local wire, body, n = 0, 0, 0
 for _ in c:pages("images", { start_time = NOW - 86400 }, { prefetch = false }) do
   local t = c:last_transfer()
@@ -146,7 +221,6 @@ local function exec_ms(prog)
   table.sort(xs)
   return xs[(runs + 1) // 2] * 1000
 end
-local cc = os.getenv("CC") or "cc"
 local with_curl, empty = os.tmpname(), os.tmpname()
 local loader = "n/a"
 if os.execute(("printf '#include <curl/curl.h>\\nint main(void){return curl_global_init(CURL_GLOBAL_DEFAULT);}' "
