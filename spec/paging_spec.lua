@@ -131,6 +131,31 @@ describe("paging", function()
     assert.is_true(left < 1.6, ("leaving the loop took %.2f s"):format(left))
   end)
 
+  it("takes times as the report layer reads them: dates, UTC date-times, relative", function()
+    local want = c:url("images", { start_time = 1730419200, end_time = 1730419200 + 12 * 3600 })
+    assert.are.equal(want, c:url("images", { start_time = "2024-11-01", end_time = "2024-11-01T12:00:00Z" }))
+    local page = assert(c:images { start_time = "2024-11-20", end_time = "2024-11-21" })
+    assert.are.equal(1732060800, page.data[1].start_time)
+    -- a relative start is read once per walk: every page asks the same range
+    local seen = {}
+    for p in c:pages("images", { start_time = "3d", end_time = "1d", bucket_width = "1h", limit = 24 }) do
+      seen[#seen + 1] = p
+    end
+    assert.is_true(#seen >= 2) -- two days of hours, a day a page
+    local records = srv:requests()
+    local first = records[#records - #seen + 1].query:match "start_time=(%d+)"
+    for i = #records - #seen + 1, #records do
+      assert.are.equal(first, records[i].query:match "start_time=(%d+)")
+    end
+    local _, err = c:images { start_time = "yesterday" }
+    assert.are.equal("invalid_argument", err.kind)
+    assert.are.equal("start_time", err.param)
+    assert.matches('start_time: time "yesterday"', tostring(err))
+    assert.has_error(function()
+      c:pages("images", { start_time = "2024-13-01" })
+    end)
+  end)
+
   it("poll() tells, without blocking, whether a prefetch has landed", function()
     srv:faults { { latency_ms = 400 } }
     local token = assert(c:prefetch("images", params))

@@ -43,8 +43,13 @@ function M.pages(client, endpoint, params)
   if params ~= nil and type(params) ~= "table" then
     return nil, usage.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) }
   end
+  -- a relative time ("7d") is read once, so every page asks the same range
+  local timed, time_err = usage.with_times(endpoint, params)
+  if time_err then
+    return nil, time_err
+  end
   local query = {}
-  for k, v in pairs(params or {}) do
+  for k, v in pairs(timed or {}) do
     query[k] = v
   end
   local walk = setmetatable({

@@ -147,16 +147,83 @@ local function copy(t)
   return c
 end
 
+-- The time parameters of each endpoint (start_time, end_time), from the
+-- rule table, looked up once.
+local time_params = setmetatable({}, {
+  __index = function(cache, endpoint)
+    local names = {}
+    local ok, rule = pcall(core.rules, endpoint)
+    for _, p in ipairs(ok and rule and rule.params or {}) do
+      if p.type == "time" then
+        names[#names + 1] = p.name
+      end
+    end
+    cache[endpoint] = names
+    return names
+  end,
+})
+
+-- Times may be given as the report layer reads them ("2024-11-01",
+-- "2024-11-01T12:00:00Z", "7d", "90m"): they become Unix seconds here, so
+-- the core sees integers. Returns params (a copy when something changed),
+-- or nil, err.
+local function with_times(endpoint, params)
+  if type(params) ~= "table" or type(endpoint) ~= "string" then
+    return params
+  end
+  local out = params
+  for _, name in ipairs(time_params[endpoint]) do
+    local v = params[name]
+    if type(v) == "string" then
+      local t, message = time.parse(v)
+      if not t then
+        return nil, core.error { kind = "invalid_argument", param = name, message = name .. ": " .. message }
+      end
+      if out == params then
+        out = copy(params)
+      end
+      out[name] = t
+    end
+  end
+  return out
+end
+M.with_times = with_times
+
 -- A client with a transport (option transport) sends through
 -- openai_usage.transport, in Lua so that the transport may yield; the C
 -- core still validates, retries and decodes. Others go straight to libcurl.
 local curl_request = methods.request
 function methods:request(endpoint, params)
+  local err
+  params, err = with_times(endpoint, params)
+  if err then
+    return nil, err
+  end
   local transport = (lua_options[self] or {}).transport
   if transport then
     return require("openai_usage.transport").request(self, transport, endpoint, params)
   end
   return curl_request(self, endpoint, params)
+end
+
+local core_url, core_prefetch = methods.url, methods.prefetch
+
+function methods:url(endpoint, params)
+  local err
+  params, err = with_times(endpoint, params)
+  if err then
+    return nil, err
+  end
+  return core_url(self, endpoint, params)
+end
+
+function methods:prefetch(endpoint, params)
+  local err
+  params, err = with_times(endpoint, params)
+  if err then
+    return nil, err
+  end
+  return core_prefetch(self, endpoint, params)
 end
 
 --- One page of any usage endpoint.
@@ -315,8 +382,13 @@ function methods:pages(endpoint, params, options)
   if options and options.prefetch ~= nil then
     prefetch = options.prefetch
   end
+  -- a relative time ("7d") is read once, so every page asks the same range
+  local timed, time_err = with_times(endpoint, params)
+  if time_err then
+    raise(time_err)
+  end
   local store, width = settings.cache, nil
-  local segments = { copy(params) }
+  local segments = { copy(timed) }
   if store and self:url(endpoint, segments[1]) then -- (a bad query fails below, uncached)
     width = time.width(segments[1].bucket_width or core.rules(endpoint).default_width)
     segments = cache.segments(segments[1], width, os.time())
