@@ -117,8 +117,9 @@ function M.start(options)
   assert(self.url, "nginx found no free port")
   self.pid = (read_file(prefix .. "/logs/nginx.pid") or ""):match "%d+"
   -- if the spec dies, nginx goes too (nginx removes its pid file when it stops)
-  run(("(while kill -0 %s 2>/dev/null; do sleep 1; done; test -f %s/logs/nginx.pid && kill %s) "
-    .. ">/dev/null 2>&1 &"):format(self_pid(), shell_quote(prefix), self.pid))
+  -- (in a session of its own: whatever kills the spec's process group spares it)
+  run(("setsid sh -c 'while kill -0 %s 2>/dev/null; do sleep 1; done; test -f %s/logs/nginx.pid && kill %s' "
+    .. ">/dev/null 2>&1 &"):format(self_pid(), prefix, self.pid))
   for _ = 1, 100 do
     if self:get "/__nginx_ready" then
       return self
