@@ -29,12 +29,7 @@ local function fail(message)
   }), 3)
 end
 
-local function is_integer(v)
-  if math.type then
-    return math.type(v) == "integer"
-  end
-  return v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53
-end
+local is_integer = json.is_integer
 
 --- "1234567" -> "1,234,567" (the sign and any fraction kept).
 function M.thousands(text)

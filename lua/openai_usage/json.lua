@@ -15,12 +15,15 @@ function M.string(s)
   end) .. '"'
 end
 
+--- Whether a number is an integer: its subtype from Lua 5.3 on; on 5.1
+-- and LuaJIT, a whole double within 2^53 (where doubles count exactly).
 local function is_integer(v)
   if math.type then
     return math.type(v) == "integer"
   end
   return v == floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53
 end
+M.is_integer = is_integer
 
 --- The shortest decimal text that reads back as the same number; nil for
 -- NaN and infinities, which JSON cannot hold.

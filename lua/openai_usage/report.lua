@@ -494,20 +494,21 @@ function M.pivot(rows, spec)
   return with_columns(out, concat({ row_field }, names))
 end
 
-local function width_of(value, what)
-  local w, err = time.width(value)
-  if not w then
+-- read(value) or raise naming the step's argument (time.width, time.parse).
+local function checked(read, value, what)
+  local v, err = read(value)
+  if not v then
     raise(what .. ": " .. err, 2)
   end
-  return w
+  return v
+end
+
+local function width_of(value, what)
+  return checked(time.width, value, what)
 end
 
 local function time_of(value, what)
-  local t, err = time.parse(value)
-  if not t then
-    raise(what .. ": " .. err, 2)
-  end
-  return t
+  return checked(time.parse, value, what)
 end
 
 --- A time series with no holes: one row per bucket of spec.width (default
