@@ -10,43 +10,10 @@ M.LUA_MODULE = "/usr/lib/nginx/modules/ngx_http_lua_module.so"
 -- the port written in examples/openresty/nginx.conf, replaced by a free one
 M.EXAMPLE_LISTEN = "127.0.0.1:8080"
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local text = f:read "*a"
-  f:close()
-  return text
-end
+local util = require "spec.support.util"
+local shell_quote, read_file, write_file, capture, run = util.q, util.read_if, util.write, util.capture, util.execute
 M.read_file = read_file
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
 M.write_file = write_file
-
-local function capture(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read "*a"
-  p:close()
-  return out
-end
-
-local function run(cmd)
-  local ok, _, code = os.execute(cmd)
-  -- Lua 5.1 and LuaJIT return the status number alone
-  if type(ok) == "number" then
-    return ok == 0
-  end
-  return ok == true and code == 0
-end
 
 --- Whether nginx and its lua module are installed (make deps installs them).
 function M.available()

@@ -1,6 +1,7 @@
 -- Starts the stand-in server (standin/server.py) on a free port for a spec
 -- and drives its control plane with the curl command-line tool.
 local cjson = require "cjson"
+local util = require "spec.support.util"
 
 local M = {}
 local Server = {}
@@ -15,19 +16,7 @@ local function self_pid()
 end
 M.self_pid = self_pid
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local text = f:read "*a"
-  f:close()
-  return text
-end
-
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local read_file, shell_quote = util.read_if, util.q
 
 --- Whether a process runs; a zombie (exited, not yet reaped: the server is
 -- an orphan and some container inits reap slowly) counts as stopped.
