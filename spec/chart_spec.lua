@@ -3,10 +3,9 @@
 -- headless Chromium.
 local chart = require "openai_usage.chart"
 local cjson = require "cjson"
+local util = require "spec.support.util"
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q, write, read = util.q, util.write, util.read_if
 
 -- Output and exit code of a shell command (the code from the shell itself:
 -- os.execute and close report it differently on 5.1).
@@ -16,22 +15,6 @@ local function run(cmd)
   p:close()
   local body, code = out:match "^(.*)exit=(%d+)%s*$"
   return body, tonumber(code)
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local text = f:read "*a"
-  f:close()
-  return text
 end
 
 -- Debian's python3 (make deps installs it) starts fastest; $PYTHON overrides.
@@ -218,7 +201,7 @@ end
 describe("chart", function()
   teardown(function()
     for _, dir in ipairs(dirs) do
-      os.execute("rm -rf " .. q(dir))
+      util.rm_rf(dir)
     end
   end)
 

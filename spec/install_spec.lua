@@ -2,6 +2,7 @@
 -- module from it with nothing but LUA_PATH and LUA_CPATH.
 local V = os.getenv("OPENAI_USAGE_LUA_VERSION") or "5.4"
 local MAKE_ARGS = os.getenv("OPENAI_USAGE_MAKE_ARGS") or ""
+local util = require "spec.support.util"
 
 -- Every Lua file of the module, as lua/openai_usage/....lua paths.
 local function lua_modules()
@@ -22,22 +23,17 @@ describe("make install", function()
   end)
 
   teardown(function()
-    os.execute("rm -rf '" .. prefix .. "'")
+    util.rm_rf(prefix)
   end)
 
-  local function run(cmd)
-    local p = io.popen(cmd .. " 2>&1")
-    local out = p:read "*a"
-    local ok, _, code = p:close()
-    return out, ok == true or code == 0
-  end
+  local run = util.popen_run
 
   it("installs the Lua files and core.so where LUA_PATH and LUA_CPATH find them", function()
     local out, ok = run("make --no-print-directory install PREFIX='" .. prefix .. "' " .. MAKE_ARGS)
     assert.is_true(ok, out)
     assert.is_not_nil(io.open(prefix .. "/share/lua/" .. V .. "/openai_usage/init.lua"))
     assert.is_not_nil(io.open(prefix .. "/lib/lua/" .. V .. "/openai_usage/core.so"))
-    local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+    local lua = util.suite_lua()
     local cmd = ([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
       .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s -e 'local u = require "openai_usage"; ]]
       .. [[io.write(u.version, " ", tostring(u.decode("[5000]")[1]))']])
@@ -62,15 +58,7 @@ end)
 
 describe("the bundled reference-page generator", function()
   it("is the project's reference copy, byte for byte, where the shared original is present", function()
-    local function read(path)
-      local f = io.open(path, "rb")
-      if not f then
-        return nil
-      end
-      local text = f:read "*a"
-      f:close()
-      return text
-    end
+    local read = util.read_if
     local ours = read "bench/gen-page.lua"
     assert.is_string(ours)
     local original = read((os.getenv("OPENAI_USAGE_SHARED") or "../shared") .. "/bench/gen-page.lua")
@@ -99,7 +87,7 @@ describe("the rockspec", function()
     local out = p:read "*a"
     p:close()
     assert.matches("openai-usage scm-1 is now installed", out, 1, true)
-    local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+    local lua = util.suite_lua()
     p = io.popen(([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
       .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s -e 'local u = require "openai_usage"; ]]
       .. [[io.write(u.version, " ", tostring(u.decode("[5000]")[1]))' 2>&1]]):format(tree, V, tree, V, tree, V, lua))
@@ -111,7 +99,7 @@ describe("the rockspec", function()
       .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s/bin/openai-usage --help 2>&1]]):format(tree, V, tree, V, tree, V, tree))
     local help = p:read "*a"
     p:close()
-    os.execute("rm -rf '" .. tree .. "'")
+    util.rm_rf(tree)
     assert.matches("usage: openai%-usage ENDPOINT", help)
   end)
 end)

@@ -8,6 +8,7 @@ local cjson = require "cjson"
 local usage = require "openai_usage"
 local cli = require "openai_usage.cli"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-neovim-spec"
 local NOW = 1732406400 -- 2024-11-24T00:00:00Z, the stand-in's frozen clock
@@ -16,26 +17,7 @@ local LATENCY = 0.5 -- seconds the stand-in waits before each answer
 local ARGS = { "images", "--since", "2024-10-27", "--until", "2024-11-24", "--bucket", "1h", "--group-by", "model" }
 local EXAMPLE = "examples/neovim/init.lua"
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then
-    return nil
-  end
-  local text = f:read "*a"
-  f:close()
-  return text
-end
-
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
-  local out = p:read "*a"
-  local ok, _, code = p:close()
-  return out, ok == true or ok == 0 or code == 0
-end
+local read_file, shell_quote, run = util.read_if, util.q, util.popen_run
 
 local ROOT = assert(io.popen "pwd"):read "*l"
 
@@ -190,13 +172,7 @@ describe("Neovim", function()
     return result, code, printed
   end
 
-  local function cli_args(line)
-    local args = {}
-    for word in line:gmatch "%S+" do
-      args[#args + 1] = word
-    end
-    return args
-  end
+  local cli_args = util.words
 
   local function run_args(args)
     return { { at = 0, cmd = "OpenAIUsage " .. table.concat(args, " ") } }
@@ -492,7 +468,7 @@ describe("Neovim", function()
     os.remove(bare)
     assert(os.execute(("mkdir -p %s && cp -r plugin lua %s/"):format(shell_quote(bare), shell_quote(bare))))
     local result = nvim { init = "NONE", rtp = bare, cwd = bare, steps = run_args(ARGS) }
-    os.execute("rm -rf " .. shell_quote(bare))
+    util.rm_rf(bare)
     assert.are.equal("error", result.why)
     assert.matches("make LUA_VERSION=5.1", result.errors[1], 1, true)
     assert.matches(bare, result.errors[1], 1, true) -- where to run it
