@@ -4,13 +4,12 @@
 local usage = require "openai_usage"
 local cache = require "openai_usage.cache"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-cache-5b1d0c"
 local DAY = 86400
 
-local function q(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local q, read = util.q, util.read
 
 local function files(dir)
   local p = assert(io.popen("ls -1 " .. q(dir) .. " 2>/dev/null"))
@@ -22,13 +21,6 @@ local function files(dir)
   end
   p:close()
   return out
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read "*a"
-  f:close()
-  return text
 end
 
 local function walk(client, params)
@@ -68,7 +60,7 @@ describe("page cache", function()
   end)
 
   after_each(function()
-    os.execute("rm -rf " .. q(dir))
+    util.rm_rf(dir)
   end)
 
   it("splits a range at the open bucket: settled part first, the rest live", function()

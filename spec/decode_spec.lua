@@ -3,6 +3,7 @@
 -- two quirks on the page path.
 local usage = require "openai_usage"
 local cjson = require "cjson"
+local util = require "spec.support.util"
 
 local decode = usage.decode
 local has_integers = math.type ~= nil
@@ -20,12 +21,7 @@ local function fails(text, pattern, offset)
   return err
 end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read "*a"
-  f:close()
-  return text
-end
+local read = util.read
 
 -- The reference-page generator: the shared one ($OPENAI_USAGE_SHARED, else
 -- ../shared beside the repository), or the copy bundled for a lone clone.
@@ -171,20 +167,20 @@ describe("decode", function()
       -- a comma-decimal locale built into a private LOCPATH, used by a fresh process
       local dir = os.tmpname()
       os.remove(dir)
-      local built = os.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir
+      local built = util.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir
         .. "/de_DE.UTF-8 2>/dev/null")
-      -- os.execute gives true on 5.2+, 0 on 5.1; make deps installs locales, so this must work
-      if not built or built ~= true and built ~= 0 then
-        os.execute("rm -rf " .. dir)
+      -- make deps installs locales, so this must work
+      if not built then
+        util.rm_rf(dir)
         error("localedef could not build de_DE.UTF-8 (Debian package locales)")
       end
-      local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+      local lua = util.suite_lua()
       local p = io.popen(("LOCPATH=%s %s -e 'local name = os.setlocale(\"de_DE.UTF-8\", \"numeric\"); "
         .. "local u = require \"openai_usage\"; local v = u.decode(\"[2.5, 1e-1]\"); "
         .. "io.write(tostring(name), \" \", tostring(v[1] == 2.5 and v[2] == 0.1))' 2>&1"):format(dir, lua))
       local out = p:read "*a"
       p:close()
-      os.execute("rm -rf " .. dir)
+      util.rm_rf(dir)
       -- setlocale succeeded (de_DE writes 2,5) and the decoder still read 2.5
       assert.are.equal("de_DE.UTF-8 true", out)
     end)
@@ -497,7 +493,7 @@ describe("decode", function()
 
   describe("against lua-cjson", function()
     it("agrees field by field on a generated page, with exact integers", function()
-      local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+      local lua = util.suite_lua()
       local p = assert(io.popen(("%s %s 20 3"):format(lua, gen_page_path())))
       local text = p:read "*a"
       p:close()

@@ -6,13 +6,9 @@ local usage = require "openai_usage"
 local lyaml = require "lyaml"
 local cjson = require "cjson"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read "*a"
-  f:close()
-  return text
-end
+local read = util.read
 
 local spec = lyaml.load(read "tools/openai-usage-openapi.yaml")
 local T0 = 1730419200
@@ -47,7 +43,7 @@ describe("endpoints", function()
   -- temporary files, never over the committed ones); nil on other Lua versions.
   local generated
   local function generate()
-    local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+    local lua = util.suite_lua()
     if lua ~= "lua5.4" then
       return nil
     end
@@ -252,11 +248,7 @@ describe("endpoints", function()
       return t
     end
 
-    local function near(expected, actual, what)
-      local scale = math.max(1, math.abs(expected), math.abs(actual))
-      assert(math.abs(expected - actual) <= 1e-9 * scale, ("%s: expected %.17g, got %.17g"):format(what or "",
-        expected, actual))
-    end
+    local near = util.near
 
     local function is_integer(v)
       if math.type then

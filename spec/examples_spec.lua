@@ -2,16 +2,11 @@
 -- the plain Lua one runs here against the stand-in (the OpenResty and
 -- Neovim ones run in spec/openresty_spec.lua and spec/neovim_spec.lua).
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-examples-3c9d"
-local LUA = (jit and "luajit") or ({ ["Lua 5.1"] = "lua5.1", ["Lua 5.3"] = "lua5.3" })[_VERSION] or "lua5.4"
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read "*a"
-  f:close()
-  return text
-end
+local LUA = util.LUA
+local read = util.read
 
 describe("README examples", function()
   local readme = read "README.md"

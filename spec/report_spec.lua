@@ -3,6 +3,7 @@
 local report = require "openai_usage.report"
 local format = require "openai_usage.format"
 local time = require "openai_usage.time"
+local util = require "spec.support.util"
 
 local D = 86400
 local T0 = 1730419200 -- 2024-11-01T00:00:00Z
@@ -330,9 +331,9 @@ describe("report output", function()
   it("writes a decimal point whatever C locale a script set", function()
     local dir = os.tmpname()
     os.remove(dir)
-    local built = os.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 2>/dev/null")
-    assert.is_truthy(built == true or built == 0, "localedef (Debian package locales) built de_DE.UTF-8")
-    local lua = (jit and "luajit") or ({ ["Lua 5.1"] = "lua5.1", ["Lua 5.3"] = "lua5.3" })[_VERSION] or "lua5.4"
+    local built = util.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 2>/dev/null")
+    assert.is_truthy(built, "localedef (Debian package locales) built de_DE.UTF-8")
+    local lua = util.LUA
     local script = [[
       local name = os.setlocale("de_DE.UTF-8", "numeric")
       local f = require "openai_usage.format"
@@ -343,7 +344,7 @@ describe("report output", function()
     local p = io.popen(("LOCPATH=%s %s -e %s 2>&1"):format(dir, lua, "'" .. script:gsub("'", "'\\''") .. "'"))
     local out = p:read "*a"
     p:close()
-    os.execute("rm -rf " .. dir)
+    util.rm_rf(dir)
     local name, json, csv, text = out:match "^(.-)|(.-)|(.-)|(.*)$"
     assert.are.equal("de_DE.UTF-8", name, out)
     assert.are.equal('[\n{"amount":1234.5,"share":12.5}\n]\n', json)
