@@ -2,6 +2,7 @@
 -- sent, what comes back, every error kind, retries and their delays.
 local usage = require "openai_usage"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-spec-0123456789abcdefSECRET"
 local NOW = 1732406400 -- 2024-11-24T00:00:00Z, frozen in the stand-in
@@ -29,18 +30,8 @@ describe("client", function()
     return c
   end
 
-  local function assert_no_key(value, seen)
-    seen = seen or {}
-    if type(value) == "string" then
-      assert.is_nil(value:find(KEY, 1, true), "the API key leaked into: " .. value)
-    elseif type(value) == "table" and not seen[value] then
-      seen[value] = true
-      for k, v in pairs(value) do
-        assert_no_key(k, seen)
-        assert_no_key(v, seen)
-      end
-      assert_no_key(tostring(value), seen)
-    end
+  local function assert_no_key(value)
+    util.assert_no_key(KEY, value)
   end
 
   describe("a request", function()
@@ -426,7 +417,7 @@ describe("client", function()
     end)
 
     it("reads OPENAI_ADMIN_KEY, OPENAI_BASE_URL, OPENAI_ORG_ID and OPENAI_PROJECT_ID", function()
-      local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+      local lua = util.suite_lua()
       local script = os.tmpname()
       local f = assert(io.open(script, "w"))
       f:write([[

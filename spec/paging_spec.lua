@@ -3,18 +3,14 @@
 -- silently short walk.
 local usage = require "openai_usage"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-paging"
 local NOW = 1732406400 -- 2024-11-24T00:00:00Z
 local START = NOW - 3 * 86400
 
 -- Wall-clock seconds with sub-second precision (plain Lua has none).
-local function wall()
-  local p = io.popen "date +%s.%N"
-  local t = tonumber(p:read "*l")
-  p:close()
-  return t
-end
+local wall = util.wall
 
 describe("paging", function()
   local srv, c
@@ -319,7 +315,7 @@ describe("paging", function()
       ]]):format(KEY, srv.url, tostring(client_gc), NOW - 30 * 3600, NOW, setup_gc, setup_gc,
         tostring(walk_gc)))
       f:close()
-      local p = io.popen((os.getenv("OPENAI_USAGE_LUA") or "lua5.4") .. " " .. script .. " 2>&1")
+      local p = io.popen(util.suite_lua() .. " " .. script .. " 2>&1")
       local out = p:read "*a"
       p:close()
       os.remove(script)

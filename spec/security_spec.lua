@@ -2,6 +2,7 @@
 -- of the configured host, and never into an error, a message or tostring.
 local usage = require "openai_usage"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-secret-7f3a9c2e41d8b6"
 local NOW = 1732406400
@@ -141,7 +142,7 @@ describe("the secrets scan of the suite's output", function()
     local f = assert(io.open(path, "w"))
     f:write(text)
     f:close()
-    local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+    local lua = util.suite_lua()
     local p = io.popen(("env -u LD_PRELOAD %s spec/support/scan_secrets.lua %s 2>&1; echo \"exit $?\""):format(lua, path))
     local out = p:read "*a"
     p:close()

@@ -4,6 +4,7 @@ local cjson = require "cjson"
 local lyaml = require "lyaml"
 local usage = require "openai_usage"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-standin-spec-123456"
 local NOW = 1732406400 -- 2024-11-24T00:00:00Z, a Sunday
@@ -688,11 +689,7 @@ describe("stand-in server", function()
       return out
     end
 
-    local function near(expected, actual, what)
-      local scale = math.max(1, math.abs(expected), math.abs(actual))
-      assert(math.abs(expected - actual) <= 1e-9 * scale, ("%s: expected %.17g, got %.17g"):format(what or "",
-        expected, actual))
-    end
+    local near = util.near
 
     local function is_float(v)
       return type(v) == "number" and (math.type == nil or math.type(v) == "float")

@@ -4,21 +4,13 @@
 -- stand-in with the curl command-line tool (plain Lua has no sockets).
 local usage = require "openai_usage"
 local standin = require "spec.support.standin"
+local util = require "spec.support.util"
 
 local KEY = "sk-admin-transport-0123456789abcdefSECRET"
 local NOW = 1732406400 -- 2024-11-24T00:00:00Z, frozen in the stand-in
 local START = NOW - 3 * 86400
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local text = f:read "*a"
-  f:close()
-  return text
-end
+local shell_quote, read_file = util.q, util.read
 
 -- Response headers as curl -D wrote them: the last response's, names in
 -- lower case, a repeated one as a list.
@@ -129,18 +121,8 @@ describe("transport", function()
     return t
   end
 
-  local function assert_no_key(value, seen)
-    seen = seen or {}
-    if type(value) == "string" then
-      assert.is_nil(value:find(KEY, 1, true), "the API key leaked into: " .. value)
-    elseif type(value) == "table" and not seen[value] then
-      seen[value] = true
-      for k, v in pairs(value) do
-        assert_no_key(k, seen)
-        assert_no_key(v, seen)
-      end
-      assert_no_key(tostring(value), seen)
-    end
+  local function assert_no_key(value)
+    util.assert_no_key(KEY, value)
   end
 
   describe("what the transport is given", function()
@@ -531,7 +513,7 @@ describe("transport", function()
     end)
 
     it("a client with a transport never loads libcurl", function()
-      local lua = os.getenv("OPENAI_USAGE_LUA") or "lua5.4"
+      local lua = util.suite_lua()
       local p = io.popen(("%s -e 'local u = require \"openai_usage\"; "
         .. "local c = assert(u.new { api_key = \"sk-x-123456\", transport = function() return 200, {}, "
         .. "[[{\"data\": []}]] end }); assert(c:images { start_time = 1 }); "
