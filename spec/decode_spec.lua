@@ -187,6 +187,15 @@ describe("decode", function()
   end)
 
   describe("strings", function()
+    it("reads runs of long strings right: equal, alternating, differing only at the end, escaped", function()
+      local a, b = ("a"):rep(50), ("a"):rep(49) .. "b"
+      local text = ('["%s","%s","%s","%s","%s","a\\u0061%s",%s]'):format(a, a, b, a, ("x"):rep(41), ("a"):rep(48),
+        '{"object":"' .. a .. '","k":"' .. a .. '"}')
+      local v = assert(usage.decode(text))
+      assert.are.same({ a, a, b, a, ("x"):rep(41), a }, { v[1], v[2], v[3], v[4], v[5], v[6] })
+      assert.are.same({ object = a, k = a }, v[7])
+    end)
+
     it("decodes every escape", function()
       assert.are.equal('"\\/\b\f\n\r\t', decode [["\"\\\/\b\f\n\r\t"]])
     end)

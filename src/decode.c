@@ -20,12 +20,24 @@ enum place { ANYWHERE, PAGE, DATA, BUCKET, RESULTS, RESULT };
  * value and what a luaL_Buffer may push (lauxlib keeps within LUA_MINSTACK). */
 #define STACK_SLOTS (LUA_MINSTACK + 4)
 
+/* The last long string pushed (held in a stack slot): the API repeats long
+ * values in every result ("organization.usage.web_search_calls.result" is
+ * 42 bytes), and Lua 5.4 interns only strings up to 40 bytes, so each copy
+ * would be a new allocation. A run of equal long strings shares one. */
+#define LONG_STRING 40
+struct long_string {
+    int slot;
+    const char *bytes;
+    size_t len;
+};
+
 struct parser {
     lua_State *L;
     const char *start, *p, *end;
     int depth, max_depth;
     int result_members; /* members of the last result object: sizes the next */
     struct ou_decode_error *err;
+    struct long_string *last;
 };
 
 /* Big frames (buffers, an inner error) stay out of the recursion's frames;
@@ -356,8 +368,20 @@ static int parse_string(struct parser *P)
         if (p >= end)
             return truncated(P);
         if (*p == '"') {
-            lua_pushlstring(P->L, first, (size_t)(p - first));
+            size_t n = (size_t)(p - first);
+            struct long_string *last = P->last;
             P->p = p + 1;
+            if (n <= LONG_STRING) {
+                lua_pushlstring(P->L, first, n);
+            } else if (n == last->len && memcmp(first, last->bytes, n) == 0) {
+                lua_pushvalue(P->L, last->slot);
+            } else {
+                lua_pushlstring(P->L, first, n); /* (returns nothing on 5.1) */
+                last->bytes = lua_tostring(P->L, -1);
+                last->len = n;
+                lua_pushvalue(P->L, -1);
+                lua_replace(P->L, last->slot);
+            }
             return 1;
         }
         if ((unsigned char)*p >= 0x80) {
@@ -519,7 +543,8 @@ static NOINLINE int decode_result_string(struct parser *P, const char *at)
     size_t len;
     const char *text = lua_tolstring(P->L, -1, &len);
     struct ou_decode_error inner;
-    struct parser sub = {P->L, text, text, text + len, P->depth, P->max_depth, P->result_members, &inner};
+    struct parser sub = {P->L,   text,   text, text + len, P->depth, P->max_depth, P->result_members,
+                         &inner, P->last};
     skip_space(&sub);
     if (sub.p >= sub.end) {
         fail_at(&sub, sub.p, len ? "no JSON value, only whitespace" : "empty string");
@@ -819,17 +844,21 @@ static int parse_value(struct parser *P, enum place place)
 
 int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct ou_decode_error *err)
 {
-    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, 10, err};
+    struct long_string last = {0, NULL, 0};
+    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, 10, err, &last};
     int top = lua_gettop(L);
     if (max_depth > 0)
         P.max_depth = max_depth < OU_DECODE_DEPTH_CEILING ? max_depth : OU_DECODE_DEPTH_CEILING;
-    if (!lua_checkstack(L, STACK_SLOTS)) {
+    if (!lua_checkstack(L, STACK_SLOTS + 1)) {
         err->offset = 0;
         snprintf(err->message, sizeof err->message, "Lua stack exhausted");
         return 0;
     }
+    lua_pushnil(L); /* the slot of the last long string */
+    last.slot = lua_gettop(L);
     skip_space(&P);
     if (P.p >= P.end) {
+        lua_settop(L, top);
         fail_at(&P, P.p, len ? "no JSON value, only whitespace" : "empty input");
         return 0;
     }
@@ -844,5 +873,6 @@ int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct 
         fail_at(&P, P.p, "unexpected data after the JSON value");
         return 0;
     }
+    lua_remove(L, last.slot);
     return 1;
 }
