@@ -12,6 +12,10 @@ local START = NOW - 3 * 86400
 -- Wall-clock seconds with sub-second precision (plain Lua has none).
 local wall = util.wall
 
+-- Bounds stretch under valgrind (make check-memory), which runs the
+-- transfer thread many times slower.
+local SLOW = os.getenv "OPENAI_USAGE_VALGRIND" and 10 or 1
+
 describe("paging", function()
   local srv, c
 
@@ -123,7 +127,7 @@ describe("paging", function()
     end
     local left = wall() - t0
     assert.is_table(c:images { start_time = START }) -- the handle is free again
-    -- the prefetch would take 5 s; libcurl notices the abort within about 1 s
+    -- the prefetch would take 5 s; the abort wakes its thread
     assert.is_true(left < 1.6, ("leaving the loop took %.2f s"):format(left))
   end)
 
@@ -168,6 +172,54 @@ describe("paging", function()
     assert.are.equal("page", page.object)
     assert.is_true(c:poll(token)) -- a collected token reads as finished
     assert.is_false(c:collect(token)) -- and collect says it is gone
+  end)
+
+  it("cancel() stops a prefetch at once, on the wire or waiting to retry", function()
+    -- on the wire: the server would answer in 5 s
+    srv:faults { { latency_ms = 5000 } }
+    local token = assert(c:prefetch("images", params))
+    local deadline = wall() + 5 * SLOW
+    repeat -- until the request has reached the server
+      os.execute "sleep 0.02"
+      assert(wall() < deadline, "the request never reached the server")
+    until #srv:requests() == 1
+    local t0 = wall()
+    c:cancel()
+    local took = wall() - t0
+    assert.is_true(took < 0.3 * SLOW, ("cancelling took %.3f s"):format(took))
+    assert.is_false(c:collect(token)) -- the page is gone, not half-read
+    -- between attempts: a 500, then a backoff of 3.75..5 s
+    local slow = assert(usage.new { api_key = KEY, base_url = srv.url, retry_backoff = 5, retry_backoff_max = 5 })
+    srv:reset()
+    srv:faults { { status = 500 } }
+    token = assert(slow:prefetch("images", params))
+    deadline = wall() + 5 * SLOW
+    repeat
+      os.execute "sleep 0.02"
+      assert(wall() < deadline, "the first attempt never reached the server")
+    until #srv:requests() == 1
+    os.execute "sleep 0.1" -- its answer is in: the thread now sleeps
+    t0 = wall()
+    slow:cancel()
+    took = wall() - t0
+    assert.is_true(took < 0.3 * SLOW, ("cancelling the backoff took %.3f s"):format(took))
+    assert.is_false(slow:collect(token))
+    assert.are.equal(1, #srv:requests(), "no attempt after the cancel")
+    -- both clients go on as new
+    assert.are.equal("page", assert(c:images(params)).object)
+    assert.are.equal("page", assert(slow:images(params)).object)
+    slow:close()
+  end)
+
+  it("close() of a client with a prefetch on the wire does not wait for it", function()
+    srv:faults { { latency_ms = 5000 } }
+    local other = assert(usage.new { api_key = KEY, base_url = srv.url })
+    assert(other:prefetch("images", params))
+    os.execute "sleep 0.1"
+    local t0 = wall()
+    other:close()
+    local took = wall() - t0
+    assert.is_true(took < 0.3 * SLOW, ("closing took %.3f s"):format(took))
   end)
 
   it("collects a client whose prefetch is still in flight", function()

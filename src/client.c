@@ -50,7 +50,7 @@ static void join_prefetch(struct ou_client *c, int abort)
     if (!c->running)
         return;
     if (abort)
-        atomic_store(&c->transfer.abort_requested, 1);
+        ou_transfer_abort(&c->transfer); /* wakes it: the join takes milliseconds */
     pthread_join(c->thread, NULL);
     atomic_store(&c->transfer.abort_requested, 0);
     c->running = 0;

@@ -21,7 +21,6 @@ int ou_curl_load(char *err, size_t size)
         {"curl_global_init", (void **)&ou_curl.global_init},
         {"curl_easy_init", (void **)&ou_curl.easy_init},
         {"curl_easy_setopt", (void **)&ou_curl.easy_setopt},
-        {"curl_easy_perform", (void **)&ou_curl.easy_perform},
         {"curl_easy_getinfo", (void **)&ou_curl.easy_getinfo},
         {"curl_easy_cleanup", (void **)&ou_curl.easy_cleanup},
         {"curl_easy_strerror", (void **)&ou_curl.easy_strerror},
@@ -29,6 +28,14 @@ int ou_curl_load(char *err, size_t size)
         {"curl_slist_free_all", (void **)&ou_curl.slist_free_all},
         {"curl_version_info", (void **)&ou_curl.version_info},
         {"curl_getdate", (void **)&ou_curl.getdate},
+        {"curl_multi_init", (void **)&ou_curl.multi_init},
+        {"curl_multi_add_handle", (void **)&ou_curl.multi_add_handle},
+        {"curl_multi_remove_handle", (void **)&ou_curl.multi_remove_handle},
+        {"curl_multi_perform", (void **)&ou_curl.multi_perform},
+        {"curl_multi_poll", (void **)&ou_curl.multi_poll},
+        {"curl_multi_wakeup", (void **)&ou_curl.multi_wakeup},
+        {"curl_multi_info_read", (void **)&ou_curl.multi_info_read},
+        {"curl_multi_cleanup", (void **)&ou_curl.multi_cleanup},
     };
     if (loaded)
         return 1;

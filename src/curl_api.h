@@ -15,7 +15,6 @@ struct ou_curl_api {
     CURLcode (*global_init)(long flags);
     CURL *(*easy_init)(void);
     CURLcode (*easy_setopt)(CURL *curl, CURLoption option, ...);
-    CURLcode (*easy_perform)(CURL *curl);
     CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);
     void (*easy_cleanup)(CURL *curl);
     const char *(*easy_strerror)(CURLcode code);
@@ -23,6 +22,17 @@ struct ou_curl_api {
     void (*slist_free_all)(struct curl_slist *list);
     curl_version_info_data *(*version_info)(CURLversion stamp);
     time_t (*getdate)(const char *p, const time_t *unused);
+    /* a transfer runs in a multi handle of its own, so that another thread
+     * can wake it to stop at once (curl_multi_wakeup, libcurl 7.68) */
+    CURLM *(*multi_init)(void);
+    CURLMcode (*multi_add_handle)(CURLM *multi, CURL *easy);
+    CURLMcode (*multi_remove_handle)(CURLM *multi, CURL *easy);
+    CURLMcode (*multi_perform)(CURLM *multi, int *running);
+    CURLMcode (*multi_poll)(CURLM *multi, struct curl_waitfd extra[], unsigned int n, int timeout_ms,
+                            int *ret);
+    CURLMcode (*multi_wakeup)(CURLM *multi);
+    CURLMsg *(*multi_info_read)(CURLM *multi, int *queued);
+    CURLMcode (*multi_cleanup)(CURLM *multi);
 };
 
 extern struct ou_curl_api ou_curl;
@@ -37,7 +47,6 @@ int ou_curl_load(char *err, size_t size);
 #define curl_global_init (*ou_curl.global_init)
 #define curl_easy_init (*ou_curl.easy_init)
 #define curl_easy_setopt (*ou_curl.easy_setopt)
-#define curl_easy_perform (*ou_curl.easy_perform)
 #define curl_easy_getinfo (*ou_curl.easy_getinfo)
 #define curl_easy_cleanup (*ou_curl.easy_cleanup)
 #define curl_easy_strerror (*ou_curl.easy_strerror)
@@ -45,5 +54,13 @@ int ou_curl_load(char *err, size_t size);
 #define curl_slist_free_all (*ou_curl.slist_free_all)
 #define curl_version_info (*ou_curl.version_info)
 #define curl_getdate (*ou_curl.getdate)
+#define curl_multi_init (*ou_curl.multi_init)
+#define curl_multi_add_handle (*ou_curl.multi_add_handle)
+#define curl_multi_remove_handle (*ou_curl.multi_remove_handle)
+#define curl_multi_perform (*ou_curl.multi_perform)
+#define curl_multi_poll (*ou_curl.multi_poll)
+#define curl_multi_wakeup (*ou_curl.multi_wakeup)
+#define curl_multi_info_read (*ou_curl.multi_info_read)
+#define curl_multi_cleanup (*ou_curl.multi_cleanup)
 
 #endif

@@ -136,7 +136,8 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
     ou_transfer_setup(t, opts);
     t->headers = headers;
     e = t->easy = curl_easy_init();
-    if (!e) {
+    t->multi = curl_multi_init();
+    if (!e || !t->multi) {
         snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle");
         return 0;
     }
@@ -229,6 +230,78 @@ void ou_sleep(double seconds, _Atomic int *abort)
     }
 }
 
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleeps between attempts in the multi handle, which holds no transfer
+ * then: only ou_transfer_abort's wakeup ends the wait early. */
+static void pause_between_attempts(struct ou_transfer *t, double seconds)
+{
+    double end = monotonic_seconds() + seconds;
+    while (!atomic_load(&t->abort_requested)) {
+        double left = end - monotonic_seconds();
+        if (left <= 0)
+            break;
+        if (curl_multi_poll(t->multi, NULL, 0, (int)(left * 1000.0) + 1, NULL) != CURLM_OK) {
+            ou_sleep(left, &t->abort_requested);
+            break;
+        }
+    }
+}
+
+void ou_transfer_abort(struct ou_transfer *t)
+{
+    atomic_store(&t->abort_requested, 1);
+    if (t->multi)
+        curl_multi_wakeup(t->multi);
+}
+
+/* Runs the easy handle to its end in t->multi, waking at least once a
+ * second, and at once on ou_transfer_abort, to see whether it must stop.
+ * Removing the handle keeps a finished connection in the multi's cache for
+ * the next attempt or request; one cut short is closed. */
+static CURLcode perform(struct ou_transfer *t)
+{
+    CURLcode code = CURLE_OK;
+    int running = 1, done = 0;
+    CURLMcode mc = curl_multi_add_handle(t->multi, t->easy);
+    if (mc != CURLM_OK) {
+        snprintf(t->errbuf, sizeof t->errbuf, "libcurl could not start the transfer (multi error %d)",
+                 (int)mc);
+        return CURLE_FAILED_INIT;
+    }
+    while (!done) {
+        CURLMsg *msg;
+        int queued;
+        mc = curl_multi_perform(t->multi, &running);
+        while (mc == CURLM_OK && (msg = curl_multi_info_read(t->multi, &queued)) != NULL)
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == t->easy)
+                code = msg->data.result, done = 1;
+        if (done)
+            break;
+        if (mc == CURLM_OK && !running) /* gone without a word: not seen, but never loop on it */
+            mc = CURLM_INTERNAL_ERROR;
+        if (mc == CURLM_OK && atomic_load(&t->abort_requested)) {
+            snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
+            code = CURLE_ABORTED_BY_CALLBACK, done = 1;
+        } else if (mc == CURLM_OK)
+            mc = curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+        if (mc != CURLM_OK) {
+            if (mc == CURLM_OUT_OF_MEMORY)
+                t->out_of_memory = 1;
+            snprintf(t->errbuf, sizeof t->errbuf, "libcurl failed during the transfer (multi error %d)",
+                     (int)mc);
+            code = CURLE_FAILED_INIT, done = 1;
+        }
+    }
+    curl_multi_remove_handle(t->multi, t->easy);
+    return code;
+}
+
 void ou_transfer_start(struct ou_transfer *t)
 {
     t->attempts = 0;
@@ -251,7 +324,7 @@ static enum ou_outcome attempt(struct ou_transfer *t, const char *url)
     curl_off_t bytes = 0;
     ou_transfer_begin_attempt(t);
     curl_easy_setopt(t->easy, CURLOPT_URL, url);
-    t->code = curl_easy_perform(t->easy);
+    t->code = perform(t);
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->resp.status);
     curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &bytes);
@@ -305,7 +378,7 @@ enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
         t->attempts++;
         if (!ou_transfer_retry(t, &outcome, retryable_code(t->code), &delay))
             return outcome;
-        ou_sleep(delay, &t->abort_requested);
+        pause_between_attempts(t, delay);
     }
 }
 
@@ -352,8 +425,12 @@ const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome out
 void ou_transfer_release(struct ou_transfer *t)
 {
     if (t->easy) {
-        curl_easy_cleanup(t->easy);
+        curl_easy_cleanup(t->easy); /* never left in the multi: perform removes it */
         t->easy = NULL;
+    }
+    if (t->multi) {
+        curl_multi_cleanup(t->multi); /* closes the kept connection */
+        t->multi = NULL;
     }
     if (t->headers) {
         curl_slist_free_all(t->headers);

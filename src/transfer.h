@@ -48,6 +48,9 @@ enum ou_outcome {
 
 struct ou_transfer {
     CURL *easy;
+    /* the easy handle's home while it transfers (and the kept connection's):
+     * ou_transfer_abort wakes it from another thread */
+    CURLM *multi;
     /* set from another thread to stop a transfer running in the background */
     _Atomic int abort_requested;
     struct curl_slist *headers; /* owned */
@@ -75,6 +78,11 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
 
 /* GETs url, retrying as configured. The final response stays in t->resp. */
 enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url);
+
+/* From another thread: stops ou_transfer_get at once, whether it waits on
+ * the network or between attempts; it then fails as a network failure
+ * ("aborted"). Clear t->abort_requested once that thread is joined. */
+void ou_transfer_abort(struct ou_transfer *t);
 
 /* The steps of ou_transfer_get, for a caller that makes the attempts itself
  * (a Lua transport): start zeroes the counters of a request; begin_attempt

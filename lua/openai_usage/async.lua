@@ -78,10 +78,6 @@ end
 -- client:pages does; that page itself is still returned).
 function Walk:step()
   if self.done then
-    if self.busy and self.client:poll(self.busy) then
-      self.client:cancel() -- the cancelled transfer has landed: dropping it is instant
-      self.busy = nil
-    end
     return nil, self.err
   end
   if not self.client:poll(self.token) then
@@ -113,13 +109,9 @@ function Walk:step()
   return page
 end
 
---- Stops the walk: no more pages, and returns at once. A transfer that has
--- landed is dropped now. One still on the wire is left to finish on its
--- thread, because stopping it would wait up to a second (libcurl notices an
--- abort only in its progress callback, ~1 s apart while a server is silent):
--- walk.busy stays set until a later step() finds it landed and drops it.
--- Keep stepping while walk.busy before closing the client, or closing will
--- wait for that abort.
+--- Stops the walk: no more pages, and returns at once. A transfer still on
+-- the wire is aborted (its thread is woken, so this takes milliseconds) and
+-- one that has landed is dropped; the client is free for other requests.
 function Walk:cancel()
   if self.done then
     return
@@ -128,11 +120,7 @@ function Walk:cancel()
   self.cancelled = true
   finish(self)
   if token then
-    if self.client:poll(token) then
-      self.client:cancel()
-    else
-      self.busy = token
-    end
+    self.client:cancel()
   end
 end
 
@@ -225,10 +213,6 @@ end
 
 function Task:step()
   if self.done then
-    if self.walk and self.walk.busy then
-      self.walk:step()
-    end
-    self.busy = self.walk and self.walk.busy or nil
     return
   end
   local ok, result, err = coroutine.resume(self.co)
@@ -242,8 +226,8 @@ function Task:step()
   end
 end
 
---- Stops the task where it waits; returns at once (see Walk:cancel: the
--- page on the wire, if any, is dropped by later steps while task.busy).
+--- Stops the task where it waits; returns at once (see Walk:cancel: a
+-- page on the wire is aborted).
 function Task:cancel()
   if self.done then
     return
@@ -251,7 +235,6 @@ function Task:cancel()
   self.done, self.cancelled = true, true
   if self.walk then
     self.walk:cancel()
-    self.busy = self.walk.busy
   end
 end
 

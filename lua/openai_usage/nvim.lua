@@ -207,13 +207,9 @@ function M.run(argv, options)
     end
   end
 
-  -- Stops the timer and closes the client once no transfer runs: a
-  -- cancelled one is left to land first (see async's cancel), so that
-  -- closing never waits for it.
+  -- Stops the timer and closes the client (a cancelled transfer has been
+  -- aborted by then: closing does not wait on the network).
   local function release()
-    if task.busy then
-      return
-    end
     timer:stop()
     timer:close()
     client:close()
@@ -249,10 +245,6 @@ function M.run(argv, options)
 
   local function step()
     if not running[handle] then
-      if task.busy then -- cancelled while a page was on the wire
-        task:step()
-        release()
-      end
       return
     end
     task:step()
