@@ -213,6 +213,7 @@ http {
         # no length and no chunks: the body ends when nginx closes the connection
         location /close/ { chunked_transfer_encoding off; content_by_lua_file conf/page.lua; }
         location = /fetch { content_by_lua_file conf/fetch.lua; }
+        location = /handshake { content_by_lua_file conf/handshake.lua; }
     }
 }
 ]]):format(ca)
@@ -357,6 +358,17 @@ ngx.say(cjson.encode(out))
     end)
   end)
 
+  -- A failed handshake as nginx reports it, then the reason as the
+  -- transport reads it back where lua-resty-core raises instead.
+  local HANDSHAKE_LUA = [[
+local resty = require "openai_usage.transport.resty"
+local sock = ngx.socket.tcp()
+assert(sock:connect("127.0.0.1", tonumber(ngx.var.arg_port)))
+local session, reported = sock:sslhandshake(nil, ngx.var.arg_name, true)
+ngx.say(session and "accepted" or reported)
+ngx.say(resty._raised_handshake_error(sock, "raised"))
+]]
+
   describe("over https", function()
     local tls
 
@@ -372,7 +384,8 @@ ngx.say(cjson.encode(out))
       return nginx.start {
         conf = test_conf(ca_text and "trusted.pem" or SYSTEM_CA),
         env = { OPENAI_ADMIN_KEY = KEY },
-        files = { ["trusted.pem"] = ca_text, ["page.lua"] = PAGE_LUA, ["fetch.lua"] = FETCH_LUA },
+        files = { ["trusted.pem"] = ca_text, ["page.lua"] = PAGE_LUA, ["fetch.lua"] = FETCH_LUA,
+          ["handshake.lua"] = HANDSHAKE_LUA },
       }
     end
 
@@ -402,13 +415,32 @@ ngx.say(cjson.encode(out))
       assert.are.equal(0, #tls:requests()) -- the key never left
     end)
 
+    it("reads back the reason of a handshake lua-resty-core raised on, as nginx reports it", function()
+      tls:reset()
+      for _, case in ipairs {
+        { ca = nginx.read_file(tls.ca_file), name = "127.0.0.1", reason = "certificate host mismatch" },
+        { ca = nil, name = "localhost", reason = "18: self-signed certificate" },
+      } do
+        local server = tls_server(case.ca)
+        local status, body = server:get(("/handshake?port=%d&name=%s"):format(tls.port, case.name))
+        server:stop()
+        assert.are.equal(200, status, body)
+        assert.are.equal(case.reason .. "\n" .. case.reason .. "\n", body)
+      end
+      assert.are.equal(0, #tls:requests())
+    end)
+
     it("refuses an https URL by IP address: nginx verifies host names only", function()
       local server = tls_server(nginx.read_file(tls.ca_file))
       tls:reset()
-      local out = fetch(server, ("https://127.0.0.1:%d/v1"):format(tls.port))
+      local out = fetch(server, ("https://127.0.0.1:%d/v1"):format(tls.port), "&retries=2")
       server:stop()
       assert.are.equal("network", out[1].error.kind, out[1].error.message)
-      assert.matches("certificate host mismatch", out[1].error.message, 1, true)
+      assert.are.equal(1, out[1].error.attempts) -- not retried: it would fail again
+      -- also where the handshake ended within its first call, which
+      -- lua-resty-core answers by raising (see transport/resty.lua)
+      assert.matches("TLS handshake with 127.0.0.1:" .. tls.port .. ": certificate host mismatch",
+        out[1].error.message, 1, true)
       assert.are.equal(0, #tls:requests())
     end)
   end)

@@ -525,3 +525,89 @@ describe("transport", function()
     end)
   end)
 end)
+
+-- transport/resty.lua outside nginx, its cosocket replaced by a stub: the
+-- TLS failures nginx produces only by timing (openresty_spec runs the real one).
+describe("transport.resty's TLS handshake (a stubbed ngx)", function()
+  local saved_ngx
+
+  -- A cosocket whose handshake does what handshake() says; records calls.
+  local function stub(handshake)
+    local calls = {}
+    local sock = {}
+    function sock.settimeouts() end
+    function sock.connect(_, host, port)
+      calls[#calls + 1] = "connect " .. host .. ":" .. port
+      return true
+    end
+    function sock.getreusedtimes()
+      return 0
+    end
+    function sock.sslhandshake(_, reused, name, verify)
+      calls[#calls + 1] = ("sslhandshake %s %s %s"):format(tostring(reused), name, tostring(verify))
+      return handshake()
+    end
+    function sock.send()
+      calls[#calls + 1] = "send"
+      return nil, "closed"
+    end
+    function sock.close()
+      calls[#calls + 1] = "close"
+      return true
+    end
+    _G.ngx = {
+      now = os.time,
+      sleep = function() end,
+      socket = { tcp = function() return sock end },
+    }
+    return calls
+  end
+
+  local function request()
+    package.loaded["openai_usage.transport.resty"] = nil
+    local resty = require "openai_usage.transport.resty"
+    return resty.request {
+      method = "GET",
+      url = "https://api.example.test/v1/organization/usage/images?start_time=1",
+      headers = { Authorization = "Bearer " .. KEY },
+      timeout = 5,
+      connect_timeout = 1,
+      max_response_bytes = 1024,
+    }
+  end
+
+  before_each(function()
+    saved_ngx = rawget(_G, "ngx")
+  end)
+
+  after_each(function()
+    _G.ngx = saved_ngx
+    package.loaded["openai_usage.transport.resty"] = nil
+  end)
+
+  it("a handshake that fails verification is a network failure, not retried, nothing sent", function()
+    local calls = stub(function()
+      return nil, "certificate host mismatch"
+    end)
+    local status, err = request()
+    assert.is_nil(status)
+    assert.are.same({ kind = "network", retry = false,
+      message = "TLS handshake with api.example.test:443: certificate host mismatch" }, err)
+    assert.are.same({ "connect api.example.test:443", "sslhandshake nil api.example.test true", "close" }, calls)
+  end)
+
+  it("a handshake that raises (lua-resty-core's assertion) is caught as a failed handshake", function()
+    local calls = stub(function()
+      error "/usr/share/lua/5.1/resty/core/socket.lua:244: assertion failed!"
+    end)
+    local status, err = request()
+    assert.is_nil(status)
+    assert.are.equal("network", err.kind)
+    assert.is_false(err.retry)
+    -- outside nginx the reason cannot be read back: the raised error is reported
+    assert.matches("TLS handshake with api.example.test:443: handshake failed (", err.message, 1, true)
+    assert.matches("assertion failed!", err.message, 1, true)
+    assert.are.same({ "connect api.example.test:443", "sslhandshake nil api.example.test true", "close" }, calls)
+    assert.is_nil(err.message:find(KEY, 1, true))
+  end)
+end)

@@ -219,6 +219,33 @@ end
 -- nil, err, stale where stale says the connection came from the pool and
 -- failed before any answer (the server had closed it): the caller takes
 -- another instead of counting a failed attempt.
+-- When a handshake ends within its first call (the server answered at once)
+-- and verification failed, lua-resty-core 0.1.25 (Debian 12) raises
+-- "assertion failed!" instead of returning the reason: nginx has recorded
+-- the reason and closed the socket, and resty.core asserts that fetching
+-- the session succeeds. Seen under load, on either verification failure.
+-- The reason is read here the way resty.core reads it when the handshake
+-- waited; failing that, the raised error is reported as it is.
+local function raised_handshake_error(sock, raised)
+  local ok, reason = pcall(function()
+    local ffi = require "ffi"
+    local base = require "resty.core.base"
+    local session, code = ffi.new "void *[1]", ffi.new "int[1]"
+    local errmsg = base.get_errmsg_ptr()
+    local rc = ffi.C.ngx_http_lua_ffi_socket_tcp_get_sslhandshake_result(base.get_request(), sock[1], session,
+      errmsg, code)
+    if rc ~= base.FFI_ERROR or errmsg[0] == nil then
+      return nil
+    end
+    local text = ffi.string(errmsg[0])
+    return code[0] ~= 0 and code[0] .. ": " .. text or text
+  end)
+  if ok and reason then
+    return reason
+  end
+  return "handshake failed (" .. tostring(raised) .. ")"
+end
+
 local function exchange(req, u, settings, deadline)
   local where = u.host .. ":" .. u.port
   local sock = ngx.socket.tcp()
@@ -232,8 +259,12 @@ local function exchange(req, u, settings, deadline)
   end
   local reused = (sock:getreusedtimes() or 0) > 0
   if u.scheme == "https" and not reused then
-    -- verify on: the certificate must chain to lua_ssl_trusted_certificate and name the host
-    local session, herr = sock:sslhandshake(nil, u.host, true)
+    -- verify on: the certificate must chain to lua_ssl_trusted_certificate
+    -- and name the host
+    local ran, session, herr = pcall(sock.sslhandshake, sock, nil, u.host, true)
+    if not ran then
+      session, herr = nil, raised_handshake_error(sock, session)
+    end
     if not session then
       sock:close()
       if herr == "timeout" then
@@ -322,6 +353,9 @@ function M.new(options)
     gzip = false,
   }
 end
+
+-- for openresty_spec: the read-back, checked against a reported failure
+M._raised_handshake_error = raised_handshake_error
 
 local default = M.new()
 M.request = default.request
