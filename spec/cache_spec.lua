@@ -126,6 +126,51 @@ describe("page cache", function()
     c:close()
   end)
 
+  it("an async walk (event loops, Neovim) reads and fills the same cache as client:pages", function()
+    local async = require "openai_usage.async"
+    local function drive(client, params)
+      local walk = assert(async.pages(client, "images", params))
+      local pages, deadline = {}, usage.clock() + 30
+      while not walk.done do
+        local page = walk:step()
+        if page then
+          pages[#pages + 1] = page
+        else
+          require("openai_usage.core").sleep(0.001)
+        end
+        assert(usage.clock() < deadline, "the walk did not finish")
+      end
+      assert.is_nil(walk.err)
+      return pages, walk.cached
+    end
+    local today = os.time() - os.time() % DAY
+    local c = assert(usage.new(srv:client_options { cache_dir = dir }))
+    -- settled hours, a day a page: the second walk sends nothing
+    local settled = { start_time = today - 4 * DAY, end_time = today - DAY, bucket_width = "1h", limit = 24 }
+    local first, cached = drive(c, settled)
+    assert.are.equal(0, cached)
+    assert.are.equal(3, #srv:requests())
+    srv:reset()
+    local second
+    second, cached = drive(c, settled)
+    assert.are.same({}, srv:requests())
+    assert.are.equal(3, cached)
+    assert.are.same(first, second)
+    assert.are.same(first, walk(c, settled)) -- as client:pages reads them
+    -- a range reaching today: the settled days from disk, today requested
+    local open = { start_time = today - 3 * DAY, bucket_width = "1d" }
+    local expected = bucket_starts(walk(c, open))
+    srv:reset()
+    local pages
+    pages, cached = drive(c, open)
+    assert.are.same(expected, bucket_starts(pages))
+    assert.are.equal(1, cached)
+    local records = srv:requests()
+    assert.are.equal(1, #records)
+    assert.truthy(records[1].query:find("start_time=" .. today, 1, true))
+    c:close()
+  end)
+
   it("ignores a corrupt or foreign file, requests again and replaces it", function()
     local c = assert(usage.new(srv:client_options { cache_dir = dir }))
     local today = os.time() - os.time() % DAY

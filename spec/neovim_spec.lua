@@ -388,6 +388,30 @@ describe("Neovim", function()
       ("the timer stalled for %.3f s (pages take %.1f s)"):format(result.max_gap, LATENCY))
   end)
 
+  it("--cache DIR: a second run reads the settled pages from disk, sends nothing, shows the same report", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    dir = dir .. ".d"
+    local args = { (table.unpack or unpack)(ARGS) }
+    args[#args + 1] = "--cache"
+    args[#args + 1] = dir
+    local first = nvim { steps = run_args(args) }
+    assert.are.same({}, first.errors)
+    assert.are.same({}, first.warnings)
+    assert.are.equal("buffer", first.why)
+    assert.are.equal(pages, #srv:requests())
+    srv:reset()
+    local second = nvim { steps = run_args(args) }
+    util.rm_rf(dir)
+    assert.are.same({}, second.errors)
+    assert.are.equal("buffer", second.why)
+    assert.are.equal(0, #srv:requests())
+    assert.are.same(first.buffers[1].lines, second.buffers[1].lines)
+    assert.are.equal(cli.render(job, rows):gsub("\n$", ""), table.concat(second.buffers[1].lines, "\n"))
+    assert.matches((": %d pages %%(%d from the cache%%), %d rows"):format(pages, pages, #rows),
+      table.concat(second.messages, "\n"))
+  end)
+
   it("--out writes the report to a file instead of a buffer", function()
     local path = os.tmpname()
     local args = { "images", "--since", "2024-11-17", "--until", "2024-11-24", "--group-by", "model,size",

@@ -13,7 +13,9 @@
 --
 -- A walk has its client's handle to itself while it runs: any other request
 -- on that client takes the handle back, and the walk then asks for that page
--- again. One walk per client at a time.
+-- again. One walk per client at a time. A client with a cache_dir walks as
+-- client:pages does: settled pages on disk are read instead of requested
+-- (walk.cached counts them), and pages of settled buckets are stored.
 local usage = require "openai_usage"
 
 local M = {}
@@ -22,12 +24,25 @@ local Walk = {}
 Walk.__index = Walk
 
 local function finish(walk, err)
-  walk.done, walk.err, walk.token = true, err, nil
+  walk.done, walk.err, walk.token, walk.landed = true, err, nil, nil
 end
 
--- Starts the transfer of walk.query; false and the error when the client
--- refuses it (parameters are validated here, before anything is sent).
+-- The cache for the query now walked: only the first segment is settled.
+local function store_of(walk)
+  return walk.index == 1 and walk.store or nil
+end
+
+-- Starts the transfer of walk.query, or takes its page from the cache;
+-- false and the error when the client refuses it (parameters are validated
+-- here, before anything is sent).
 local function start(walk)
+  local store = store_of(walk)
+  local url = store and walk.client:url(walk.endpoint, walk.query)
+  local page = url and store:get(url)
+  if page then
+    walk.landed, walk.cached = page, walk.cached + 1
+    return true
+  end
   local token, err = walk.client:prefetch(walk.endpoint, walk.query)
   if not token then
     finish(walk, err)
@@ -48,20 +63,22 @@ function M.pages(client, endpoint, params)
   if time_err then
     return nil, time_err
   end
-  local query = {}
-  for k, v in pairs(timed or {}) do
-    query[k] = v
-  end
+  local segments, store, width = client:_walk_plan(endpoint, timed or {})
   local walk = setmetatable({
     client = client,
     endpoint = endpoint,
-    query = query,
+    segments = segments,
+    index = 1,
+    query = segments[1],
+    store = store,
+    width = width,
     seen = {},
     pages = 0, -- pages handed out so far
+    cached = 0, -- of which read from the cache
     done = false,
   }, Walk)
-  if query.page ~= nil then
-    walk.seen[query.page] = true
+  if walk.query.page ~= nil then
+    walk.seen[walk.query.page] = true
   end
   local ok, err = start(walk)
   if not ok then
@@ -80,26 +97,40 @@ function Walk:step()
   if self.done then
     return nil, self.err
   end
-  if not self.client:poll(self.token) then
-    return nil
-  end
-  local page, err = self.client:collect(self.token)
-  self.token = nil
-  if page == false then -- another request took the handle meanwhile: ask again
-    local ok, start_err = start(self)
-    if not ok then
-      return nil, start_err
-    end
-    return nil
-  end
+  local page = self.landed
+  self.landed = nil
   if not page then
-    finish(self, err)
-    return nil, err
+    if not self.client:poll(self.token) then
+      return nil
+    end
+    local err
+    page, err = self.client:collect(self.token)
+    self.token = nil
+    if page == false then -- another request took the handle meanwhile: ask again
+      local ok, start_err = start(self)
+      if not ok then
+        return nil, start_err
+      end
+      return nil
+    end
+    if not page then
+      finish(self, err)
+      return nil, err
+    end
+    local store = store_of(self)
+    if store then
+      store:put(assert(self.client:url(self.endpoint, self.query)), page, os.time(), self.width)
+    end
   end
   self.pages = self.pages + 1
   local cursor, cursor_err = usage.next_cursor(page, self.seen)
   if cursor_err then
     finish(self, cursor_err)
+  elseif cursor == nil and self.index < #self.segments then
+    -- the settled buckets are done: on to the open one, never cached
+    self.index = self.index + 1
+    self.query, self.seen = self.segments[self.index], {}
+    start(self)
   elseif cursor == nil then
     finish(self)
   else
@@ -161,11 +192,13 @@ local function task_client(task, client)
       error(err, 0)
     end
     task.walk = walk
+    local counted = 0 -- of walk.cached, added to task.cached
     local function next_page()
       while true do
         local page, step_err = walk:step()
         if page then
           task.pages = task.pages + 1
+          task.cached, counted = task.cached + walk.cached - counted, walk.cached
           return page
         end
         if walk.done then
@@ -194,7 +227,8 @@ end
 -- task:step() never blocks: it runs fn until it next waits for a page (or
 -- ends). Then task.done is set, with task.result (what fn returned) or
 -- task.err (what it raised, or the err of a nil, err return). task.pages
--- counts the pages so far, task.walk is the walk in progress. Needs Lua
+-- counts the pages so far (task.cached those read from the client's
+-- cache_dir), task.walk is the walk in progress. Needs Lua
 -- 5.2+ or LuaJIT (Neovim, OpenResty): on 5.1, nil and an error.
 function M.task(client, fn)
   if not M.tasks_supported then
@@ -203,7 +237,7 @@ function M.task(client, fn)
       message = "async.task needs Lua 5.2+ or LuaJIT: Lua 5.1 cannot yield from inside a for loop's iterator",
     }
   end
-  local task = setmetatable({ pages = 0, done = false }, Task)
+  local task = setmetatable({ pages = 0, cached = 0, done = false }, Task)
   local view = task_client(task, client)
   task.co = coroutine.create(function()
     return fn(view)

@@ -365,6 +365,20 @@ local function walk_pages(self, endpoint, query, prefetch, store, width, tidy)
   return next_page, close
 end
 
+-- How a walk of a query (times already read) goes, for pages() and for
+-- openai_usage.async: the queries to walk in turn (one; or, with a
+-- cache_dir, the settled buckets then the open one), the cache for the
+-- first of them (nil without a cache_dir) and the bucket width in seconds.
+function methods:_walk_plan(endpoint, timed)
+  local store, width = (lua_options[self] or {}).cache, nil
+  local segments = { copy(timed) }
+  if store and self:url(endpoint, segments[1]) then -- (a bad query fails when sent, uncached)
+    width = time.width(segments[1].bucket_width or core.rules(endpoint).default_width)
+    segments = cache.segments(segments[1], width, os.time())
+  end
+  return segments, store, width
+end
+
 --- Iterates over pages, requesting the next one only when asked for it.
 -- While the caller works on a page, the next one is already on its way
 -- (a prefetch on a background thread; options.prefetch = false, here or on
@@ -387,12 +401,7 @@ function methods:pages(endpoint, params, options)
   if time_err then
     raise(time_err)
   end
-  local store, width = settings.cache, nil
-  local segments = { copy(timed) }
-  if store and self:url(endpoint, segments[1]) then -- (a bad query fails below, uncached)
-    width = time.width(segments[1].bucket_width or core.rules(endpoint).default_width)
-    segments = cache.segments(segments[1], width, os.time())
-  end
+  local segments, store, width = self:_walk_plan(endpoint, timed)
   -- the second of two segments holds the open bucket: never cached
   local function store_for(i)
     return i == 1 and store or nil

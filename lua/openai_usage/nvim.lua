@@ -149,9 +149,6 @@ function M.run(argv, options)
     notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
     return true
   end
-  if job.cache then
-    notify("--cache is not used in Neovim: every page is requested", levels.WARN)
-  end
   local key = api_key()
   if not key then
     return fail("no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key")
@@ -159,6 +156,7 @@ function M.run(argv, options)
   local client, cerr = usage.new {
     api_key = key,
     base_url = job.base_url or vim.g.openai_usage_base_url,
+    cache_dir = job.cache,
   }
   if not client then
     return fail(cerr)
@@ -239,7 +237,8 @@ function M.run(argv, options)
     end
     local buf = M.show("openai-usage://" .. job.endpoint, text,
       { mods = options.mods, filetype = FILETYPES[job.format] })
-    notify(("%s: %d pages, %d rows in %.1f s"):format(job.endpoint, task.pages, #rows, seconds()))
+    local from_cache = task.cached > 0 and (" (%d from the cache)"):format(task.cached) or ""
+    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, task.pages, from_cache, #rows, seconds()))
     finish(buf)
   end
 
