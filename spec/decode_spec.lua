@@ -298,6 +298,25 @@ describe("decode", function()
       assert.are.same({ a = { 1, 2 } }, decode ' \t\r\n{ "a" :\n [ 1 ,\t2 ] }\n ')
     end)
 
+    it("skips runs of whitespace of every length (indentation goes eight bytes at a time)", function()
+      local want = { page = { data = { { results = { { n = 1, s = "x" } } } } } }
+      for n = 0, 25 do
+        for _, unit in ipairs { " ", "\t", "\n", "\r\n", "  \t" } do
+          local w = unit:rep(n):sub(1, n)
+          local text = ('%s{%s"page"%s:%s{"data":[%s{"results":[{"n"%s:%s1%s,%s"s":"x"}]%s}%s]}%s}%s')
+            :format(w, w, w, w, w, w, w, w, w, w, w, w, w)
+          assert.are.same(want, decode(text), ("runs of %d bytes of %q"):format(n, unit))
+          -- a run of spaces, then a non-space inside the next eight bytes
+          assert.are.same({ 1, 2 }, decode("[1," .. (" "):rep(n) .. "\t2]"))
+        end
+        -- the input ends inside a run: truncated, at its end
+        local text = "[1," .. (" "):rep(n)
+        fails(text, "unexpected end of input", #text)
+        -- a byte that is not whitespace inside a run is an error there
+        fails("[1," .. (" "):rep(n) .. "\v2]", "expected a JSON value", 3 + n)
+      end
+    end)
+
     it("refuses nesting deeper than the limit, even 10 000 deep", function()
       fails(("["):rep(10000), "nesting deeper than 512", 512)
       fails(("{\"a\":"):rep(600) .. "1" .. ("}"):rep(600), "nesting deeper than 512")

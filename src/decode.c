@@ -71,12 +71,32 @@ static int truncated(struct parser *P)
     return fail_at(P, P->end, "unexpected end of input (truncated?)");
 }
 
-static void skip_space(struct parser *P)
+/* 1 for the four bytes JSON takes as whitespace. */
+static const unsigned char space_byte[256] = {['\t'] = 1, ['\n'] = 1, ['\r'] = 1, [' '] = 1};
+
+/* Pretty-printed JSON indents every line: runs of spaces go eight bytes at
+ * a time. P->p is on a whitespace byte. */
+static NOINLINE void skip_space_run(struct parser *P)
 {
     const char *p = P->p, *end = P->end;
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+    do {
         p++;
+        while (end - p >= 8) {
+            uint64_t word;
+            memcpy(&word, p, 8);
+            if (word != 0x2020202020202020u)
+                break;
+            p += 8;
+        }
+    } while (p < end && space_byte[(unsigned char)*p]);
     P->p = p;
+}
+
+/* Compact JSON has nothing to skip: one look at a byte, inline. */
+static inline void skip_space(struct parser *P)
+{
+    if (P->p < P->end && space_byte[(unsigned char)*P->p])
+        skip_space_run(P);
 }
 
 static int parse_value(struct parser *P, enum place place);
