@@ -298,6 +298,30 @@ describe("decode", function()
       assert.are.same({ a = { 1, 2 } }, decode ' \t\r\n{ "a" :\n [ 1 ,\t2 ] }\n ')
     end)
 
+    it("decodes results arrays and objects of any size, whatever the one before held", function()
+      -- tables are presized from the previous results array and result object
+      local buckets, want = {}, {}
+      for b, count in ipairs { 8, 0, 3, 1100, 2, 1, 0, 40 } do
+        local results, rows = {}, {}
+        for r = 1, count do
+          local members, row = {}, {}
+          for m = 1, (b + r) % 12 do
+            members[#members + 1] = ('"k%d":%d'):format(m, m * r)
+            row["k" .. m] = m * r
+          end
+          results[r] = "{" .. table.concat(members, ",") .. "}"
+          rows[r] = row
+        end
+        buckets[b] = ('{"object":"bucket","start_time":%d,"end_time":%d,"results":[%s]}')
+          :format(b, b + 1, table.concat(results, ","))
+        want[b] = { object = "bucket", start_time = b, end_time = b + 1, results = rows }
+      end
+      local page = decode('{"object":"page","data":[' .. table.concat(buckets, ",") .. '],"has_more":false}')
+      assert.are.same({ object = "page", data = want, has_more = false }, page)
+      assert.are.equal(1100, #page.data[4].results)
+      assert.are.equal(0, #page.data[7].results)
+    end)
+
     it("skips runs of whitespace of every length (indentation goes eight bytes at a time)", function()
       local want = { page = { data = { { results = { { n = 1, s = "x" } } } } } }
       for n = 0, 25 do

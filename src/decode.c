@@ -36,6 +36,7 @@ struct parser {
     const char *start, *p, *end;
     int depth, max_depth;
     int result_members; /* members of the last result object: sizes the next */
+    int results_length; /* elements of the last results array: sizes the next */
     struct ou_decode_error *err;
     struct long_string *last;
 };
@@ -563,8 +564,9 @@ static NOINLINE int decode_result_string(struct parser *P, const char *at)
     size_t len;
     const char *text = lua_tolstring(P->L, -1, &len);
     struct ou_decode_error inner;
-    struct parser sub = {P->L,   text,   text, text + len, P->depth, P->max_depth, P->result_members,
-                         &inner, P->last};
+    struct parser sub = {
+        P->L,   text,   text, text + len, P->depth, P->max_depth, P->result_members, P->results_length,
+        &inner, P->last};
     skip_space(&sub);
     if (sub.p >= sub.end) {
         fail_at(&sub, sub.p, len ? "no JSON value, only whitespace" : "empty string");
@@ -608,7 +610,7 @@ static int next_or_close(struct parser *P, char close, const char *what)
 static void new_container(struct parser *P, enum place place)
 {
     if (*P->p == '[')
-        lua_createtable(P->L, place == DATA ? 64 : 0, 0);
+        lua_createtable(P->L, place == DATA ? 64 : place == RESULTS ? P->results_length : 0, 0);
     else
         lua_createtable(P->L, 0, place == RESULT ? P->result_members : 4);
 }
@@ -650,6 +652,8 @@ static int parse_elements(struct parser *P, enum place place)
         case 1:
             continue;
         case 2:
+            if (place == RESULTS && n <= 1024)
+                P->results_length = n;
             return 1;
         default:
             goto failed;
@@ -865,7 +869,7 @@ static int parse_value(struct parser *P, enum place place)
 int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct ou_decode_error *err)
 {
     struct long_string last = {0, NULL, 0};
-    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, 10, err, &last};
+    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, 10, 4, err, &last};
     int top = lua_gettop(L);
     if (max_depth > 0)
         P.max_depth = max_depth < OU_DECODE_DEPTH_CEILING ? max_depth : OU_DECODE_DEPTH_CEILING;
