@@ -215,10 +215,6 @@ local function keeps_alive(version, headers)
   return connection:find("close", 1, true) == nil
 end
 
--- One attempt on one connection (pooled or new): status, headers, body, or
--- nil, err, stale where stale says the connection came from the pool and
--- failed before any answer (the server had closed it): the caller takes
--- another instead of counting a failed attempt.
 -- When a handshake ends within its first call (the server answered at once)
 -- and verification failed, lua-resty-core 0.1.25 (Debian 12) raises
 -- "assertion failed!" instead of returning the reason: nginx has recorded
@@ -246,6 +242,10 @@ local function raised_handshake_error(sock, raised)
   return "handshake failed (" .. tostring(raised) .. ")"
 end
 
+-- One attempt on one connection (pooled or new): status, headers, body, or
+-- nil, err, stale where stale says the connection came from the pool and
+-- failed before any answer (the server had closed it): the caller takes
+-- another instead of counting a failed attempt.
 local function exchange(req, u, settings, deadline)
   local where = u.host .. ":" .. u.port
   local sock = ngx.socket.tcp()
