@@ -3,7 +3,6 @@
 #include "curl_api.h"
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "client.h"
 #include "compat.h"
@@ -148,9 +147,7 @@ static int core_rules(lua_State *L)
 /* core.clock() -> monotonic seconds, for timing walks and progress lines. */
 static int core_clock(lua_State *L)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+    lua_pushnumber(L, (lua_Number)ou_monotonic());
     return 1;
 }
 

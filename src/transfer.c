@@ -111,15 +111,6 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
     return n;
 }
 
-/* Lets a background transfer be stopped: libcurl calls this often. */
-static int on_progress(void *userdata, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                       curl_off_t ulnow)
-{
-    struct ou_transfer *t = userdata;
-    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-    return atomic_load(&t->abort_requested) ? 1 : 0;
-}
-
 void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opts)
 {
     memset(t, 0, sizeof *t);
@@ -168,9 +159,6 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(e, CURLOPT_XFERINFODATA, t);
-    curl_easy_setopt(e, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     return 1;
 }
@@ -230,7 +218,7 @@ void ou_sleep(double seconds, _Atomic int *abort)
     }
 }
 
-static double monotonic_seconds(void)
+double ou_monotonic(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -241,9 +229,9 @@ static double monotonic_seconds(void)
  * then: only ou_transfer_abort's wakeup ends the wait early. */
 static void pause_between_attempts(struct ou_transfer *t, double seconds)
 {
-    double end = monotonic_seconds() + seconds;
+    double end = ou_monotonic() + seconds;
     while (!atomic_load(&t->abort_requested)) {
-        double left = end - monotonic_seconds();
+        double left = end - ou_monotonic();
         if (left <= 0)
             break;
         if (curl_multi_poll(t->multi, NULL, 0, (int)(left * 1000.0) + 1, NULL) != CURLM_OK) {
@@ -260,6 +248,12 @@ void ou_transfer_abort(struct ou_transfer *t)
         curl_multi_wakeup(t->multi);
 }
 
+static CURLcode aborted(struct ou_transfer *t)
+{
+    snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
+    return CURLE_ABORTED_BY_CALLBACK;
+}
+
 /* Runs the easy handle to its end in t->multi, waking at least once a
  * second, and at once on ou_transfer_abort, to see whether it must stop.
  * Removing the handle keeps a finished connection in the multi's cache for
@@ -268,7 +262,10 @@ static CURLcode perform(struct ou_transfer *t)
 {
     CURLcode code = CURLE_OK;
     int running = 1, done = 0;
-    CURLMcode mc = curl_multi_add_handle(t->multi, t->easy);
+    CURLMcode mc;
+    if (atomic_load(&t->abort_requested)) /* cancelled before it began (in a wait between attempts) */
+        return aborted(t);
+    mc = curl_multi_add_handle(t->multi, t->easy);
     if (mc != CURLM_OK) {
         snprintf(t->errbuf, sizeof t->errbuf, "libcurl could not start the transfer (multi error %d)",
                  (int)mc);
@@ -285,10 +282,9 @@ static CURLcode perform(struct ou_transfer *t)
             break;
         if (mc == CURLM_OK && !running) /* gone without a word: not seen, but never loop on it */
             mc = CURLM_INTERNAL_ERROR;
-        if (mc == CURLM_OK && atomic_load(&t->abort_requested)) {
-            snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
-            code = CURLE_ABORTED_BY_CALLBACK, done = 1;
-        } else if (mc == CURLM_OK)
+        if (mc == CURLM_OK && atomic_load(&t->abort_requested))
+            code = aborted(t), done = 1;
+        else if (mc == CURLM_OK)
             mc = curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
         if (mc != CURLM_OK) {
             if (mc == CURLM_OUT_OF_MEMORY)

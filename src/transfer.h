@@ -110,6 +110,9 @@ void ou_response_header(struct ou_response *r, const char *name, size_t nlen, co
 /* Sleeps, in 50 ms slices so that a set *abort (may be NULL) cuts it short. */
 void ou_sleep(double seconds, _Atomic int *abort);
 
+/* Seconds on the monotonic clock (usage.clock, and waits between attempts). */
+double ou_monotonic(void);
+
 /* A message for a failed outcome (never contains request headers). */
 const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size);
 
