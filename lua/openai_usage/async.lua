@@ -37,7 +37,9 @@ end
 -- here, before anything is sent).
 local function start(walk)
   local store = store_of(walk)
+  -- the URL names the page in the cache: read now, and stored under when it lands
   local url = store and walk.client:url(walk.endpoint, walk.query)
+  walk.url = url
   local page = url and store:get(url)
   if page then
     walk.landed, walk.cached = page, walk.cached + 1
@@ -117,9 +119,8 @@ function Walk:step()
       finish(self, err)
       return nil, err
     end
-    local store = store_of(self)
-    if store then
-      store:put(assert(self.client:url(self.endpoint, self.query)), page, os.time(), self.width)
+    if self.url then
+      store_of(self):put(self.url, page, os.time(), self.width)
     end
   end
   self.pages = self.pages + 1
