@@ -22,15 +22,6 @@ local function idle()
   require("openai_usage.core").sleep(0.001)
 end
 
--- Waits until the stand-in has seen n requests (a transfer is on the wire).
-local function await_requests(srv, n)
-  local deadline = usage.clock() + 5 * SLOW
-  while #srv:requests() < n do
-    idle()
-    assert(usage.clock() < deadline, "the request never reached the server")
-  end
-end
-
 -- Runs a walk to its end as an event loop would, timing every step.
 -- Returns the pages, the number of steps and the slowest step's seconds.
 local function drive(walk, limit)
@@ -144,7 +135,7 @@ describe("async walk", function()
     srv:faults { { latency_ms = 5000 } }
     local walk = assert(async.pages(c, "images", PARAMS))
     assert.is_nil(walk:step())
-    await_requests(srv, 1)
+    srv:await_requests(1)
     local t0 = usage.clock()
     walk:cancel()
     local took = usage.clock() - t0
@@ -402,7 +393,7 @@ describe("async task", function()
     local task = async.task(c, all_rows)
     task:step()
     assert.is_false(task.done)
-    await_requests(srv, 1)
+    srv:await_requests(1)
     local t0 = usage.clock()
     task:cancel()
     assert.is_true(usage.clock() - t0 < 0.25 * SLOW)

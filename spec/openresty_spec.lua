@@ -46,16 +46,6 @@ local function assert_no_key(text)
 end
 
 -- Keeps waiting until the stand-in has received n API requests.
-local function wait_for_requests(srv, n)
-  for _ = 1, 200 do
-    if srv:status().requests >= n then
-      return
-    end
-    os.execute "sleep 0.02"
-  end
-  error("the stand-in never received " .. n .. " requests")
-end
-
 describe("openresty", function()
   if not nginx.available() then
     it("needs nginx and libnginx-mod-http-lua (make deps installs them)", function()
@@ -123,7 +113,7 @@ describe("openresty", function()
     local params = window(5)
     srv:settings { latency_ms = LATENCY_MS }
     local walk = web:get_in_background(query(params))
-    wait_for_requests(srv, 1) -- the walk is on the wire
+    srv:await_requests(1) -- the walk is on the wire
     local ping_status, ping_body, ping_seconds = web:get "/ping"
     local status, body, walk_seconds = walk.wait()
     print(("\n# openresty: a walk of 5 pages (%d ms each) took %.3f s; /ping during it took %.3f s"):format(
@@ -147,7 +137,7 @@ describe("openresty", function()
     srv:faults { { status = 500, times = 10 } }
     local params = window(2)
     local walk = web:get_in_background(query(params))
-    wait_for_requests(srv, 1)
+    srv:await_requests(1)
     local ping_status, _, ping_seconds = web:get "/ping"
     local status, body, seconds = walk.wait()
     print(("\n# openresty: 3 attempts with backoff took %.3f s; /ping during the retry sleep took %.3f s"):format(

@@ -161,6 +161,20 @@ function Server:status()
   return self:call "status"
 end
 
+--- Waits until the server has received at least n requests (a transfer is
+-- on the wire): 20 ms polls, for 5 s (50 s under valgrind, which runs the
+-- client's transfer thread many times slower); an error if they never come.
+function Server:await_requests(n)
+  local polls = 250 * (os.getenv "OPENAI_USAGE_VALGRIND" and 10 or 1)
+  for _ = 1, polls do
+    if self:status().requests >= n then
+      return
+    end
+    sleep(0.02)
+  end
+  error("the stand-in never received " .. n .. " requests")
+end
+
 --- Stops the server and waits for it to exit; safe to call twice.
 function Server:stop()
   if self.pid then
