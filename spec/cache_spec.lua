@@ -360,8 +360,8 @@ describe("page cache", function()
         local split = cache.split_point(width, now, settle)
         assert.are.equal(0, split % width)
         assert.is_true(split <= now - settle and now - settle < split + width)
-        for _, start in ipairs { now - 10 * width, now - 2 * width, now - 2 * width + 7, split - width, split, split + 1,
-          now - 1, now, now + width } do
+        for _, start in ipairs { now - 10 * width, now - 2 * width, now - 2 * width + 7, split - width, split,
+          split + 1, now - 1, now, now + width } do
           for _, stop in ipairs { false, start + 1, split, split + 1, now, now + width, start - 1 } do
             stop = stop or nil
             for _, settle_after in ipairs { settle, 0 } do
@@ -443,7 +443,7 @@ describe("page cache", function()
       assert.are.same(page, store:get(url, { width = DAY, settle_after = 0 }))
     end)
 
-    it("a page with a null where a bucket belongs: a table error or the page, never a raw error or a partial file", function()
+    it("a page with a null where a bucket belongs: a table error or the page, never a raw error or a part file", function()
       local fixture = dir .. ".fixture.json"
       util.write(fixture, '{"object":"page","data":[null,{"object":"bucket","start_time":86400,"end_time":172800,'
         .. '"results":[{"object":"organization.usage.images.result","images":7,"num_model_requests":1}]}],'

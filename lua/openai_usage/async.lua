@@ -31,8 +31,8 @@ end
 -- false and the error when the client refuses it (parameters are validated
 -- here, before anything is sent).
 local function start(walk)
-  -- only settled segments have a store (client:_segment_store)
-  local store, rule = walk.client:_segment_store(walk.plan, walk.index)
+  -- only settled segments have a store
+  local store, rule = usage.segment_store(walk.plan, walk.index)
   -- the URL names the page in the cache: read now, and stored under when it lands
   local url = store and walk.client:url(walk.endpoint, walk.query)
   walk.url, walk.store, walk.rule = url, store, rule

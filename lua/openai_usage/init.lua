@@ -84,7 +84,9 @@ function M.new(options)
     local message
     settle_after, message = time.duration(opts.settle_after)
     if not settle_after then
-      return nil, core.error { kind = "invalid_argument", param = "settle_after", message = "settle_after: " .. message }
+      return nil, core.error {
+        kind = "invalid_argument", param = "settle_after", message = "settle_after: " .. message,
+      }
     end
   end
   local max_pages, pages_err = M.check_max_pages(opts.max_pages)
@@ -469,8 +471,10 @@ function methods:_walk_plan(endpoint, timed, options)
   return plan
 end
 
--- The store and rule of segment i of a plan: nil for an unsettled one.
-function methods:_segment_store(plan, i)
+--- The store and rule (cache.settled) of segment i of a walk plan
+-- (client:_walk_plan): nil for an unsettled one. Shared by client:pages and
+-- openai_usage.async.
+function M.segment_store(plan, i)
   if i > plan.cacheable then
     return nil
   end
@@ -518,7 +522,7 @@ function methods:pages(endpoint, params, options)
   local index = 1
   local tidy = gc and page_tidier() or nil
   local function walk_segment(i)
-    local store, rule = self:_segment_store(plan, i)
+    local store, rule = M.segment_store(plan, i)
     return walk_pages(self, endpoint, segments[i], prefetch, store, rule, plan.budget, tidy)
   end
   local next_in, close_in = walk_segment(1)

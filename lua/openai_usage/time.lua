@@ -145,7 +145,8 @@ function M.duration(value)
       return integer(tonumber(n) * UNIT[unit ~= "" and unit or "s"])
     end
   end
-  return nil, ('"%s" is not a duration: expected whole seconds (3600) or "90m", "24h", "2d", "1w"'):format(tostring(value))
+  return nil, ('"%s" is not a duration: expected whole seconds (3600) or "90m", "24h", "2d", "1w"')
+    :format(tostring(value))
 end
 
 --- UTC "2024-11-01T12:00:00Z".
