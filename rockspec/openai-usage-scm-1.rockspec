@@ -35,6 +35,7 @@ build = {
     ["openai_usage.chart"] = "lua/openai_usage/chart.lua",
     ["openai_usage.cli"] = "lua/openai_usage/cli.lua",
     ["openai_usage.cost"] = "lua/openai_usage/cost.lua",
+    ["openai_usage.errors"] = "lua/openai_usage/errors.lua",
     ["openai_usage.format"] = "lua/openai_usage/format.lua",
     ["openai_usage.json"] = "lua/openai_usage/json.lua",
     ["openai_usage.nvim"] = "lua/openai_usage/nvim.lua",

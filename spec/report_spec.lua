@@ -214,6 +214,39 @@ describe("report steps", function()
     ok, err = pcall(report.rebucket, images(), "1d", { offset = 90000 })
     assert.matches("offset", tostring(err))
   end)
+
+  it("raises one error value from steps, formats and charts: the core's fields and its one line", function()
+    local chart = require "openai_usage.chart"
+    local core_error = require("openai_usage").error
+    local raised = {}
+    for _, call in ipairs {
+      { report.top, images(), -1, "images" },
+      { report.series, images(), { width = "2x" } },
+      { format.render, images(), "xlsx" },
+      { chart.bars, images(), {} },
+      { chart.stacked, images(), { value = "images", height = 5 } },
+    } do
+      local ok, err = pcall((unpack or table.unpack)(call))
+      assert.is_false(ok)
+      assert.are.equal("invalid_argument", err.kind)
+      assert.are.equal("string", type(err.message))
+      -- the same text the C core gives an error of the same fields
+      assert.are.equal(tostring(core_error { kind = err.kind, message = err.message }), tostring(err))
+      assert.are.equal("openai_usage: invalid_argument: " .. err.message, tostring(err))
+      raised[#raised + 1] = getmetatable(err)
+    end
+    for i = 2, #raised do
+      assert.are.equal(raised[1], raised[i])
+    end
+    local errors = require "openai_usage.errors"
+    local fields = { kind = "http", status = 429, code = "rate_limit", request_id = "req_1", message = "slow\r\ndown" }
+    local copy = {}
+    for k, v in pairs(fields) do
+      copy[k] = v
+    end
+    assert.are.equal(tostring(core_error(copy)), tostring(errors.new(fields)))
+    assert.are.equal("openai_usage: http 429 (rate_limit): slow  down [request_id req_1]", tostring(errors.new(fields)))
+  end)
 end)
 
 describe("report times", function()

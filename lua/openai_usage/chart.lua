@@ -7,6 +7,8 @@
 -- The output is deterministic (same input, same bytes: nothing depends on
 -- table order, the clock, the time zone or the locale) and every text from
 -- the data is escaped, so the result can be cached, compared and embedded.
+local errors = require "openai_usage.errors"
+
 local M = {}
 
 local floor, ceil, abs, huge = math.floor, math.ceil, math.abs, math.huge
@@ -25,17 +27,9 @@ M.NEGATIVE_COLOR = "#D55E00"
 local FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', Arial, sans-serif"
 local INK, MUTED, GRID, AXIS = "#222222", "#666666", "#E6E6E6", "#999999"
 
-local error_meta = {
-  __tostring = function(e)
-    return e.message
-  end,
-}
-
 -- Bad arguments come from programs, not data, so they raise (as the report
--- steps do) at the caller's line; data never makes a chart fail.
-local function raise(message)
-  error(setmetatable({ kind = "invalid_argument", message = message }, error_meta), 3)
-end
+-- steps do); data never makes a chart fail.
+local raise = errors.invalid
 
 local function is_integer(v)
   if math.type then

@@ -13,6 +13,7 @@
 --             of the rows)
 local json = require "openai_usage.json"
 local time = require "openai_usage.time"
+local errors = require "openai_usage.errors"
 
 local M = {}
 
@@ -21,13 +22,7 @@ M.NAMES = { "table", "md", "csv", "json", "jsonl", "svg", "html" }
 local floor = math.floor
 local TIME_FIELD = { start_time = true, end_time = true }
 
-local function fail(message)
-  error(setmetatable({ kind = "invalid_argument", message = message }, {
-    __tostring = function(e)
-      return e.message
-    end,
-  }), 3)
-end
+local fail = errors.invalid
 
 local is_integer = json.is_integer
 

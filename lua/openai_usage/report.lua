@@ -7,6 +7,7 @@
 -- order its fields are shown in; every step keeps it up to date.
 local time = require "openai_usage.time"
 local format = require "openai_usage.format"
+local errors = require "openai_usage.errors"
 
 local M = {}
 
@@ -18,17 +19,9 @@ M.width = time.width
 local floor = math.floor
 local TIME_FIELD = { start_time = true, end_time = true }
 
-local error_meta = {
-  __tostring = function(e)
-    return e.message
-  end,
-}
-
--- Steps are given bad arguments by programs, not by the API: raising says
--- where (the caller's line), which nil, err would lose in a chain of calls.
-local function raise(message, level)
-  error(setmetatable({ kind = "invalid_argument", message = message }, error_meta), (level or 1) + 2)
-end
+-- Steps are given bad arguments by programs, not by the API: they raise,
+-- naming the step, which nil, err would lose in a chain of calls.
+local raise = errors.invalid
 
 local function list(names, what)
   if names == nil then
@@ -42,7 +35,7 @@ local function list(names, what)
     return out
   end
   if type(names) ~= "table" then
-    raise(("%s: expected a list of field names or \"a,b\", got a %s"):format(what, type(names)), 2)
+    raise(("%s: expected a list of field names or \"a,b\", got a %s"):format(what, type(names)))
   end
   return names
 end
@@ -498,7 +491,7 @@ end
 local function checked(read, value, what)
   local v, err = read(value)
   if not v then
-    raise(what .. ": " .. err, 2)
+    raise(what .. ": " .. err)
   end
   return v
 end
