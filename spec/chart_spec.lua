@@ -2,6 +2,8 @@
 -- parsed documents (strict XML through python3) and as pictures rendered by
 -- headless Chromium.
 local chart = require "openai_usage.chart"
+local text = require "openai_usage.text"
+local time = require "openai_usage.time"
 local cjson = require "cjson"
 local util = require "spec.support.util"
 
@@ -283,7 +285,7 @@ describe("chart", function()
       assert.equal("1,000", whole[2].text)
       local costs = all(svg_tree(chart.bars({ { name = "a", usd = 12.5 } }, {
         label = "name", value = "usd", format = function(v)
-          return "$" .. chart.number(v, 2)
+          return "$" .. text.number(v, 2)
         end,
       })), "text", "value")
       assert.equal("$12.50", costs[1].text)
@@ -310,6 +312,19 @@ describe("chart", function()
       end
       assert.equal(long .. ": 5", all(tree, "g", "row")[1].children[1].text)
       assert.equal("short", all(tree, "text", "label")[2].text)
+    end)
+
+    it("gives a label the room of the terminal cells its characters take: wide ones an em, marks none", function()
+      local function bar_x(label)
+        return num(all(svg_tree(chart.bars({ { name = label, n = 1 } }, { label = "name", value = "n" })), "rect", "bar")[1], "x")
+      end
+      -- U+231A (watch) and U+4E2D (CJK) both take two cells; U+0483 is a combining mark
+      local watch, han, mark = ("\226\140\154"):rep(6), ("\228\184\173"):rep(6), "e" .. ("\210\131"):rep(6)
+      assert.equal(text.width(watch), text.width(han))
+      assert.equal(bar_x(han), bar_x(watch))
+      assert.equal(1, text.width(mark))
+      assert.equal(bar_x "e", bar_x(mark))
+      assert.is_true(bar_x(han) > bar_x "e")
     end)
 
     it("draws zero as no length and negative values to the left of zero, in another colour", function()
@@ -501,8 +516,10 @@ describe("chart", function()
       end
       -- across a year's end and a leap day
       for _, t in ipairs { 1735603200, 1709164800, 951782400, 4107542400 } do
-        assert.equal(os.date("!%Y-%m-%d", t), chart.time_label(t, true))
-        assert.equal(os.date("!%m-%d %H:%M", t + 45296), chart.time_label(t + 45296, false))
+        assert.equal(os.date("!%Y-%m-%d", t), time.axis_label(t, DAY))
+        assert.equal(os.date("!%m-%d %H:%M", t + 45296), time.axis_label(t + 45296, DAY))
+        assert.equal(os.date("!%m-%d %H:%M", t), time.axis_label(t, 3600))
+        assert.equal(os.date("!%Y-%m-%d %H:%M", t + 45296), time.label(t + 45296, DAY))
       end
     end)
 

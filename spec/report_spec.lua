@@ -3,6 +3,7 @@
 local report = require "openai_usage.report"
 local format = require "openai_usage.format"
 local time = require "openai_usage.time"
+local text = require "openai_usage.text"
 local util = require "spec.support.util"
 
 local D = 86400
@@ -311,18 +312,45 @@ describe("report output", function()
   it("table: widths count terminal cells of UTF-8 (wide CJK, combining marks)", function()
     local r = { { name = "日本", n = 1 }, { name = "e\204\129t\195\169", n = 22 }, { name = "abcd", n = 333 } }
     r.columns = { "name", "n" }
-    local text = format.render(r, "table", {})
+    local out = format.render(r, "table", {})
     local lines = {}
-    for line in text:gmatch "([^\n]*)\n" do
+    for line in out:gmatch "([^\n]*)\n" do
       lines[#lines + 1] = line
     end
     -- every line ends its number at the same terminal column
-    local w = format.display_width(lines[1])
+    local w = text.width(lines[1])
     for i = 3, #lines do
-      assert.are.equal(w, format.display_width(lines[i]), lines[i])
+      assert.are.equal(w, text.width(lines[i]), lines[i])
     end
-    assert.are.equal(4, format.display_width "日本")
-    assert.are.equal(3, format.display_width "e\204\129t\195\169" - 0)
+    assert.are.equal(4, text.width "日本")
+    assert.are.equal(3, text.width "e\204\129t\195\169" - 0)
+  end)
+
+  it("table and chart read bytes that are not UTF-8 the same way: each is one U+FFFD, one cell", function()
+    local chart = require "openai_usage.chart"
+    -- a stray continuation byte, a surrogate, an overlong "/", a code past U+10FFFF
+    local bad = "ok\133 \237\160\128 \192\175 \244\144\128\128 \195\169"
+    local R = "\239\191\189"
+    local expected = "ok" .. R .. " " .. R:rep(3) .. " " .. R:rep(2) .. " " .. R:rep(4) .. " \195\169"
+    local r = { { name = bad, n = 1 }, { name = "plain", n = 22 } }
+    r.columns = { "name", "n" }
+    local lines = {}
+    for line in format.render(r, "table", {}):gmatch "([^\n]*)\n" do
+      lines[#lines + 1] = line
+    end
+    assert.are.equal(expected, lines[3]:match "^(.-)%s+1$")
+    assert.are.equal(2 + 1 + 1 + 3 + 1 + 2 + 1 + 4 + 1 + 1, text.width(expected))
+    -- every line ends its number at the same terminal column, counted over what was written
+    for i = 3, #lines do
+      assert.are.equal(text.width(lines[1]), text.width(lines[i]), lines[i])
+    end
+    assert.are.equal("| name | n |\n| --- | ---: |\n| " .. expected .. " | 1 |\n| plain | 22 |\n", format.render(r, "md", {}))
+    -- the chart shows the same characters in its label's tooltip
+    local svg = chart.bars(r, { value = "n", label = "name" })
+    assert.truthy(svg:find("<title>" .. expected .. ": 1</title>", 1, true), svg)
+    -- and cuts them as whole characters
+    local cut = text.truncate(bad, 6)
+    assert.are.equal("ok" .. R .. " " .. R .. "\226\128\166", cut)
   end)
 
   it("md: a pipe table with numbers aligned right and pipes escaped", function()

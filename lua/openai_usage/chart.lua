@@ -8,14 +8,16 @@
 -- table order, the clock, the time zone or the locale) and every text from
 -- the data is escaped, so the result can be cached, compared and embedded.
 local errors = require "openai_usage.errors"
+local text = require "openai_usage.text"
+local time = require "openai_usage.time"
 
 local M = {}
 
 local floor, ceil, abs, huge = math.floor, math.ceil, math.abs, math.huge
 local concat, sort = table.concat, table.sort
 
-M.NONE = "(none)"
-M.OTHER = "(other)"
+M.NONE = text.NONE
+M.OTHER = text.OTHER
 
 -- Okabe and Ito's palette, which people with any common colour-vision
 -- deficiency can tell apart; black is left out (it reads as text) and
@@ -31,34 +33,11 @@ local INK, MUTED, GRID, AXIS = "#222222", "#666666", "#E6E6E6", "#999999"
 -- steps do); data never makes a chart fail.
 local raise = errors.invalid
 
-local function is_integer(v)
-  if math.type then
-    return math.type(v) == "integer"
-  end
-  return false
-end
-
--- A finite number, or nil for anything else (nil, text, NaN, infinities).
-local function finite(v)
-  if type(v) == "number" and v == v and v ~= huge and v ~= -huge then
-    return v
-  end
-end
-
-local function integral(v)
-  return is_integer(v) or v == floor(v)
-end
-
--- string.format with a fraction, always with a point: printf follows the C
--- locale a script may have set with os.setlocale ("2,5" in de_DE).
-local function decimal(pattern, v)
-  return (pattern:format(v):gsub("[^%d%-%+e%.]+", "."))
-end
-
-local REPLACEMENT = "\239\191\189" -- U+FFFD
+local finite, integral, decimal = text.finite, text.integral, text.decimal
 
 -- Advance widths in em of DejaVu Sans (the widest of the usual sans-serif
--- fonts, so a layout that fits it fits the others).
+-- fonts, so a layout that fits it fits the others); beyond ASCII, a
+-- character two terminal cells wide takes a full em, one of none no room.
 local NARROW = {}
 for c in ("il.,:;'|!`ijI"):gmatch "." do
   NARROW[c:byte()] = 0.3
@@ -66,6 +45,8 @@ end
 for c in ("frt()[]{}-/\\\" "):gmatch "." do
   NARROW[c:byte()] = 0.38
 end
+
+local EM_OF_CELLS = { [0] = 0, 0.68, 1.0 }
 
 local function advance(c)
   if c < 0x80 then
@@ -80,164 +61,24 @@ local function advance(c)
     end
     return 0.62
   end
-  -- East Asian wide ranges and emoji: a full em
-  if (c >= 0x1100 and c <= 0x115F) or (c >= 0x2E80 and c <= 0xA4CF) or (c >= 0xAC00 and c <= 0xD7A3)
-    or (c >= 0xF900 and c <= 0xFAFF) or (c >= 0xFE30 and c <= 0xFE4F) or (c >= 0xFF00 and c <= 0xFF60)
-    or (c >= 0xFFE0 and c <= 0xFFE6) or (c >= 0x1F300 and c <= 0x1FAFF) or (c >= 0x20000 and c <= 0x3FFFD) then
-    return 1.0
-  end
-  if (c >= 0x0300 and c <= 0x036F) or (c >= 0x200B and c <= 0x200F) or (c >= 0xFE00 and c <= 0xFE0F) then
-    return 0
-  end
-  return 0.68
-end
-
--- The characters of UTF-8 text: a list of strings and a list of their
--- widths in em. A byte that starts no valid sequence, and a character XML
--- cannot carry, become U+FFFD; tabs and line breaks a space (labels are one
--- line). So whatever the data holds, the SVG stays well-formed.
-local function characters(s)
-  local list, widths = {}, {}
-  local i, n = 1, #s
-  while i <= n do
-    local b = s:byte(i)
-    local len, lo, hi = 1, 0x80, 0xBF
-    if b >= 0xC2 and b <= 0xDF then
-      len = 2
-    elseif b == 0xE0 then
-      len, lo = 3, 0xA0
-    elseif b == 0xED then -- no UTF-16 surrogates
-      len, hi = 3, 0x9F
-    elseif b >= 0xE1 and b <= 0xEF then
-      len = 3
-    elseif b == 0xF0 then
-      len, lo = 4, 0x90
-    elseif b >= 0xF1 and b <= 0xF3 then
-      len = 4
-    elseif b == 0xF4 then
-      len, hi = 4, 0x8F
-    elseif b >= 0x80 then
-      len = 0 -- a continuation byte or C0, C1, F5..FF: never a start
-    end
-    local ch, code
-    if len == 1 then
-      if b == 9 or b == 10 or b == 13 then
-        ch, code = " ", 32
-      elseif b < 0x20 or b == 0x7F then
-        ch, code = REPLACEMENT, 0xFFFD
-      else
-        ch, code = string.char(b), b
-      end
-    elseif len > 1 and i + len - 1 <= n then
-      local c2 = s:byte(i + 1)
-      local ok = c2 >= lo and c2 <= hi
-      code = (b % (2 ^ (7 - len))) * 64 + (c2 - 0x80)
-      for k = i + 2, i + len - 1 do
-        local cb = s:byte(k)
-        ok = ok and cb >= 0x80 and cb <= 0xBF
-        code = code * 64 + (cb - 0x80)
-      end
-      if ok and code ~= 0xFFFE and code ~= 0xFFFF then
-        ch = s:sub(i, i + len - 1)
-      else
-        len = 1
-      end
-    end
-    if not ch then
-      ch, code, len = REPLACEMENT, 0xFFFD, 1
-    end
-    list[#list + 1] = ch
-    widths[#widths + 1] = advance(code)
-    i = i + len
-  end
-  return list, widths
-end
-
-local ENTITY = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
-
---- Text made safe for XML and HTML, in content and in quoted attributes.
-function M.escape(s)
-  local list = characters(tostring(s))
-  return (concat(list):gsub("[&<>\"']", ENTITY))
+  return EM_OF_CELLS[text.cells(c)]
 end
 
 local function text_width(s, size)
-  local _, widths = characters(s)
   local w = 0
-  for _, x in ipairs(widths) do
-    w = w + x
-  end
+  text.each_char(text.xml(s), function(code)
+    w = w + advance(code)
+  end)
   return w * size
 end
 
 --- Text cut to fit width pixels at font size, by whole UTF-8 characters,
 -- ending with an ellipsis when cut. Returns the text and whether it was cut.
-function M.truncate(s, width, size)
-  local list, widths = characters(s)
-  local total = 0
-  for _, w in ipairs(widths) do
-    total = total + w
-  end
-  if total * size <= width then
-    return concat(list), false
-  end
-  local room = width / size - advance(0x2026)
-  local used, n = 0, 0
-  while n < #list and used + widths[n + 1] <= room do
-    n = n + 1
-    used = used + widths[n]
-  end
-  while n > 0 and list[n] == " " do
-    n = n - 1
-  end
-  return concat(list, "", 1, n) .. "\226\128\166", true
+local function truncate(s, width, size)
+  return text.truncate(text.xml(s), width, advance, size)
 end
 
---- "1234567" -> "1,234,567"; a sign and a fraction are kept.
-local function thousands(text)
-  local sign, int, rest = text:match "^([-+]?)(%d+)(.*)$"
-  if not int then
-    return text
-  end
-  int = int:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
-  return sign .. int .. rest
-end
-
---- A number for people: thousands separators; whole numbers without a
--- fraction, others with decimals digits (default 2).
-function M.number(v, decimals)
-  local text
-  if decimals == nil and integral(v) or decimals == 0 then
-    if is_integer(v) then
-      text = ("%d"):format(v)
-    else
-      text = ("%.0f"):format(v)
-    end
-  else
-    text = decimal("%." .. (decimals or 2) .. "f", v)
-  end
-  if text:match "^%-[0.]+$" then
-    text = text:sub(2)
-  end
-  return thousands(text)
-end
-
--- A label's text from any field value: nil is "(none)" (or opts.none).
-local function label_text(v, none)
-  if v == nil then
-    return none or M.NONE
-  elseif type(v) == "number" then
-    if v ~= v then
-      return "NaN" -- printf spells it "nan" or "-nan" by platform
-    elseif not finite(v) then
-      return v > 0 and "\226\136\158" or "-\226\136\158"
-    elseif integral(v) then
-      return is_integer(v) and ("%d"):format(v) or ("%.0f"):format(v)
-    end
-    return decimal("%.14g", v)
-  end
-  return tostring(v)
-end
+local escape, number, label_text = text.escape, text.number, text.label
 
 -- A coordinate: at most two decimals, no trailing zeros, never "-0".
 local function coord(x)
@@ -257,7 +98,7 @@ local function attrs(list)
       if type(v) == "number" then
         v = coord(v)
       else
-        v = M.escape(v)
+        v = escape(v)
       end
       out[#out + 1] = (" %s=\"%s\""):format(list[i], v)
     end
@@ -276,17 +117,17 @@ local function svg_open(width, height, title)
   return {
     ('<svg xmlns="http://www.w3.org/2000/svg" width="%s" height="%s" viewBox="0 0 %s %s" role="img"'):format(
       coord(width), coord(height), coord(width), coord(height))
-      .. (' font-family="%s" font-size="12" fill="%s">'):format(M.escape(FONT), INK),
-    element("title", {}, M.escape(title)),
+      .. (' font-family="%s" font-size="12" fill="%s">'):format(escape(FONT), INK),
+    element("title", {}, escape(title)),
     element("rect", { "width", width, "height", height, "fill", "#FFFFFF" }),
   }
 end
 
 local function svg_title(out, title, width, pad)
   -- bold runs about a tenth wider than the regular widths measured
-  local shown = M.truncate(title, (width - 2 * pad) / 1.1, 15)
+  local shown = truncate(title, (width - 2 * pad) / 1.1, 15)
   out[#out + 1] = element("text", { "class", "title", "x", pad, "y", pad + 14, "font-size", 15, "font-weight", "bold" },
-    M.escape(shown))
+    escape(shown))
 end
 
 local function no_data(title, width)
@@ -393,7 +234,7 @@ local function value_text(v, opts, whole)
   if opts.format then
     return tostring(opts.format(v))
   end
-  return M.number(v, whole and 0 or opts.decimals or 2)
+  return number(v, whole and 0 or opts.decimals or 2)
 end
 
 --- A horizontal bar chart, one bar per row in the order given.
@@ -446,7 +287,7 @@ function M.bars(rows, opts)
   local first, last = ticks[1], ticks[#ticks]
   local tick_half = 0
   for _, t in ipairs(ticks) do
-    tick_half = math.max(tick_half, text_width(M.number(t, decimals), tick_size) / 2)
+    tick_half = math.max(tick_half, text_width(number(t, decimals), tick_size) / 2)
   end
   x1 = math.min(x1, width - pad - ceil(tick_half))
   local scale = (x1 - x0) / (last - first)
@@ -476,12 +317,12 @@ function M.bars(rows, opts)
   local color, negative = opts.color or M.PALETTE[1], opts.negative_color or M.NEGATIVE_COLOR
   for i, item in ipairs(items) do
     local y = top + (i - 1) * pitch
-    local shown = M.truncate(item.label, label_w, label_size)
+    local shown = truncate(item.label, label_w, label_size)
     out[#out + 1] = '<g class="row">'
-    out[#out + 1] = element("title", {}, M.escape(item.label .. ": " .. item.text))
+    out[#out + 1] = element("title", {}, escape(item.label .. ": " .. item.text))
     out[#out + 1] = element("text", {
       "class", "label", "x", pad + label_w, "y", y + pitch / 2 + 4, "text-anchor", "end",
-    }, M.escape(shown))
+    }, escape(shown))
     local v = item.value
     if v then
       local a, b = zero, x_of(v)
@@ -497,7 +338,7 @@ function M.bars(rows, opts)
     out[#out + 1] = element("text", {
       "class", "value", "x", (v and v < 0) and end_x - 4 or end_x + 4, "y", y + pitch / 2 + 4,
       "text-anchor", (v and v < 0) and "end" or "start", "font-size", value_size, "fill", MUTED,
-    }, M.escape(item.text))
+    }, escape(item.text))
     out[#out + 1] = "</g>"
   end
   out[#out + 1] = '<g class="axis" font-size="' .. tick_size .. '" fill="' .. MUTED .. '">'
@@ -506,40 +347,14 @@ function M.bars(rows, opts)
     local x = x_of(t)
     out[#out + 1] = element("line", { "class", "tick", "x1", x, "y1", axis_y, "x2", x, "y2", axis_y + 4, "stroke", AXIS })
     out[#out + 1] = element("text", { "class", "tick", "x", x, "y", axis_y + 16, "text-anchor", "middle" },
-      M.escape(M.number(t, decimals)))
+      escape(number(t, decimals)))
   end
   local caption = opts.value_label or opts.value
   out[#out + 1] = element("text", { "class", "caption", "x", x1, "y", axis_y + 30, "text-anchor", "end" },
-    M.escape(M.truncate(caption, x1 - x0, tick_size)))
+    escape(truncate(caption, x1 - x0, tick_size)))
   out[#out + 1] = "</g>"
   out[#out + 1] = "</svg>\n"
   return concat(out, "\n")
-end
-
--- Days since 1970-01-01 -> year, month, day (proleptic Gregorian; Howard
--- Hinnant's civil_from_days), so dates never depend on os.date or TZ.
-local function civil(days)
-  local z = days + 719468
-  local era = floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
-  local mp = floor((5 * doy + 2) / 153)
-  local d = doy - floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  return y, m, d
-end
-
---- A UTC time label: "2024-11-01" for whole days, "11-01 13:00" otherwise.
-function M.time_label(t, days)
-  local day = floor(t / 86400)
-  local s = t - day * 86400
-  local y, m, d = civil(day)
-  if days then
-    return ("%04d-%02d-%02d"):format(y, m, d)
-  end
-  return ("%02d-%02d %02d:%02d"):format(m, d, floor(s / 3600), floor(s % 3600 / 60))
 end
 
 -- Label spacings in seconds, so thinned labels fall on round times.
@@ -624,7 +439,7 @@ function M.stacked(rows, opts)
   end
   if count > max_buckets then
     raise(("chart.stacked: %s buckets of %s s are too many to draw (at most %s); chart wider buckets"):format(
-      M.number(count), M.number(step), M.number(max_buckets)))
+      number(count), number(step), number(max_buckets)))
   end
 
   -- series by total, largest first; the tail becomes "(other)"
@@ -707,7 +522,7 @@ function M.stacked(rows, opts)
   -- the legend wraps onto as many lines as it needs
   local legend, line_x, line = {}, pad, 0
   for i, name in ipairs(names) do
-    local shown = M.truncate(name, 200, label_size)
+    local shown = truncate(name, 200, label_size)
     local w = 14 + text_width(shown, label_size)
     if line_x > pad and line_x + w > width - pad then
       line, line_x = line + 1, pad
@@ -728,12 +543,11 @@ function M.stacked(rows, opts)
   local first, last = ticks[1], ticks[#ticks]
   local tick_w = 0
   for _, t in ipairs(ticks) do
-    tick_w = math.max(tick_w, text_width(M.number(t, decimals), tick_size))
+    tick_w = math.max(tick_w, text_width(number(t, decimals), tick_size))
   end
 
   -- x labels: dates for whole UTC days, else month-day hour:minute
-  local days = step % 86400 == 0 and t0 % 86400 == 0
-  local label_half = text_width(M.time_label(t0, days), label_size) / 2 + 1
+  local label_half = text_width(time.axis_label(t0, step), label_size) / 2 + 1
   local x0 = pad + math.max(ceil(tick_w) + 6, label_half)
   local x1 = width - pad
   if label_half > (x1 - x0) / count / 2 then
@@ -767,16 +581,16 @@ function M.stacked(rows, opts)
   for i, item in ipairs(legend) do
     local y = legend_top + item.line * 18
     out[#out + 1] = '<g class="legend-item">'
-    out[#out + 1] = element("title", {}, M.escape(item.full .. ": " .. value_text(totals[item.full] or 0, opts, whole)))
+    out[#out + 1] = element("title", {}, escape(item.full .. ": " .. value_text(totals[item.full] or 0, opts, whole)))
     out[#out + 1] = element("rect", { "x", item.x, "y", y + 3, "width", 10, "height", 10, "fill", colors[i] })
-    out[#out + 1] = element("text", { "x", item.x + 14, "y", y + 12 }, M.escape(item.text))
+    out[#out + 1] = element("text", { "x", item.x + 14, "y", y + 12 }, escape(item.text))
     out[#out + 1] = "</g>"
   end
   out[#out + 1] = "</g>"
   local caption = opts.value_label or opts.value
   out[#out + 1] = element("text", {
     "class", "caption", "x", pad, "y", plot_top - 10, "font-size", tick_size, "fill", MUTED,
-  }, M.escape(M.truncate(caption, width - 2 * pad, tick_size)))
+  }, escape(truncate(caption, width - 2 * pad, tick_size)))
 
   out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(tick_size, MUTED)
   for _, t in ipairs(ticks) do
@@ -785,15 +599,15 @@ function M.stacked(rows, opts)
       "class", "grid", "x1", x0, "y1", y, "x2", x1, "y2", y, "stroke", t == 0 and AXIS or GRID,
     })
     out[#out + 1] = element("text", { "class", "tick", "x", x0 - 6, "y", y + 4, "text-anchor", "end" },
-      M.escape(M.number(t, decimals)))
+      escape(number(t, decimals)))
   end
   out[#out + 1] = "</g>"
 
   for b, bucket in ipairs(buckets) do
     local left = x0 + (b - 1) * pitch + (pitch - bar_w) / 2
-    local when = M.time_label(bucket.t, days)
+    local when = time.axis_label(bucket.t, step)
     out[#out + 1] = '<g class="bucket">'
-    out[#out + 1] = element("title", {}, M.escape(when .. ": " .. value_text(bucket.total, opts, whole)))
+    out[#out + 1] = element("title", {}, escape(when .. ": " .. value_text(bucket.total, opts, whole)))
     -- positive values stack up from zero, negative ones down; the edges are
     -- rounded once so neighbouring segments meet without seams
     local up, down = 0, 0
@@ -814,7 +628,7 @@ function M.stacked(rows, opts)
         end
         out[#out + 1] = element("rect", {
           "class", "seg", "x", left, "y", yb, "width", bar_w, "height", ya - yb, "fill", colors[s],
-        }, element("title", {}, M.escape(names[s] .. ": " .. value_text(v, opts, whole))))
+        }, element("title", {}, escape(names[s] .. ": " .. value_text(v, opts, whole))))
       end
     end
     out[#out + 1] = "</g>"
@@ -850,7 +664,7 @@ function M.stacked(rows, opts)
       "class", "tick", "x1", x, "y1", plot_bottom, "x2", x, "y2", plot_bottom + 4, "stroke", AXIS,
     })
     out[#out + 1] = element("text", { "class", "time", "x", x, "y", plot_bottom + 17, "text-anchor", "middle" },
-      M.escape(M.time_label(buckets[b].t, days)))
+      escape(time.axis_label(buckets[b].t, step)))
   end
   out[#out + 1] = "</g>"
   out[#out + 1] = "</svg>\n"
@@ -879,11 +693,11 @@ local function lines(value)
   if type(value) == "table" then
     local out = {}
     for i, line in ipairs(value) do
-      out[i] = M.escape(line)
+      out[i] = escape(line)
     end
     return concat(out, "<br>")
   end
-  return M.escape(value)
+  return escape(value)
 end
 
 local function cell(v, column)
@@ -891,12 +705,12 @@ local function cell(v, column)
     return ""
   end
   if column.format then
-    return M.escape(column.format(v))
+    return escape(column.format(v))
   end
   if finite(v) then
-    return M.escape(M.number(v, column.decimals))
+    return escape(number(v, column.decimals))
   end
-  return M.escape(label_text(v))
+  return escape(label_text(v))
 end
 
 -- Columns when the caller gave none: the keys of the rows, sorted, numeric
@@ -930,11 +744,11 @@ local function html_table(out, t)
   local columns = t.columns or columns_of(rows)
   out[#out + 1] = "<table>"
   if t.caption then
-    out[#out + 1] = "<caption>" .. M.escape(t.caption) .. "</caption>"
+    out[#out + 1] = "<caption>" .. escape(t.caption) .. "</caption>"
   end
   local head = {}
   for i, c in ipairs(columns) do
-    head[i] = (c.numeric and '<th class="num">' or "<th>") .. M.escape(c.label or label_text(c.key)) .. "</th>"
+    head[i] = (c.numeric and '<th class="num">' or "<th>") .. escape(c.label or label_text(c.key)) .. "</th>"
   end
   out[#out + 1] = "<thead><tr>" .. concat(head) .. "</tr></thead>"
   local function line(row)
@@ -981,12 +795,12 @@ function M.html(doc)
     "<head>",
     '<meta charset="utf-8">',
     '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    "<title>" .. M.escape(title) .. "</title>",
+    "<title>" .. escape(title) .. "</title>",
     "<style>\n" .. CSS .. "</style>",
     "</head>",
     "<body>",
     "<main>",
-    "<h1>" .. M.escape(title) .. "</h1>",
+    "<h1>" .. escape(title) .. "</h1>",
   }
   if doc.subtitle then
     out[#out + 1] = '<p class="subtitle">' .. lines(doc.subtitle) .. "</p>"
@@ -997,7 +811,7 @@ function M.html(doc)
     end
     out[#out + 1] = "<section>"
     if section.heading then
-      out[#out + 1] = "<h2>" .. M.escape(section.heading) .. "</h2>"
+      out[#out + 1] = "<h2>" .. escape(section.heading) .. "</h2>"
     end
     if section.svg then
       out[#out + 1] = "<figure>\n" .. inline_svg(section.svg) .. "</figure>"

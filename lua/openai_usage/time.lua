@@ -157,16 +157,30 @@ function M.iso(t)
   return ("%04d-%02d-%02dT%02d:%02d:%02dZ"):format(y, m, d, floor(s / 3600), floor(s % 3600 / 60), s % 60)
 end
 
---- A short UTC label: "2024-11-01" when t is midnight and the width a
--- whole number of days, "2024-11-01 13:00" otherwise.
-function M.label(t, width)
+-- A UTC label of t: the date alone when t is midnight and the width (if
+-- any) a whole number of days, else month-day hour:minute, after the year
+-- when with_year.
+local function label_of(t, width, with_year)
   local days = floor(t / 86400)
   local s = t - days * 86400
   local y, m, d = M.civil_from_days(days)
   if s == 0 and (width == nil or width % 86400 == 0) then
     return ("%04d-%02d-%02d"):format(y, m, d)
   end
-  return ("%04d-%02d-%02d %02d:%02d"):format(y, m, d, floor(s / 3600), floor(s % 3600 / 60))
+  local clock = ("%02d-%02d %02d:%02d"):format(m, d, floor(s / 3600), floor(s % 3600 / 60))
+  return with_year and ("%04d-"):format(y) .. clock or clock
+end
+
+--- A short UTC label: "2024-11-01" when t is midnight and the width a
+-- whole number of days, "2024-11-01 13:00" otherwise.
+function M.label(t, width)
+  return label_of(t, width, true)
+end
+
+--- The label under a chart's column, where room is short: "2024-11-01"
+-- as label gives it, else without the year, "11-01 13:00".
+function M.axis_label(t, width)
+  return label_of(t, width, false)
 end
 
 return M
