@@ -2,7 +2,7 @@
 -- parsed documents (strict XML through python3) and as pictures rendered by
 -- headless Chromium.
 local chart = require "openai_usage.chart"
-local text = require "openai_usage.text"
+local txt = require "openai_usage.text"
 local time = require "openai_usage.time"
 local cjson = require "cjson"
 local util = require "spec.support.util"
@@ -285,7 +285,7 @@ describe("chart", function()
       assert.equal("1,000", whole[2].text)
       local costs = all(svg_tree(chart.bars({ { name = "a", usd = 12.5 } }, {
         label = "name", value = "usd", format = function(v)
-          return "$" .. text.number(v, 2)
+          return "$" .. txt.number(v, 2)
         end,
       })), "text", "value")
       assert.equal("$12.50", costs[1].text)
@@ -316,13 +316,14 @@ describe("chart", function()
 
     it("gives a label the room of the terminal cells its characters take: wide ones an em, marks none", function()
       local function bar_x(label)
-        return num(all(svg_tree(chart.bars({ { name = label, n = 1 } }, { label = "name", value = "n" })), "rect", "bar")[1], "x")
+        local svg = chart.bars({ { name = label, n = 1 } }, { label = "name", value = "n" })
+        return num(all(svg_tree(svg), "rect", "bar")[1], "x")
       end
       -- U+231A (watch) and U+4E2D (CJK) both take two cells; U+0483 is a combining mark
       local watch, han, mark = ("\226\140\154"):rep(6), ("\228\184\173"):rep(6), "e" .. ("\210\131"):rep(6)
-      assert.equal(text.width(watch), text.width(han))
+      assert.equal(txt.width(watch), txt.width(han))
       assert.equal(bar_x(han), bar_x(watch))
-      assert.equal(1, text.width(mark))
+      assert.equal(1, txt.width(mark))
       assert.equal(bar_x "e", bar_x(mark))
       assert.is_true(bar_x(han) > bar_x "e")
     end)

@@ -3,7 +3,7 @@
 local report = require "openai_usage.report"
 local format = require "openai_usage.format"
 local time = require "openai_usage.time"
-local text = require "openai_usage.text"
+local txt = require "openai_usage.text"
 local util = require "spec.support.util"
 
 local D = 86400
@@ -318,12 +318,12 @@ describe("report output", function()
       lines[#lines + 1] = line
     end
     -- every line ends its number at the same terminal column
-    local w = text.width(lines[1])
+    local w = txt.width(lines[1])
     for i = 3, #lines do
-      assert.are.equal(w, text.width(lines[i]), lines[i])
+      assert.are.equal(w, txt.width(lines[i]), lines[i])
     end
-    assert.are.equal(4, text.width "日本")
-    assert.are.equal(3, text.width "e\204\129t\195\169" - 0)
+    assert.are.equal(4, txt.width "日本")
+    assert.are.equal(3, txt.width "e\204\129t\195\169" - 0)
   end)
 
   it("table and chart read bytes that are not UTF-8 the same way: each is one U+FFFD, one cell", function()
@@ -339,17 +339,17 @@ describe("report output", function()
       lines[#lines + 1] = line
     end
     assert.are.equal(expected, lines[3]:match "^(.-)%s+1$")
-    assert.are.equal(2 + 1 + 1 + 3 + 1 + 2 + 1 + 4 + 1 + 1, text.width(expected))
+    assert.are.equal(2 + 1 + 1 + 3 + 1 + 2 + 1 + 4 + 1 + 1, txt.width(expected))
     -- every line ends its number at the same terminal column, counted over what was written
     for i = 3, #lines do
-      assert.are.equal(text.width(lines[1]), text.width(lines[i]), lines[i])
+      assert.are.equal(txt.width(lines[1]), txt.width(lines[i]), lines[i])
     end
     assert.are.equal("| name | n |\n| --- | ---: |\n| " .. expected .. " | 1 |\n| plain | 22 |\n", format.render(r, "md", {}))
     -- the chart shows the same characters in its label's tooltip
     local svg = chart.bars(r, { value = "n", label = "name" })
     assert.truthy(svg:find("<title>" .. expected .. ": 1</title>", 1, true), svg)
     -- and cuts them as whole characters
-    local cut = text.truncate(bad, 6)
+    local cut = txt.truncate(bad, 6)
     assert.are.equal("ok" .. R .. " " .. R .. "\226\128\166", cut)
   end)
 

@@ -13,7 +13,7 @@ local time = require "openai_usage.time"
 
 local M = {}
 
-local floor, ceil, abs, huge = math.floor, math.ceil, math.abs, math.huge
+local floor, ceil, abs = math.floor, math.ceil, math.abs
 local concat, sort = table.concat, table.sort
 
 M.NONE = text.NONE

@@ -152,16 +152,22 @@ local function totals_row(rows, info, skip)
   return total
 end
 
--- The table of display strings every text format starts from.
-local function cells(rows, opts)
-  local columns = columns_of(rows, opts)
-  local info = describe(rows, columns)
-  local width = bucket_width(rows, opts)
+-- How each column is shown, and its title (opts.headers, else its name).
+local function heading(rows, opts)
+  local info = describe(rows, columns_of(rows, opts))
   local headers = opts.headers or {}
-  local head, body = {}, {}
+  local head = {}
   for i, col in ipairs(info) do
     head[i] = headers[col.name] or col.name
   end
+  return info, head
+end
+
+-- The table of display strings every text format starts from.
+local function cells(rows, opts)
+  local info, head = heading(rows, opts)
+  local width = bucket_width(rows, opts)
+  local body = {}
   for r, row in ipairs(rows) do
     local line = {}
     for i, col in ipairs(info) do
@@ -197,11 +203,19 @@ local function one_line(s)
   return text.valid((s:gsub("[%c]", " ")))
 end
 
-local function render_table(rows, opts)
-  local info, head, body, total = cells(rows, opts)
-  if #info == 0 then
-    return "(no rows)\n"
+-- A format drawn from the display cells; empty is its text for rows with
+-- no columns.
+local function from_cells(empty, draw)
+  return function(rows, opts)
+    local info, head, body, total = cells(rows, opts)
+    if #info == 0 then
+      return empty
+    end
+    return draw(opts, info, head, body, total)
   end
+end
+
+local render_table = from_cells("(no rows)\n", function(opts, info, head, body, total)
   local widths = {}
   local all = { head }
   for _, line in ipairs(body) do
@@ -251,17 +265,13 @@ local function render_table(rows, opts)
     emit(total)
   end
   return table.concat(out, "\n") .. "\n"
-end
+end)
 
 local function md_cell(s)
   return (one_line(s):gsub("\\", "\\\\"):gsub("|", "\\|"))
 end
 
-local function render_md(rows, opts)
-  local info, head, body, total = cells(rows, opts)
-  if #info == 0 then
-    return "_no rows_\n"
-  end
+local render_md = from_cells("_no rows_\n", function(opts, info, head, body, total)
   local out = {}
   if opts.title then
     out[#out + 1] = "### " .. md_cell(opts.title)
@@ -288,7 +298,7 @@ local function render_md(rows, opts)
     emit(total, true)
   end
   return table.concat(out, "\n") .. "\n"
-end
+end)
 
 -- RFC 4180: CRLF between records; a field with a comma, quote, CR or LF (or
 -- spaces at its ends) is quoted, its quotes doubled.
@@ -300,15 +310,12 @@ local function csv_field(s)
 end
 
 local function render_csv(rows, opts)
-  local columns = columns_of(rows, opts)
-  local info = describe(rows, columns)
-  local headers = opts.headers or {}
-  local out = {}
+  local info, head = heading(rows, opts)
   local line = {}
-  for i, col in ipairs(info) do
-    line[i] = csv_field(headers[col.name] or col.name)
+  for i, title in ipairs(head) do
+    line[i] = csv_field(title)
   end
-  out[1] = table.concat(line, ",")
+  local out = { table.concat(line, ",") }
   for _, row in ipairs(rows) do
     line = {}
     for i, col in ipairs(info) do

@@ -8,11 +8,12 @@
 local time = require "openai_usage.time"
 local format = require "openai_usage.format"
 local errors = require "openai_usage.errors"
+local text = require "openai_usage.text"
 
 local M = {}
 
-M.NONE = "(none)"
-M.OTHER = "(other)"
+M.NONE = text.NONE
+M.OTHER = text.OTHER
 M.time = time.parse
 M.width = time.width
 
@@ -85,13 +86,19 @@ function M.rows(source)
   return out
 end
 
-local function sorted_keys(set)
-  local keys = {}
-  for k in pairs(set) do
-    keys[#keys + 1] = k
+-- The fields of rows with a value that keep(field, value) accepts, sorted.
+local function fields_where(rows, keep)
+  local seen, names = {}, {}
+  for _, row in ipairs(rows) do
+    for k, v in pairs(row) do
+      if not seen[k] and keep(k, v) then
+        seen[k] = true
+        names[#names + 1] = k
+      end
+    end
   end
-  table.sort(keys)
-  return keys
+  table.sort(names)
+  return names
 end
 
 --- The numeric fields of rows, start_time and end_time aside, sorted.
@@ -112,28 +119,16 @@ function M.numeric_fields(rows)
     end
     return out
   end
-  local set = {}
-  for _, row in ipairs(rows) do
-    for k, v in pairs(row) do
-      if is_number(v) and not TIME_FIELD[k] then
-        set[k] = true
-      end
-    end
-  end
-  return sorted_keys(set)
+  return fields_where(rows, function(k, v)
+    return is_number(v) and not TIME_FIELD[k]
+  end)
 end
 
 --- The text fields of rows ("object" aside), sorted.
 function M.label_fields(rows)
-  local set = {}
-  for _, row in ipairs(rows) do
-    for k, v in pairs(row) do
-      if type(v) ~= "number" and k ~= "object" then
-        set[k] = true
-      end
-    end
-  end
-  return sorted_keys(set)
+  return fields_where(rows, function(k, v)
+    return type(v) ~= "number" and k ~= "object"
+  end)
 end
 
 local function concat(a, b)
@@ -191,13 +186,19 @@ local function fold(g, row, sums, levels, latest)
   end
 end
 
+-- A row's value of a group field, none when it has none.
+local function group_value(row, f, none)
+  local v = row[f]
+  if v == nil then
+    return none
+  end
+  return v
+end
+
 local function key_of(row, by, none)
   local parts = {}
   for i, f in ipairs(by) do
-    local v = row[f]
-    if v == nil then
-      v = none
-    end
+    local v = group_value(row, f, none)
     parts[i] = type(v) .. ":" .. tostring(v)
   end
   return table.concat(parts, "\0")
@@ -228,11 +229,7 @@ function M.group(rows, by, sums, opts)
     if not g then
       g = zero_sums(sums)
       for _, f in ipairs(by) do
-        local v = row[f]
-        if v == nil then
-          v = none
-        end
-        g[f] = v
+        g[f] = group_value(row, f, none)
       end
       if opts.count then
         g[opts.count] = 0
@@ -542,11 +539,7 @@ function M.series(rows, spec)
       if not group_index[key] then
         local g = {}
         for _, f in ipairs(by) do
-          local v = row[f]
-          if v == nil then
-            v = none
-          end
-          g[f] = v
+          g[f] = group_value(row, f, none)
         end
         group_index[key] = g
         groups[#groups + 1] = key

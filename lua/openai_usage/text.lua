@@ -43,9 +43,7 @@ function M.each_char(s, visit)
   while i <= n do
     local b = byte(s, i)
     local len, lo, hi, code = 1, 0x80, 0xBF, b
-    if b < 0x80 then
-      len = 1
-    elseif b >= 0xC2 and b <= 0xDF then
+    if b >= 0xC2 and b <= 0xDF then
       len, code = 2, b - 0xC0
     elseif b == 0xE0 then
       len, lo, code = 3, 0xA0, 0
@@ -59,7 +57,7 @@ function M.each_char(s, visit)
       len, code = 4, b - 0xF0
     elseif b == 0xF4 then -- nothing past U+10FFFF
       len, hi, code = 4, 0x8F, 4
-    else
+    elseif b >= 0x80 then
       len = 0 -- a continuation byte or C0, C1, F5..FF: never a start
     end
     if len > 1 then
