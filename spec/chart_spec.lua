@@ -2,6 +2,7 @@
 -- parsed documents (strict XML through python3) and as pictures rendered by
 -- headless Chromium.
 local chart = require "openai_usage.chart"
+local html = require "openai_usage.html"
 local txt = require "openai_usage.text"
 local time = require "openai_usage.time"
 local cjson = require "cjson"
@@ -627,7 +628,7 @@ describe("chart", function()
     end)
   end)
 
-  describe("html", function()
+  describe("html.page", function()
     local rows = {
       { model = "gpt-image-1", images = 1234567, share = 91.27 },
       { model = "<b>bold</b> & \"co\"", images = 118000, share = 8.73 },
@@ -639,13 +640,13 @@ describe("chart", function()
     }
 
     it("is a standalone HTML5 page: doctype, charset, inline CSS, no script, nothing fetched", function()
-      local html = chart.html {
+      local page_text = html.page {
         title = "Usage", subtitle = "images", sections = {
           { heading = "By model", svg = chart.bars(rows, { label = "model", value = "images" }),
             table = { columns = columns, rows = rows }, note = "estimates" },
         },
       }
-      local page = parse("html", html)
+      local page = parse("html", page_text)
       assert.same({}, page.errors)
       assert.equal("doctype html", page.doctype:lower())
       local tags = {}
@@ -663,16 +664,16 @@ describe("chart", function()
       assert.equal(1, tags.style)
       assert.equal(1, tags.svg)
       assert.equal(1, tags.table)
-      assert.is_nil(html:find("url(", 1, true))
-      assert.is_nil(html:find("@import", 1, true))
-      assert.truthy(html:find('<meta charset="utf-8">', 1, true))
+      assert.is_nil(page_text:find("url(", 1, true))
+      assert.is_nil(page_text:find("@import", 1, true))
+      assert.truthy(page_text:find('<meta charset="utf-8">', 1, true))
       assert.equal(1, #page.svgs)
       check_svg_root(page.svgs[1])
     end)
 
     it("escapes the title, subtitle, headings, cells and notes", function()
       local nasty = "<script>alert('x')</script> & \"q\" \195\188"
-      local page = parse("html", chart.html {
+      local page = parse("html", html.page {
         title = nasty, subtitle = { nasty, "line two" }, sections = {
           { heading = nasty, table = { columns = { { key = 1, label = nasty } }, rows = { { nasty } } }, note = nasty },
         },
@@ -691,7 +692,7 @@ describe("chart", function()
     end)
 
     it("right-aligns numbers with thousands separators", function()
-      local page = parse("html", chart.html {
+      local page = parse("html", html.page {
         sections = { { table = { columns = columns, rows = rows, footer = { model = "Total", images = 1352567 } } } },
       })
       local cells = {}
@@ -716,7 +717,7 @@ describe("chart", function()
     end)
 
     it("takes the columns from the rows when none are given", function()
-      local page = parse("html", chart.html { sections = { { table = { rows = rows } } } })
+      local page = parse("html", html.page { sections = { { table = { rows = rows } } } })
       local head, body = {}, {}
       for _, e in ipairs(page.elements) do
         if e.tag == "th" then
@@ -725,19 +726,23 @@ describe("chart", function()
           body[#body + 1] = e
         end
       end
-      assert.same({ "images", "model", "share" }, head)
-      assert.equal("1,234,567", body[1].text)
-      assert.equal("num", body[1].attrs.class)
+      -- in the order the report formats give the same rows: text, then numbers
+      assert.same({ "model", "images", "share" }, head)
+      assert.same(require("openai_usage.format").columns(rows), head)
+      assert.equal("gpt-image-1", body[1].text)
+      assert.is_nil(body[1].attrs.class)
+      assert.equal("1,234,567", body[2].text)
+      assert.equal("num", body[2].attrs.class)
       assert.equal("91.27", body[3].text)
     end)
 
     it("is a page even with nothing in it, and refuses what is not a document", function()
-      local page = parse("html", chart.html {})
+      local page = parse("html", html.page {})
       assert.same({}, page.errors)
-      local ok, err = pcall(chart.html, "x")
+      local ok, err = pcall(html.page, "x")
       assert.is_false(ok)
       assert.equal("invalid_argument", err.kind)
-      ok, err = pcall(chart.html, { sections = { 5 } })
+      ok, err = pcall(html.page, { sections = { 5 } })
       assert.is_false(ok)
       assert.truthy(tostring(err):find("section 1", 1, true))
     end)
@@ -746,6 +751,7 @@ describe("chart", function()
   it("gives the same bytes for the same rows in another process, time zone and C locale", function()
     local fixture = [[
       local chart = require "openai_usage.chart"
+      local html = require "openai_usage.html"
       local rows = {}
       for d = 0, 40 do
         for i, m in ipairs { "a", "b", "c", "d", "e", "f", "g", "h", "i" } do
@@ -756,7 +762,7 @@ describe("chart", function()
       local by = { { model = "x \226\128\148 y", usd = 1234.5678 }, { model = "z", usd = 0.125 } }
       return chart.stacked(rows, { series = "model", value = "usd", title = "t" })
         .. chart.bars(by, { label = "model", value = "usd" })
-        .. chart.html { title = "r", sections = { { table = { rows = by } } } }
+        .. html.page { title = "r", sections = { { table = { rows = by } } } }
     ]]
     local here = assert((loadstring or load)(fixture))()
     local dir = tmpdir()
@@ -802,7 +808,7 @@ describe("chart", function()
     it("shows the HTML report: every series colour in proportion to its segments, and the table", function()
       local rows = daily_rows(14, { "gpt-image-1", "dall-e-3", "dall-e-2", "gpt-image-1-mini" }, 6)
       local svg = chart.stacked(rows, { series = "model", value = "images", title = "Images per day" })
-      local html = chart.html {
+      local page_text = html.page {
         title = "OpenAI usage", subtitle = "images, 14 days", sections = {
           { heading = "Per day", svg = svg },
           { heading = "By model", table = { rows = { { model = "gpt-image-1", images = 12345 } } } },
@@ -821,7 +827,7 @@ describe("chart", function()
       end
       table.sort(wanted)
       local path = tmpdir() .. "/report.html"
-      write(path, html)
+      write(path, page_text)
       local stats = pixels(screenshot(path, 1000, 800), wanted)
       assert.equal("FFFFFF", stats.background)
       assert.equal(4, #wanted)

@@ -15,6 +15,7 @@ local json = require "openai_usage.json"
 local time = require "openai_usage.time"
 local errors = require "openai_usage.errors"
 local text = require "openai_usage.text"
+local html = require "openai_usage.html"
 
 local M = {}
 
@@ -30,9 +31,11 @@ local function is_number(v)
   return type(v) == "number"
 end
 
--- The columns to show: opts.columns, rows.columns, or time fields first,
--- then text fields, then numbers, each group sorted.
-local function columns_of(rows, opts)
+--- The columns to show: opts.columns, rows.columns, or time fields first,
+-- then text fields, then numbers, each group sorted ("object" and nested
+-- tables left out). The HTML page takes the same columns from rows.
+function M.columns(rows, opts)
+  opts = opts or {}
   if opts.columns then
     return opts.columns
   end
@@ -154,7 +157,7 @@ end
 
 -- How each column is shown, and its title (opts.headers, else its name).
 local function heading(rows, opts)
-  local info = describe(rows, columns_of(rows, opts))
+  local info = describe(rows, M.columns(rows, opts))
   local headers = opts.headers or {}
   local head = {}
   for i, col in ipairs(info) do
@@ -329,7 +332,7 @@ end
 -- Members in column order; a missing value is null, so every object has
 -- the same keys.
 local function render_json(rows, opts)
-  local columns = columns_of(rows, opts)
+  local columns = M.columns(rows, opts)
   local parts = {}
   for i, row in ipairs(rows) do
     parts[i] = json.encode(row, columns)
@@ -341,7 +344,7 @@ local function render_json(rows, opts)
 end
 
 local function render_jsonl(rows, opts)
-  local columns = columns_of(rows, opts)
+  local columns = M.columns(rows, opts)
   local out = {}
   for i, row in ipairs(rows) do
     out[i] = json.encode(row, columns) .. "\n"
@@ -356,7 +359,7 @@ local function chart_spec(rows, opts)
   for k, v in pairs(opts.chart or {}) do
     spec[k] = v
   end
-  local info = describe(rows, columns_of(rows, opts))
+  local info = describe(rows, M.columns(rows, opts))
   local labels, numbers, has_time = {}, {}, false
   for _, col in ipairs(info) do
     if col.time then
@@ -393,7 +396,6 @@ local function chart_svg(rows, opts)
 end
 
 local function render_html(rows, opts)
-  local chart = require "openai_usage.chart"
   local info, head, body, total = cells(rows, opts)
   local columns = {}
   for i, col in ipairs(info) do
@@ -412,7 +414,7 @@ local function render_html(rows, opts)
     sections[#sections + 1] = { svg = chart_svg(rows, opts) }
   end
   sections[#sections + 1] = { table = { columns = columns, rows = table_rows, footer = total }, note = opts.note }
-  return chart.html { title = opts.title or "OpenAI usage", subtitle = opts.subtitle, sections = sections }
+  return html.page { title = opts.title or "OpenAI usage", subtitle = opts.subtitle, sections = sections }
 end
 
 local RENDER = {
