@@ -42,6 +42,7 @@ build = {
     ["openai_usage.nvim"] = "lua/openai_usage/nvim.lua",
     ["openai_usage.prices"] = "lua/openai_usage/prices.lua",
     ["openai_usage.report"] = "lua/openai_usage/report.lua",
+    ["openai_usage.svg"] = "lua/openai_usage/svg.lua",
     ["openai_usage.text"] = "lua/openai_usage/text.lua",
     ["openai_usage.time"] = "lua/openai_usage/time.lua",
     ["openai_usage.transport"] = "lua/openai_usage/transport.lua",

@@ -628,6 +628,71 @@ describe("chart", function()
     end)
   end)
 
+  describe("layout", function()
+    -- the SVG writes a coordinate with at most two decimals
+    local function near(a, b)
+      return math.abs(a - b) <= 0.005 + 1e-9
+    end
+
+    it("gives the geometry the stacked SVG is drawn from, column by column and segment by segment", function()
+      local rows = daily_rows(6, { "gpt-image-1", "dall-e-3", "dall-e-2" })
+      rows[#rows + 1] = { start_time = T0 + DAY, end_time = T0 + 2 * DAY, model = "dall-e-3", images = -4 }
+      local opts = { series = "model", value = "images", title = "per day" }
+      local layout = chart.layout.stacked(rows, opts)
+      local tree = svg_tree(chart.stacked(rows, opts))
+      assert.equal(num(tree, "width"), layout.width)
+      assert.equal(num(tree, "height"), layout.height)
+      local buckets = all(tree, "g", "bucket")
+      assert.equal(6, #layout.columns)
+      assert.equal(#layout.columns, #buckets)
+      local drawn = 0
+      for i, column in ipairs(layout.columns) do
+        local segs = all(buckets[i], "rect", "seg")
+        assert.equal(#column.segments, #segs)
+        for j, seg in ipairs(column.segments) do
+          assert.is_true(near(column.x, num(segs[j], "x")))
+          assert.is_true(near(column.width, num(segs[j], "width")))
+          assert.is_true(near(seg.y, num(segs[j], "y")))
+          assert.is_true(near(seg.height, num(segs[j], "height")))
+          assert.equal(seg.color, segs[j].attrs.fill)
+          assert.equal(seg.tooltip, segs[j].children[1].text)
+          drawn = drawn + 1
+        end
+      end
+      assert.equal(#all(tree, "rect", "seg"), drawn)
+      local times = all(tree, "text", "time")
+      assert.equal(#layout.labels, #times)
+      for i, label in ipairs(layout.labels) do
+        assert.equal(label.text, times[i].text)
+        assert.is_true(near(label.x, num(times[i], "x")))
+      end
+      assert.is_nil(chart.layout.stacked({}, opts))
+      local ok, err = pcall(chart.layout.stacked, rows, { value = "images", height = 5 })
+      assert.is_false(ok)
+      assert.equal("invalid_argument", err.kind)
+    end)
+
+    it("gives the geometry the bar SVG is drawn from, bar by bar", function()
+      local rows = { { k = "up", v = 40 }, { k = "zero", v = 0 }, { k = "down", v = -25 }, { k = "missing" } }
+      local layout = chart.layout.bars(rows, { label = "k", value = "v" })
+      local tree = svg_tree(chart.bars(rows, { label = "k", value = "v" }))
+      local bars = all(tree, "rect", "bar")
+      local n = 0
+      for _, item in ipairs(layout.items) do
+        if item.bar then
+          n = n + 1
+          assert.is_true(near(item.bar.x, num(bars[n], "x")))
+          assert.is_true(near(item.bar.width, num(bars[n], "width")))
+          assert.is_true(near(item.bar.y, num(bars[n], "y")))
+        end
+      end
+      assert.equal(#bars, n)
+      assert.equal(3, n)
+      assert.equal(#layout.ticks, #all(tree, "text", "tick"))
+      assert.is_nil(chart.layout.bars({}, { value = "v" }))
+    end)
+  end)
+
   describe("html.page", function()
     local rows = {
       { model = "gpt-image-1", images = 1234567, share = 91.27 },

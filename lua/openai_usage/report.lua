@@ -501,16 +501,9 @@ local function time_of(value, what)
   return checked(time.parse, value, what)
 end
 
---- A time series with no holes: one row per bucket of spec.width (default
--- one day) from spec.start to spec.stop (exclusive) and per group of
--- spec.by (fields; optional), summing spec.value (a field or list; default
--- every numeric field). Buckets with no row read 0. Rows outside the range
--- are left out. Buckets are aligned on start.
-function M.series(rows, spec)
-  spec = spec or {}
-  local w = width_of(spec.width or 86400, "series: width")
-  local by = list(spec.by, "series: by") or {}
-  local sums = list(spec.value, "series: value") or M.numeric_fields(rows)
+-- The range of a series: spec.start and spec.stop, or for either not
+-- given, the first row's bucket start or the last row's bucket end.
+local function series_range(rows, spec, w)
   local start, stop = spec.start, spec.stop
   if start == nil or stop == nil then
     for _, row in ipairs(rows) do
@@ -525,6 +518,20 @@ function M.series(rows, spec)
       end
     end
   end
+  return start, stop
+end
+
+--- A time series with no holes: one row per bucket of spec.width (default
+-- one day) from spec.start to spec.stop (exclusive) and per group of
+-- spec.by (fields; optional), summing spec.value (a field or list; default
+-- every numeric field). Buckets with no row read 0. Rows outside the range
+-- are left out. Buckets are aligned on start.
+function M.series(rows, spec)
+  spec = spec or {}
+  local w = width_of(spec.width or 86400, "series: width")
+  local by = list(spec.by, "series: by") or {}
+  local sums = list(spec.value, "series: value") or M.numeric_fields(rows)
+  local start, stop = series_range(rows, spec, w)
   if start == nil then
     return with_columns({}, concat(concat({ "start_time", "end_time" }, by), sums))
   end
