@@ -27,6 +27,10 @@ local fail = errors.invalid
 
 local is_integer = text.is_integer
 
+--- "1234567" -> "1,234,567" (text.thousands, kept here for callers of
+-- format.thousands).
+M.thousands = text.thousands
+
 local function is_number(v)
   return type(v) == "number"
 end
