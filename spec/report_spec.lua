@@ -353,6 +353,24 @@ describe("report output", function()
     assert.are.equal("ok" .. R .. " " .. R .. "\226\128\166", cut)
   end)
 
+  it("writes a number for people the same way in a table and in a chart, never as -0.00", function()
+    local chart = require "openai_usage.chart"
+    local r = { { name = "a", usd = -0.001 }, { name = "b", usd = 1234.5 } }
+    r.columns = { "name", "usd" }
+    local lines = {}
+    for line in format.render(r, "table", {}):gmatch "([^\n]*)\n" do
+      lines[#lines + 1] = line
+    end
+    assert.are.equal("a         0.00", lines[3])
+    assert.are.equal("b     1,234.50", lines[4])
+    local svg = chart.bars(r, { label = "name", value = "usd" })
+    for i, row in ipairs(r) do
+      local shown = lines[i + 2]:match "(%S+)$"
+      assert.are.equal(txt.number(row.usd, 2), shown)
+      assert.truthy(svg:find("<title>" .. row.name .. ": " .. shown .. "</title>", 1, true), svg)
+    end
+  end)
+
   it("md: a pipe table with numbers aligned right and pipes escaped", function()
     local r = { { model = "a|b", images = 1000 } }
     r.columns = { "model", "images" }
