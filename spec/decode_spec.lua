@@ -351,7 +351,7 @@ describe("decode", function()
       assert.are.same({ "nesting deeper than 1", 1 }, { object.message, object.offset })
     end)
 
-    it("takes a depth limit from 1 to 4096 and refuses any other, so the C stack is never exhausted", function()
+    it("takes a depth limit from 1 to 4096 and refuses any other", function()
       local _, err = usage.decode(("["):rep(100000), 4096)
       assert.are.equal("nesting deeper than 4096", err.message)
       assert.are.equal(4096, err.offset)
@@ -379,6 +379,37 @@ describe("decode", function()
       local _, err = usage.decode(('{"a":'):rep(4097), 4096)
       assert.are.equal("nesting deeper than 4096", err.message)
       assert.are.equal(5 * 4096, err.offset)
+    end)
+
+    it("decodes to the 4096 ceiling on a 256 KiB C stack: containers are not decoded by C recursion", function()
+      -- a child process under ulimit -s 256 (musl's threads get 128 KiB):
+      -- the recursive decoder this replaced took ~300 bytes of C stack a
+      -- level and died with SIGSEGV here
+      local script = os.tmpname()
+      util.write(script, [[
+        local usage = require "openai_usage"
+        local n = 4096
+        local function depth(t, key)
+          local d = 0
+          while type(t) == "table" do
+            t, d = t[key], d + 1
+          end
+          return d
+        end
+        local arrays = assert(usage.decode(("["):rep(n) .. ("]"):rep(n), n))
+        local objects = assert(usage.decode(('{"a":'):rep(n - 1) .. "{}" .. ("}"):rep(n - 1), n))
+        local page = '{"data":[{"results":[' .. ('{"a":['):rep(n / 2 - 2) .. "7" .. ("]}"):rep(n / 2 - 2) .. "]}]}"
+        local deep = assert(usage.decode(page, n)).data[1].results[1]
+        for _ = 1, n / 2 - 3 do
+          deep = deep.a[1]
+        end
+        local _, over = usage.decode(("["):rep(n + 1) .. ("]"):rep(n + 1), n)
+        print(depth(arrays, 1), depth(objects, "a"), deep.a[1], over.message)
+      ]])
+      local out, ok = util.popen_run(("sh -c %s"):format(util.q("ulimit -s 256 && exec " .. util.LUA .. " " .. script)))
+      os.remove(script)
+      assert.is_true(ok, out)
+      assert.are.equal("4096\t4096\t7\tnesting deeper than 4096\n", out)
     end)
 
     it("says the Lua stack is exhausted, never crashes, when the caller's stack is nearly full", function()
