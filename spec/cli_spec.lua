@@ -254,6 +254,18 @@ print(json.dumps(rows))
     assert.are.equal(1, select(2, err:gsub("\n", "")))
   end)
 
+  it("exits 1 with the message when a page has a null where a bucket belongs, never \"(no rows)\"", function()
+    for _, extra in ipairs { "", " --cache " .. tmp .. ".cache" } do
+      srv:faults { { null_bucket = 0 } }
+      local out, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. extra))
+      assert.are.equal(1, code, err)
+      assert.are.equal("", out)
+      assert.matches("data[0] is null", err, 1, true)
+      assert.falsy(err:find("no rows", 1, true))
+    end
+    util.rm_rf(tmp .. ".cache")
+  end)
+
   it("exits 3 when --out cannot be written, and leaves no partial file", function()
     local _, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --out /nonexistent/dir/report.txt"))
     assert.are.equal(3, code)

@@ -454,7 +454,7 @@ static void copy_scrubbed(lua_State *L, const struct ou_client *c, int err, int 
 static void add_response_fields(lua_State *L, struct ou_client *c)
 {
     const struct ou_response *r = &c->transfer.resp;
-    struct ou_decode_limits limits = {32, 0, 0};
+    struct ou_decode_limits limits = {32, 4096, 0}; /* an envelope is a dozen values */
     struct ou_decode_error derr = {0, {0}, 0};
     int err = lua_gettop(L);
     if (r->status)
@@ -520,7 +520,9 @@ static int decode_page(lua_State *L, struct ou_client *c)
     struct ou_decode_error derr = {0, {0}, 0};
     char message[512];
     int is_json = r->content_type[0] == '\0' || strstr(r->content_type, "json") != NULL;
-    limits.max_values = (int64_t)(c->transfer.opts.max_body / OU_PAGE_BYTES_PER_VALUE) + 1;
+    limits.max_values = (int64_t)(c->transfer.opts.max_body / OU_PAGE_BYTES_PER_VALUE);
+    if (limits.max_values < 1)
+        limits.max_values = 1;
     if (!ou_decode(L, r->body.data ? r->body.data : "", r->body.len, &limits, &derr)) {
         if (derr.page_error) {
             ou_error_push(L, "api", derr.message);

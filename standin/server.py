@@ -732,6 +732,7 @@ FAULT_TYPES = {
     "error_type": (str, type(None)), "error_code": (str, type(None)), "error_param": (str, type(None)),
     "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
     "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
+    "null_bucket": (int,), "null_result": (list,), "empty_buckets": (int,),
 }
 
 
@@ -965,7 +966,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_fault_status(fault)
         if fault.get("close_after"):
             self.close_connection = True
+        if "empty_buckets" in fault:
+            n = max(0, int(fault["empty_buckets"]))
+            return self.send_body(200, b'{"object":"page","data":[' + b"{}," * (n - 1) + b"{}" * min(n, 1)
+                                  + b'],"has_more":false,"next_page":null}')
         status, body = self.answer(method, path, query)
+        if status == 200 and ("null_bucket" in fault or "null_result" in fault):
+            body = with_hole(body, fault)
         if "truncate" in fault:
             return self.send_truncated(status, body, int(fault["truncate"]))
         if "reset_after" in fault:
@@ -1128,6 +1135,18 @@ class Handler(BaseHTTPRequestHandler):
 
 _bombs = {}
 _bombs_lock = threading.Lock()
+
+
+def with_hole(body, fault):
+    """The page with a null where a bucket (null_bucket: i) or a result
+    (null_result: [i, j]) was: the hole a broken server leaves."""
+    page = json.loads(body)
+    if "null_bucket" in fault:
+        page["data"][int(fault["null_bucket"])] = None
+    if "null_result" in fault:
+        i, j = fault["null_result"]
+        page["data"][int(i)]["results"][int(j)] = None
+    return json.dumps(page, separators=(",", ":")).encode()
 
 
 def gzip_bomb(size):
