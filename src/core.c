@@ -115,6 +115,8 @@ static int core_rules(lua_State *L)
         if (p->values) {
             push_string_list(L, p->values);
             lua_setfield(L, -2, "values");
+            lua_pushboolean(L, p->open);
+            lua_setfield(L, -2, "open");
         }
         lua_rawseti(L, -2, (int)i + 1);
     }

@@ -33,6 +33,12 @@ GIB = 1 << 30
 
 MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1"]
 SIZES = ["256x256", "512x512", "1024x1024", "1792x1792", "1024x1792"]
+# gpt-image-1 makes its own sizes, which the description's list (DALL-E's)
+# lacks: the API's vocabulary grows faster than its description.
+GPT_IMAGE_SIZES = ["1024x1024", "1024x1536", "1536x1024", "auto"]
+# Values the API knows beyond the described ones, per list parameter: a
+# filter by them is answered; any other unknown value is still a 400.
+UNDESCRIBED_VALUES = {"sizes": GPT_IMAGE_SIZES}
 SOURCES = ["image.generation", "image.edit", "image.variation"]
 CHAT_MODELS = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14", "o3-mini-2025-01-31"]
 EMBEDDING_MODELS = ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"]
@@ -53,8 +59,7 @@ PRICES = {
             "dall-e-2": {"256x256": 0.016, "512x512": 0.018, "1024x1024": 0.02, "1792x1792": 0.03,
                          "1024x1792": 0.025},
             "dall-e-3": {"1024x1024": 0.04, "1792x1792": 0.08, "1024x1792": 0.08},
-            "gpt-image-1": {"256x256": 0.011, "512x512": 0.016, "1024x1024": 0.042, "1792x1792": 0.063,
-                            "1024x1792": 0.063},
+            "gpt-image-1": {"1024x1024": 0.042, "1024x1536": 0.063, "1536x1024": 0.063, "auto": 0.042},
         },
     },
     "completions": {
@@ -102,6 +107,9 @@ class Endpoint:
         self.widths = {w["name"]: (w["seconds"], w["default_limit"], w["max_limit"]) for w in spec["widths"]}
         self.params = {p["name"]: p for p in spec["params"]}
         self.list_params = {p["name"]: p.get("values") for p in spec["params"] if p["kind"] == "list"}
+        for name, extra in UNDESCRIBED_VALUES.items():
+            if self.list_params.get(name) is not None and self.params[name].get("open"):
+                self.list_params[name] = self.list_params[name] + [v for v in extra if v not in self.list_params[name]]
         self.scalar_params = [p["name"] for p in spec["params"] if p["kind"] != "list"]
         self.group_fields = self.params["group_by"]["values"]
         self.fields = spec["fields"]
@@ -297,7 +305,9 @@ class Organization:
             key, project, user = self.keys[mix(2, i) % 8]
             model = MODELS[mix(3, i) % 3]
             size = SIZES[mix(4, i) % 5]
-            if model == "dall-e-3" and size in ("256x256", "512x512"):
+            if model == "gpt-image-1":
+                size = GPT_IMAGE_SIZES[mix(4, i) % 4]
+            elif model == "dall-e-3" and size in ("256x256", "512x512"):
                 size = "1024x1024"
             source = SOURCES[0] if mix(5, i) % 4 else SOURCES[1 + mix(6, i) % 2]
             per_request = 1 if model == "dall-e-3" else 1 + mix(7, i) % 4
