@@ -126,8 +126,8 @@ static int check_value(lua_State *L, int idx, const struct ou_param_rule *rule, 
     if (!rule->values || in_list(rule->values, value))
         return 1;
     if (!rule->open)
-        return ou_query_fail(L, rule->name, "%s: %s is not one of %s", where, show(L, idx, shown, sizeof shown),
-                             join(rule->values, allowed, sizeof allowed));
+        return ou_query_fail(L, rule->name, "%s: %s is not one of %s", where,
+                             show(L, idx, shown, sizeof shown), join(rule->values, allowed, sizeof allowed));
     near = ou_near_miss(value, rule->values);
     if (near)
         return ou_query_fail(L, rule->name, "%s: %s is not one of the described values; did you mean \"%s\"?",
