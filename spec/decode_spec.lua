@@ -412,6 +412,29 @@ describe("decode", function()
       assert.are.equal("4096\t4096\t7\tnesting deeper than 4096\n", out)
     end)
 
+    it("presizes no table that turns out empty: an empty bucket or result costs what an empty array does", function()
+      -- buckets were presized for 4 members and results like the one before
+      -- them, so 16 MiB of {} held ~1 GB of Lua heap
+      local function heap_of(text)
+        collectgarbage()
+        collectgarbage()
+        local before = collectgarbage "count"
+        local page = assert(decode(text))
+        collectgarbage()
+        collectgarbage()
+        assert.is_table(page.data)
+        return collectgarbage "count" - before
+      end
+      local n = 20000
+      local arrays = heap_of('{"data":[' .. ("[],"):rep(n - 1) .. "[]]}")
+      local buckets = heap_of('{"data":[' .. ("{},"):rep(n - 1) .. "{}]}")
+      local result = '{"object":"r","a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8}'
+      local results = heap_of('{"data":[{"results":[' .. result .. ("," .. "{ }"):rep(n) .. "]}]}")
+      local result_arrays = heap_of('{"data":[{"results":[' .. result .. ("," .. "[ ]"):rep(n) .. "]}]}")
+      assert.is_true(buckets < arrays * 1.1, ("%.0f KB of empty buckets, %.0f KB of empty arrays"):format(buckets, arrays))
+      assert.is_true(results < result_arrays * 1.1, ("%.0f KB of empty results, %.0f KB of []"):format(results, result_arrays))
+    end)
+
     it("says the Lua stack is exhausted, never crashes, when the caller's stack is nearly full", function()
       -- n extra arguments to core.decode fill n slots of the stack it runs on
       local core = require "openai_usage.core"

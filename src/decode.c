@@ -652,13 +652,29 @@ static int next_or_close(struct parser *P, char close, const char *what)
     return fail_at(P, P->p, "expected ',' or '%c' after %s", close, what);
 }
 
+/* The most slots a table is presized with from an earlier one: beyond it
+ * Lua's doubling costs little, and a presize that turns out wrong wastes
+ * at most this much. */
+#define PRESIZE_MAX 64
+
+/* Whether the container opening at P->p closes at once ("[]", "{ }"). */
+static int closes_at_once(const struct parser *P, char close)
+{
+    const char *q = P->p + 1;
+    while (q < P->end && space_byte[(unsigned char)*q])
+        q++;
+    return q < P->end && *q == close;
+}
+
 /* Opens the container at P->p ('{' or '[') for place: a level deeper, its
  * frame set, its table pushed, P->p past the opening byte. The table is
  * presized for where it sits, only from what this page has already shown
- * (never from a count the text claims): a page holds many buckets; a
- * result has as many members as the one before it (every result of a page
- * has the same schema: images 9, completions 22), about ten for the first.
- * Slots left empty are charged to the budget when the container closes. */
+ * (never from a count the text claims), and not at all when it is empty: a
+ * page holds many buckets; a bucket's results as many as the last one's
+ * (up to PRESIZE_MAX); a result has as many members as the one before it
+ * (every result of a page has the same schema: images 9, completions 22),
+ * about ten for the first. Slots left empty are charged to the budget when
+ * the container closes. */
 static int open_container(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
@@ -673,10 +689,13 @@ static int open_container(struct parser *P, enum place place)
     if (!object && place == PAGE)
         place = ANYWHERE;
     if (object) {
-        size = place == RESULT ? P->result_members : 4;
+        size = closes_at_once(P, '}') ? 0 : place == RESULT ? P->result_members : 4;
         lua_createtable(L, 0, size);
     } else {
-        size = place == DATA ? 64 : place == RESULTS ? P->results_length : 0;
+        size = closes_at_once(P, ']') ? 0
+               : place == DATA        ? PRESIZE_MAX
+               : place == RESULTS     ? P->results_length
+                                      : 0;
         lua_createtable(L, size, 0);
     }
     f = frame_at(P, P->depth);
@@ -923,10 +942,10 @@ after_member:
 closed: /* the container at the top is complete, P->p past its closing byte */
     f = frame_at(P, P->depth);
     if (f->n > 0) {
-        if (f->place == RESULT && f->object && f->n <= 64)
-            P->result_members = f->n;
-        else if (f->place == RESULTS && !f->object && f->n <= 1024)
-            P->results_length = f->n;
+        if (f->place == RESULT && f->object)
+            P->result_members = f->n < PRESIZE_MAX ? f->n : PRESIZE_MAX;
+        else if (f->place == RESULTS && !f->object)
+            P->results_length = f->n < PRESIZE_MAX ? f->n : PRESIZE_MAX;
     }
     if (f->presized > f->n && !spend(P, f->presized - f->n, P->p - 1))
         goto failed;
