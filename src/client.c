@@ -509,10 +509,10 @@ static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outco
 
 /* The body of a 2xx answer must be a UsageResponse page, whichever
  * transport brought it: no hole where a bucket or a result belongs, and no
- * more values than its size allows (a value per OU_PAGE_BYTES_PER_VALUE
- * bytes of max_response_bytes: a flood of tiny values such as {} would
- * otherwise cost some 60 times its bytes in Lua memory). */
-#define OU_PAGE_BYTES_PER_VALUE 32
+ * more values than its size allows (one per OU_PAGE_BYTES_PER_VALUE bytes
+ * of max_response_bytes; real pages take 17 or more bytes a value, while a
+ * flood of {} would cost some 60 times its bytes in Lua memory). */
+#define OU_PAGE_BYTES_PER_VALUE 16
 static int decode_page(lua_State *L, struct ou_client *c)
 {
     const struct ou_response *r = &c->transfer.resp;

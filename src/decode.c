@@ -572,8 +572,8 @@ static int parse_number(struct parser *P)
  * caller's budget allows. */
 static COLD int over_budget(struct parser *P, const char *at)
 {
-    return fail_at(P, at, "more than %lld values (the decoder's budget for one page)",
-                   (long long)P->max_values);
+    return fail_at(P, at, "more than %lld values (the decoder's budget for one page; a table counts as %d)",
+                   (long long)P->max_values, OU_DECODE_TABLE_VALUES);
 }
 
 /* Spends n of the values the text may create. */
@@ -704,7 +704,7 @@ static int open_container(struct parser *P, enum place place)
     f->saw_results = 0;
     f->n = 0;
     f->presized = size;
-    return spend(P, 1, P->p++);
+    return spend(P, OU_DECODE_TABLE_VALUES, P->p++);
 }
 
 static int key_is(lua_State *L, const char *name, size_t n)

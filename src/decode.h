@@ -15,12 +15,17 @@
  * 8000) and the frames' memory. */
 #define OU_DECODE_DEPTH_CEILING 4096
 
+/* What a table costs of a value budget: a Lua table's header weighs about
+ * four values' slots, so a flood of {} is bounded like one of 0. */
+#define OU_DECODE_TABLE_VALUES 4
+
 /* What a decode may make of the text. */
 struct ou_decode_limits {
     int max_depth;      /* 1..OU_DECODE_DEPTH_CEILING; 0 for OU_DECODE_MAX_DEPTH */
-    int64_t max_values; /* values it may create (containers, strings, numbers,
-                         * booleans, and the slots a table was presized with
-                         * but never filled); 0 for no limit */
+    int64_t max_values; /* values it may create (strings, numbers, booleans;
+                         * a table counts as OU_DECODE_TABLE_VALUES, and the
+                         * slots it was presized with but never filled count
+                         * too); 0 for no limit */
     int page;           /* the text must be a UsageResponse page: a null where a
                          * bucket or a result belongs is an error (page_error) */
 };
