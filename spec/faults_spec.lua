@@ -172,6 +172,12 @@ describe("faults", function()
     assert.is_nil(page)
     assert.are.equal("api", err.kind, tostring(err))
     assert.matches(("data[%d].results[0] is null;"):format(bucket), err.message, 1, true)
+    local body = '{"object":"page","data":[{"results":[]},{"results":[{"a":1},null,{"a":2}]}],"has_more":false}'
+    srv:faults { { status = 200, body = body } }
+    local _, literal = client({ max_retries = 0 }):images(params)
+    assert.are.equal("api", literal.kind)
+    assert.matches("data[1].results[1] is null;", literal.message, 1, true)
+    assert.are.equal(body:find("null", 1, true) - 1, literal.offset)
     -- a walk raises it; the generic decoder keeps null as a hole
     srv:faults { { null_result = { bucket, 0 } } }
     local ok, raised = pcall(function()

@@ -657,29 +657,21 @@ static int next_or_close(struct parser *P, char close, const char *what)
  * at most this much. */
 #define PRESIZE_MAX 64
 
-/* Whether the container opening at P->p closes at once ("[]", "{ }"). */
-static int closes_at_once(const struct parser *P, char close)
-{
-    const char *q = P->p + 1;
-    while (q < P->end && space_byte[(unsigned char)*q])
-        q++;
-    return q < P->end && *q == close;
-}
-
 /* Opens the container at P->p ('{' or '[') for place: a level deeper, its
- * frame set, its table pushed, P->p past the opening byte. The table is
- * presized for where it sits, only from what this page has already shown
- * (never from a count the text claims), and not at all when it is empty: a
- * page holds many buckets; a bucket's results as many as the last one's
- * (up to PRESIZE_MAX); a result has as many members as the one before it
- * (every result of a page has the same schema: images 9, completions 22),
- * about ten for the first. Slots left empty are charged to the budget when
- * the container closes. */
+ * frame set, its table pushed, P->p past the opening byte and the space
+ * after it. The table is presized for where it sits, only from what this
+ * page has already shown (never from a count the text claims), and not at
+ * all when it is empty: a page holds many buckets; a bucket's results as
+ * many as the last one's (up to PRESIZE_MAX); a result has as many members
+ * as the one before it (every result of a page has the same schema: images
+ * 9, completions 22), about ten for the first. Slots left empty are charged
+ * to the budget when the container closes. */
 static int open_container(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
     struct frame *f;
-    int object = *P->p == '{', size;
+    const char *opening = P->p;
+    int object = *P->p == '{', empty, size;
     if (++P->depth > P->max_depth)
         return fail_at(P, P->p, "nesting deeper than %d", P->max_depth);
     if (!lua_checkstack(L, STACK_SLOTS))
@@ -688,14 +680,15 @@ static int open_container(struct parser *P, enum place place)
         grow_frames(P);
     if (!object && place == PAGE)
         place = ANYWHERE;
+    /* past the opening byte and the whitespace after it: an empty one shows */
+    P->p++;
+    skip_space(P);
+    empty = P->p < P->end && *P->p == (object ? '}' : ']');
     if (object) {
-        size = closes_at_once(P, '}') ? 0 : place == RESULT ? P->result_members : 4;
+        size = empty ? 0 : place == RESULT ? P->result_members : 4;
         lua_createtable(L, 0, size);
     } else {
-        size = closes_at_once(P, ']') ? 0
-               : place == DATA        ? PRESIZE_MAX
-               : place == RESULTS     ? P->results_length
-                                      : 0;
+        size = empty ? 0 : place == DATA ? PRESIZE_MAX : place == RESULTS ? P->results_length : 0;
         lua_createtable(L, size, 0);
     }
     f = frame_at(P, P->depth);
@@ -704,7 +697,7 @@ static int open_container(struct parser *P, enum place place)
     f->saw_results = 0;
     f->n = 0;
     f->presized = size;
-    return spend(P, OU_DECODE_TABLE_VALUES, P->p++);
+    return spend(P, OU_DECODE_TABLE_VALUES, opening);
 }
 
 static int key_is(lua_State *L, const char *name, size_t n)
@@ -722,8 +715,9 @@ static COLD int hole(struct parser *P, const char *at, const struct frame *f)
     P->err->page_error = 1;
     if (f->place == DATA)
         return fail_at(P, at, "data[%d] is null; a usage page holds a bucket object at every index", f->n);
+    /* the bucket is stored at its index (DATA's n + 1) when it closes */
     return fail_at(P, at, "data[%d].results[%d] is null; a bucket holds a result object at every index",
-                   frame_at(P, P->depth - 2)->n - 1, f->n);
+                   frame_at(P, P->depth - 2)->n, f->n);
 }
 
 static int literal(struct parser *P, const char *word, size_t n)
@@ -793,8 +787,9 @@ static int is_null(const struct parser *P)
  * Pushes the value, or nothing on failure. Containers are filled in a loop,
  * not by recursion: each open one has its table on the Lua stack (one slot
  * a level) and its frame in P->frames, so the C stack stays flat however
- * deep the text nests. An object's or array's member container is stored
- * under its key or index when it opens, and popped when it closes.
+ * deep the text nests. An object's member container is stored under its
+ * key when it opens (so the key leaves the stack: one slot a level) and
+ * popped when it closes; an array's is stored at its index when it closes.
  * Duplicate keys: the last one wins, as in most decoders; when the last is
  * null the key ends up absent, as a lone null would leave it. */
 static int parse_value(struct parser *P, enum place place)
@@ -811,9 +806,9 @@ static int parse_value(struct parser *P, enum place place)
     if (!open_container(P, place))
         goto failed;
 
-opened: /* the table of a new container at the top, P->p past its '{' or '[' */
+opened: /* the table of a new container at the top, P->p past its '{' or '['
+         * and the whitespace after it */
     f = frame_at(P, P->depth);
-    skip_space(P);
     if (P->p < P->end && *P->p == (f->object ? '}' : ']')) {
         P->p++;
         goto closed;
@@ -839,9 +834,7 @@ element: /* in an array, P->p after its '[' or a ',' */
     } else if (*at == '{' || *at == '[') {
         if (!open_container(P, child))
             goto failed;
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, -3, ++frame_at(P, P->depth - 1)->n);
-        goto opened;
+        goto opened; /* stored at its index when it closes */
     } else {
         if (!parse_scalar(P))
             goto failed;
@@ -951,9 +944,12 @@ closed: /* the container at the top is complete, P->p past its closing byte */
         goto failed;
     if (--P->depth == base)
         return 1;
-    lua_pop(L, 1);
-    if (frame_at(P, P->depth)->object)
+    f = frame_at(P, P->depth);
+    if (f->object) {
+        lua_pop(L, 1); /* stored under its key when it opened */
         goto after_member;
+    }
+    lua_rawseti(L, -2, ++f->n);
     goto after_element;
 
 truncated:
