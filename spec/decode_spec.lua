@@ -412,6 +412,20 @@ describe("decode", function()
       assert.are.equal("4096\t4096\t7\tnesting deeper than 4096\n", out)
     end)
 
+    it("decodes to the 4096 ceiling on a thread with a 128 KiB stack, as musl gives a new thread", function()
+      -- spec/support/decode_thread.c runs ou_decode on such a thread; the
+      -- recursive decoder died with SIGSEGV there
+      local exe = os.tmpname()
+      local build = ("cc -std=c11 -D_GNU_SOURCE -pthread $(pkg-config --cflags lua5.4) -o %s spec/support/decode_thread.c "
+        .. "src/decode.c $(pkg-config --libs lua5.4) -lm"):format(util.q(exe))
+      local built, ok = util.popen_run(build)
+      assert.is_true(ok, built)
+      local out, ran = util.popen_run(util.q(exe) .. " 128")
+      os.remove(exe)
+      assert.is_true(ran, out)
+      assert.are.equal("4096\n", out)
+    end)
+
     it("presizes no table that turns out empty: an empty bucket or result costs what an empty array does", function()
       -- buckets were presized for 4 members and results like the one before
       -- them, so 16 MiB of {} held ~1 GB of Lua heap
