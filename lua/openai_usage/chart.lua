@@ -3,6 +3,8 @@
 -- on a page).
 --   chart.bars(rows, {label = {"model", "size"}, value = "images", title = ...})
 --   chart.stacked(rows, {series = "model", value = "images", title = ...})
+-- Each is laid out first (plain tables of pixels and texts, which
+-- chart.layout gives too), then written with openai_usage.svg.
 -- The output is deterministic (same input, same bytes: nothing depends on
 -- table order, the clock, the time zone or the locale) and every text from
 -- the data is escaped, so the result can be cached, compared and embedded.

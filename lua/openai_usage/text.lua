@@ -30,6 +30,7 @@ function M.finite(v)
   end
 end
 
+--- Whether a number is whole (an integer, or a float without a fraction).
 local function integral(v)
   return M.is_integer(v) or v == floor(v)
 end
