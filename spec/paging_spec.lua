@@ -2,6 +2,8 @@
 -- next_page; a repeating or missing cursor is an error, never a loop or a
 -- silently short walk.
 local usage = require "openai_usage"
+-- the C handle's protocol (prefetch, poll, collect): private to the walks
+local protocol = require "openai_usage.protocol"
 local standin = require "spec.support.standin"
 local util = require "spec.support.util"
 
@@ -158,44 +160,45 @@ describe("paging", function()
 
   it("poll() tells, without blocking, whether a prefetch has landed", function()
     srv:faults { { latency_ms = 400 } }
-    local token = assert(c:prefetch("images", params))
+    local h = protocol.of(c)
+    local token = assert(h:prefetch("images", params))
     local t0 = wall()
-    assert.is_false(c:poll(token)) -- still on the wire: answered at once
+    assert.is_false(h:poll(token)) -- still on the wire: answered at once
     assert.is_true(wall() - t0 < 0.2, "poll waited for the transfer")
     local polls = 1
-    while not c:poll(token) do
+    while not h:poll(token) do
       polls = polls + 1
       os.execute "sleep 0.05"
     end
     assert.is_true(polls > 2, ("the 400 ms transfer was done after %d polls"):format(polls))
-    local page = assert(c:collect(token))
+    local page = assert(h:collect(token))
     assert.are.equal("page", page.object)
-    assert.is_true(c:poll(token)) -- a collected token reads as finished
-    assert.is_false(c:collect(token)) -- and collect says it is gone
+    assert.is_true(h:poll(token)) -- a collected token reads as finished
+    assert.is_false(h:collect(token)) -- and collect says it is gone
   end)
 
   it("cancel() stops a prefetch at once, on the wire or waiting to retry", function()
     -- on the wire: the server would answer in 5 s
     srv:faults { { latency_ms = 5000 } }
-    local token = assert(c:prefetch("images", params))
+    local token = assert(protocol.of(c):prefetch("images", params))
     srv:await_requests(1)
     local t0 = wall()
     c:cancel()
     local took = wall() - t0
     assert.is_true(took < 0.3 * SLOW, ("cancelling took %.3f s"):format(took))
-    assert.is_false(c:collect(token)) -- the page is gone, not half-read
+    assert.is_false(protocol.of(c):collect(token)) -- the page is gone, not half-read
     -- between attempts: a 500, then a backoff of 3.75..5 s
     local slow = assert(usage.new { api_key = KEY, base_url = srv.url, retry_backoff = 5, retry_backoff_max = 5 })
     srv:reset()
     srv:faults { { status = 500 } }
-    token = assert(slow:prefetch("images", params))
+    token = assert(protocol.of(slow):prefetch("images", params))
     srv:await_requests(1)
     os.execute "sleep 0.1" -- its answer is in: the thread now sleeps
     t0 = wall()
     slow:cancel()
     took = wall() - t0
     assert.is_true(took < 0.3 * SLOW, ("cancelling the backoff took %.3f s"):format(took))
-    assert.is_false(slow:collect(token))
+    assert.is_false(protocol.of(slow):collect(token))
     assert.are.equal(1, #srv:requests(), "no attempt after the cancel")
     -- both clients go on as new
     assert.are.equal("page", assert(c:images(params)).object)
@@ -206,7 +209,7 @@ describe("paging", function()
   it("close() of a client with a prefetch on the wire does not wait for it", function()
     srv:faults { { latency_ms = 5000 } }
     local other = assert(usage.new { api_key = KEY, base_url = srv.url })
-    assert(other:prefetch("images", params))
+    assert(protocol.of(other):prefetch("images", params))
     os.execute "sleep 0.1"
     local t0 = wall()
     other:close()
