@@ -216,7 +216,7 @@ end
 for _, endpoint in ipairs(core.rules()) do
   if Client[endpoint] == nil then
     Client[endpoint] = function(self, params)
-      return self:usage(endpoint, params)
+      return Client.usage(self, endpoint, params)
     end
   end
 end
