@@ -237,6 +237,21 @@ describe("strings from the response", function()
     end
   end
 
+  it("a repeated cursor holding the key is not repeated in the walk's error", function()
+    srv:reset()
+    local body = '{"object":"page","data":[],"has_more":true,"next_page":"' .. LONG_KEY .. '"}'
+    srv:faults { { status = 200, body = body, times = 2 } }
+    local c = assert(usage.new(srv:client_options { max_retries = 0 }))
+    local ok, err = pcall(function()
+      for _ in c:pages("images", { start_time = START }) do
+      end
+    end)
+    assert.is_false(ok)
+    assert.matches("repeated the cursor", err.message, 1, true)
+    assert_no_key_run(LONG_KEY, err)
+    c:close()
+  end)
+
   it("scrubs any 12 bytes of the key in a row, and leaves shorter ones and masked keys alone", function()
     local masked = LONG_KEY:sub(1, 11) .. "****" .. LONG_KEY:sub(-4)
     srv:reset()

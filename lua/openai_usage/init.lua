@@ -136,7 +136,8 @@ function M.next_cursor(page, seen)
   if seen[cursor] then
     return nil, core.error {
       kind = "api",
-      message = "the API repeated the cursor " .. cursor .. "; stopping instead of looping",
+      -- not the cursor itself: a string from the response, unscrubbed here
+      message = ("the API repeated the cursor of an earlier page (%d bytes); stopping instead of looping"):format(#cursor),
     }
   end
   seen[cursor] = true
