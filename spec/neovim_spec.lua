@@ -322,6 +322,17 @@ describe("Neovim", function()
     assert.is_nil(shown:find("\194\155", 1, true))
   end)
 
+  it("a base URL with user information is refused without showing it, nothing sent", function()
+    local url = srv.url:gsub("^http://", "http://ou-user:hunter2-pass@")
+    local result, code, printed = nvim { init = "NONE", env = { OPENAI_BASE_URL = url }, steps = run_args(ARGS) }
+    assert.are.equal(0, code)
+    assert.are.equal(1, #result.errors)
+    assert.matches("user information", result.errors[1], 1, true)
+    assert.is_nil(result.errors[1]:find("hunter2", 1, true))
+    assert.is_nil(printed:find("hunter2", 1, true))
+    assert.are.same({}, srv:requests())
+  end)
+
   it("bad arguments: the CLI's message at once, nothing sent", function()
     local bad = { "images", "--bucket", "2d" }
     local _, err = cli.parse(bad)
