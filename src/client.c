@@ -249,7 +249,7 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *name, 
     }
     /* built by hand: printf's own buffers would keep copies of the key */
     memcpy(line, name, nlen);
-    memcpy(line + nlen, ": ", 2);
+    memcpy(line + nlen, ": ", 3);
     memcpy(line + nlen + 2, value, vlen + 1);
     grown = curl_slist_append(list, line);
     ou_wipe(line, nlen + 2 + vlen);
@@ -276,7 +276,7 @@ static char *new_bearer(const char *api_key)
     size_t n = strlen(api_key);
     char *bearer = malloc(n + 8);
     if (bearer) {
-        memcpy(bearer, "Bearer ", 7);
+        memcpy(bearer, "Bearer ", 8);
         memcpy(bearer + 7, api_key, n + 1);
     }
     return bearer;
@@ -546,7 +546,7 @@ static void copy_field(lua_State *L, int err, int envelope, const char *key)
 
 /* The most of an error body read for its envelope: the envelope is small,
  * and a body the size cap refused may be huge. */
-#define OU_ERROR_BODY_MAX (64 * 1024)
+#define OU_ERROR_BODY_MAX ((size_t)64 * 1024)
 
 /* Adds what the server said to the error at the top: request id, the
  * retry-after it asked for and, from the OpenAI error envelope of an HTTP
