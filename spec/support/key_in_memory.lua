@@ -42,8 +42,11 @@ local function count(first, second)
   local regions = {}
   for line in maps:lines() do
     local from, to, perms = line:match "^(%x+)-(%x+) (%S+)"
-    if perms:sub(1, 2) == "rw" and not line:find("[vvar]", 1, true) then
-      regions[#regions + 1] = { tonumber(from, 16), tonumber(to, 16) }
+    from, to = tonumber(from, 16), tonumber(to, 16)
+    -- past 1 GiB a mapping is a reservation, not a heap (ASan's shadow
+    -- memory is terabytes of it, which reading would take hours)
+    if perms:sub(1, 2) == "rw" and not line:find("[vvar]", 1, true) and to - from <= 1073741824 then
+      regions[#regions + 1] = { from, to }
     end
   end
   maps:close()
