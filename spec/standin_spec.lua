@@ -304,6 +304,35 @@ describe("stand-in server", function()
     assert.is_true(again.has_more)
   end)
 
+  it("hands out a fresh cursor on every page with cursor_fresh, and serves late data with late_seconds", function()
+    srv:settings { cursor_fresh = true }
+    local query = ("start_time=%d&end_time=%d"):format(NOW - DAY, NOW)
+    local p = page(query)
+    local again = page(query .. "&page=" .. p.next_page)
+    assert.is_true(again.has_more)
+    assert.are_not.equal(p.next_page, again.next_page)
+    srv:reset()
+    -- hours of the last day: usage reaches the API 90 minutes late
+    local hours = ("start_time=%d&end_time=%d&bucket_width=1h&limit=24"):format(NOW - DAY, NOW)
+    local function images(bucket)
+      local n = 0
+      for _, row in ipairs(bucket.results) do
+        n = n + row.images
+      end
+      return n
+    end
+    local final = page(hours).data
+    srv:settings { late_seconds = 5400 }
+    local late = page(hours).data
+    assert.are.equal(24, #late)
+    for i = 1, 22 do
+      assert.are.equal(images(final[i]), images(late[i]), "an hour that ended over 90 minutes ago is whole")
+    end
+    assert.are.equal(0, images(late[24])) -- nothing of the last hour yet
+    assert.is_true(images(late[23]) < images(final[23])) -- half of the one before
+    assert.is_true(images(late[23]) > 0)
+  end)
+
   it("injects statuses with headers, and a queue of faults with counts", function()
     srv:faults { { status = 503, retry_after = "7", times = 2 }, { status = 200, body = "raw", content_type = "text/plain" } }
     local s1, h1 = get "start_time=1"
@@ -420,6 +449,36 @@ describe("stand-in server", function()
         end
         assert.are.equal(whole, parts, param)
       end
+    end)
+
+    it("serves gpt-image-1's own sizes, which the description lacks, filters by them and prices them", function()
+      local p = page(day .. "&models[]=gpt-image-1&group_by[]=size")
+      local real = { ["1024x1024"] = true, ["1024x1536"] = true, ["1536x1024"] = true, auto = true }
+      local described = {}
+      for _, e in ipairs(cjson.decode(util.read "standin/endpoints.json").endpoints) do
+        for _, param in ipairs(e.name == "images" and e.params or {}) do
+          for _, v in ipairs(param.name == "sizes" and param.values or {}) do
+            described[v] = true
+          end
+        end
+      end
+      assert.is_true(described["1024x1024"])
+      local sizes = {}
+      for _, r in ipairs(p.data[1].results) do
+        assert.is_true(real[r.size], r.size)
+        sizes[#sizes + 1] = r.size
+      end
+      assert.is_true(#sizes >= 3, table.concat(sizes, " "))
+      local prices = srv:call("prices").images.per_image["gpt-image-1"]
+      for _, size in ipairs(sizes) do
+        assert.is_number(prices[size], size)
+        local only = page(day .. "&models[]=gpt-image-1&group_by[]=size&sizes[]=" .. size)
+        assert.are.equal(1, #only.data[1].results)
+        assert.are.equal(size, only.data[1].results[1].size)
+      end
+      assert.is_nil(described["1536x1024"])
+      local status = get(day .. "&sizes[]=300x300")
+      assert.are.equal(400, status)
     end)
 
     it("combines filters, and an unknown id matches nothing", function()

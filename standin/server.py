@@ -14,6 +14,7 @@ OpenAPI description. Standard library only. See standin/README.md.
 import argparse
 import base64
 import gzip
+import itertools
 import json
 import os
 import secrets
@@ -33,6 +34,12 @@ GIB = 1 << 30
 
 MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1"]
 SIZES = ["256x256", "512x512", "1024x1024", "1792x1792", "1024x1792"]
+# gpt-image-1 makes its own sizes, which the description's list (DALL-E's)
+# lacks: the API's vocabulary grows faster than its description.
+GPT_IMAGE_SIZES = ["1024x1024", "1024x1536", "1536x1024", "auto"]
+# Values the API knows beyond the described ones, per list parameter: a
+# filter by them is answered; any other unknown value is still a 400.
+UNDESCRIBED_VALUES = {"sizes": GPT_IMAGE_SIZES}
 SOURCES = ["image.generation", "image.edit", "image.variation"]
 CHAT_MODELS = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14", "o3-mini-2025-01-31"]
 EMBEDDING_MODELS = ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"]
@@ -53,8 +60,7 @@ PRICES = {
             "dall-e-2": {"256x256": 0.016, "512x512": 0.018, "1024x1024": 0.02, "1792x1792": 0.03,
                          "1024x1792": 0.025},
             "dall-e-3": {"1024x1024": 0.04, "1792x1792": 0.08, "1024x1792": 0.08},
-            "gpt-image-1": {"256x256": 0.011, "512x512": 0.016, "1024x1024": 0.042, "1792x1792": 0.063,
-                            "1024x1792": 0.063},
+            "gpt-image-1": {"1024x1024": 0.042, "1024x1536": 0.063, "1536x1024": 0.063, "auto": 0.042},
         },
     },
     "completions": {
@@ -102,6 +108,9 @@ class Endpoint:
         self.widths = {w["name"]: (w["seconds"], w["default_limit"], w["max_limit"]) for w in spec["widths"]}
         self.params = {p["name"]: p for p in spec["params"]}
         self.list_params = {p["name"]: p.get("values") for p in spec["params"] if p["kind"] == "list"}
+        for name, extra in UNDESCRIBED_VALUES.items():
+            if self.list_params.get(name) is not None and self.params[name].get("open"):
+                self.list_params[name] = self.list_params[name] + [v for v in extra if v not in self.list_params[name]]
         self.scalar_params = [p["name"] for p in spec["params"] if p["kind"] != "list"]
         self.group_fields = self.params["group_by"]["values"]
         self.fields = spec["fields"]
@@ -297,7 +306,9 @@ class Organization:
             key, project, user = self.keys[mix(2, i) % 8]
             model = MODELS[mix(3, i) % 3]
             size = SIZES[mix(4, i) % 5]
-            if model == "dall-e-3" and size in ("256x256", "512x512"):
+            if model == "gpt-image-1":
+                size = GPT_IMAGE_SIZES[mix(4, i) % 4]
+            elif model == "dall-e-3" and size in ("256x256", "512x512"):
                 size = "1024x1024"
             source = SOURCES[0] if mix(5, i) % 4 else SOURCES[1 + mix(6, i) % 2]
             per_request = 1 if model == "dall-e-3" else 1 + mix(7, i) % 4
@@ -553,7 +564,7 @@ class UsageQuery:
         self.fingerprint = zlib.crc32(canonical.encode())
         self.position = self.start
         self.cursor = scalars.get("page")
-        if self.cursor is not None and not (cursor_loop and self.cursor == "page_LOOP"):
+        if self.cursor is not None and not (cursor_loop and self.cursor.startswith("page_LOOP")):
             try:
                 position, fingerprint = read_cursor(self.cursor)
             except (ValueError, struct.error, base64.binascii.Error):
@@ -588,8 +599,13 @@ def history_start(now):
     return (now // 86400 - HISTORY_DAYS) * 86400
 
 
+FRESH_CURSORS = itertools.count(1)
+
+
 def page_of(data, query, next_start, cursor_loop):
-    if cursor_loop:
+    if cursor_loop == "fresh":
+        next_page = "page_LOOP%d" % next(FRESH_CURSORS)
+    elif cursor_loop:
         next_page = "page_LOOP"
     elif next_start is not None:
         next_page = cursor_for(next_start, query.fingerprint)
@@ -598,7 +614,9 @@ def page_of(data, query, next_start, cursor_loop):
     return {"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page}
 
 
-def usage_page(org, endpoint, query, now, cursor_loop=False):
+def usage_page(org, endpoint, query, now, cursor_loop=False, late=0):
+    """late: usage reaches the API late seconds after it happens, so a
+    bucket's figures keep growing until late seconds after it ends."""
     family = org.families[endpoint.name]
     lo = history_start(now)
     # Per stream: its group key, or None when a filter drops it; its metrics per request.
@@ -613,7 +631,7 @@ def usage_page(org, endpoint, query, now, cursor_loop=False):
     for start, end in buckets:
         # requests per stream first, then metrics once per stream
         counts = {}
-        for rows in family.tables(start, end, lo, now):
+        for rows in family.tables(start, end, lo, now - late):
             for index, n in rows:
                 counts[index] = counts.get(index, 0) + n
         groups = {}
@@ -645,7 +663,7 @@ def usage_page(org, endpoint, query, now, cursor_loop=False):
     return page_of(data, query, next_start, cursor_loop)
 
 
-def costs_page(org, endpoint, query, now, cursor_loop=False):
+def costs_page(org, endpoint, query, now, cursor_loop=False, late=0):
     """Costs follow from the usage: each stream's requests times its line
     items' quantity and price (see PRICES and README.md)."""
     lo = history_start(now)
@@ -654,7 +672,7 @@ def costs_page(org, endpoint, query, now, cursor_loop=False):
     data = []
     for start, end in buckets:
         groups = {}
-        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now):
+        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now - late):
             dims = {"project_id": project, "api_key_id": key, "line_item": item}
             if not query.keeps(dims):
                 continue
@@ -724,7 +742,7 @@ FAULT_ERRORS = {
 
 SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
-    "fixture_pages": (int, type(None)), "cursor_loop": (bool,),
+    "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
 }
 FAULT_TYPES = {
     "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
@@ -732,7 +750,7 @@ FAULT_TYPES = {
     "error_type": (str, type(None)), "error_code": (str, type(None)), "error_param": (str, type(None)),
     "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
     "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
-    "echo_key": (dict,),
+    "echo_key": (dict,), "null_bucket": (int,), "null_result": (list,), "empty_buckets": (int,),
 }
 
 
@@ -765,9 +783,10 @@ def check_organization(org, endpoints):
 
 
 class State:
-    def __init__(self, key, now):
+    def __init__(self, key, now, late_seconds=0):
         self.key = key
         self.fixed_now = now
+        self.late_seconds = late_seconds
         self.endpoints = load_endpoints()
         self.org = Organization()
         check_organization(self.org, self.endpoints)
@@ -967,7 +986,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_fault_status(fault)
         if fault.get("close_after"):
             self.close_connection = True
+        if "empty_buckets" in fault:
+            n = max(0, int(fault["empty_buckets"]))
+            return self.send_body(200, b'{"object":"page","data":[' + b"{}," * (n - 1) + b"{}" * min(n, 1)
+                                  + b'],"has_more":false,"next_page":null}')
         status, body = self.answer(method, path, query)
+        if status == 200 and ("null_bucket" in fault or "null_result" in fault):
+            body = with_hole(body, fault)
         if "truncate" in fault:
             return self.send_truncated(status, body, int(fault["truncate"]))
         if "reset_after" in fault:
@@ -1004,13 +1029,14 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 return 400, envelope("Invalid 'page': not a cursor of this fixture chain.", param="page")
         now = state.now()
-        cursor_loop = bool(state.settings.get("cursor_loop"))
+        cursor_loop = "fresh" if state.settings.get("cursor_fresh") else bool(state.settings.get("cursor_loop"))
+        late = max(0, state.settings.get("late_seconds", state.late_seconds))
         try:
             usage_query = UsageQuery(endpoint, query, now, cursor_loop)
         except BadRequest as e:
             return 400, envelope(str(e), param=e.param)
         make_page = costs_page if endpoint.name == "costs" else usage_page
-        page = make_page(state.org, endpoint, usage_query, now, cursor_loop)
+        page = make_page(state.org, endpoint, usage_query, now, cursor_loop, late)
         return 200, json.dumps(page, separators=(",", ":")).encode()
 
     def fixture_body(self, path, query):
@@ -1139,6 +1165,18 @@ _bombs = {}
 _bombs_lock = threading.Lock()
 
 
+def with_hole(body, fault):
+    """The page with a null where a bucket (null_bucket: i) or a result
+    (null_result: [i, j]) was: the hole a broken server leaves."""
+    page = json.loads(body)
+    if "null_bucket" in fault:
+        page["data"][int(fault["null_bucket"])] = None
+    if "null_result" in fault:
+        i, j = fault["null_result"]
+        page["data"][int(i)]["results"][int(j)] = None
+    return json.dumps(page, separators=(",", ":")).encode()
+
+
 def gzip_bomb(size):
     """A gzip member that inflates to a JSON page holding `size` spaces in a
     string. A full flush ends a deflate run on a byte boundary with no back
@@ -1208,6 +1246,8 @@ def main():
     parser.add_argument("--watch-pid", type=int, default=0)
     parser.add_argument("--key", default="sk-admin-standin")
     parser.add_argument("--now", type=int, default=None, help="freeze 'now' (Unix seconds)")
+    parser.add_argument("--late-seconds", type=int, default=0,
+                        help="usage reaches the API this many seconds late (the setting late_seconds)")
     parser.add_argument("--idle", type=float, default=1800, help="exit after this many idle seconds")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
@@ -1223,7 +1263,7 @@ def main():
         # handler's timeout), so a silent client cannot stall accept()
         server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         scheme = "https"
-    server.state = State(args.key, args.now)
+    server.state = State(args.key, args.now, args.late_seconds)
     server.quiet = args.quiet
     port = server.server_address[1]
     if args.port_file:

@@ -71,6 +71,9 @@ local OPTIONS = {
   { "--format F", "table, md, csv, json, jsonl, svg or html (default table)" },
   { "--out FILE", "write the report to FILE (atomically) instead of stdout" },
   { "--cache DIR", "keep pages of settled buckets in DIR; re-runs skip those requests" },
+  { "--settle-after T", "a bucket is settled (cached) T after it ends: 3600, 90m, 2d\n"
+    .. "(default 1h for usage, 2d for costs: the API revises late data)" },
+  { "--max-pages N", "stop with an error after N pages if the API has more" },
   { "--base-url URL", "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
   { "--progress", "show the progress line even when stderr is not a terminal" },
   { "--no-progress", "never show it" },
@@ -159,8 +162,33 @@ local VALUED = {
   ["--format"] = "format",
   ["--out"] = "out",
   ["--cache"] = "cache",
+  ["--settle-after"] = "settle_after",
+  ["--max-pages"] = "max_pages",
   ["--base-url"] = "base_url",
 }
+
+-- One note for each value of an open filter (sizes, sources) that its
+-- description does not list: sent as given (a near miss was refused).
+local function unlisted_notes(filters, params)
+  local notes, seen = {}, {}
+  for _, f in ipairs(filters) do
+    local p = f.param
+    if p.open and type(params[p.name]) == "table" then
+      local listed = {}
+      for _, v in ipairs(p.values) do
+        listed[v] = true
+      end
+      for _, v in ipairs(params[p.name]) do
+        if not listed[v] and not seen[p.name .. "\0" .. v] then
+          seen[p.name .. "\0" .. v] = true
+          notes[#notes + 1] = ('note: %s "%s" is not in the described list (%s); sent as given'):format(f.option, v,
+            table.concat(p.values, ", "))
+        end
+      end
+    end
+  end
+  return notes
+end
 
 local function split(text)
   local out = {}
@@ -338,6 +366,20 @@ function M.parse(argv, now)
       end
     end
   end
+  if job.settle_after then
+    local seconds, message = time.duration(job.settle_after)
+    if not seconds then
+      return fail("--settle-after: " .. message)
+    end
+    job.settle_after = seconds
+  end
+  if job.max_pages then
+    local n = tonumber(job.max_pages)
+    if not n or n < 1 or n ~= math.floor(n) then
+      return fail(('--max-pages: "%s" is not a whole number >= 1'):format(job.max_pages))
+    end
+    job.max_pages = math.tointeger and math.tointeger(n) or n
+  end
   if job.top then
     local n = tonumber(job.top)
     if not n or n < 1 or n ~= math.floor(n) then
@@ -357,6 +399,7 @@ function M.parse(argv, now)
   if qerr then
     return fail(tostring(qerr.message or qerr))
   end
+  job.notes = unlisted_notes(filter_options(rule), params)
   if job.cost then
     local cost = require "openai_usage.cost"
     local table_or_err, perr = cost.load(job.prices)
@@ -612,7 +655,12 @@ function M.run(argv, options)
     stdout:write("openai-usage ", usage.version, " (libcurl ", usage.libcurl_version() or "?", ")\n")
     return M.EXIT.ok
   end
-  local client_options = { base_url = job.base_url, cache_dir = job.cache }
+  for _, note in ipairs(job.notes or {}) do
+    stderr:write("openai-usage: ", note, "\n")
+  end
+  local client_options = {
+    base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
+  }
   for k, v in pairs(options.client or {}) do
     client_options[k] = client_options[k] or v
   end
