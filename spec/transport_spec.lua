@@ -328,9 +328,9 @@ describe("transport", function()
     end)
 
     it("decode errors and non-pages, as with libcurl", function()
-      local _, err = client(canned(200, { ["Content-Type"] = "application/json" }, '{"data": [1,').fn):images { start_time = START }
+      local _, err = client(canned(200, { ["Content-Type"] = "application/json" }, '{"data": [{},').fn):images { start_time = START }
       assert.are.equal("decode", err.kind)
-      assert.are.equal(12, err.offset)
+      assert.are.equal(13, err.offset)
       _, err = client(canned(200, {}, '{"object": "list"}').fn):images { start_time = START }
       assert.are.equal("api", err.kind)
     end)
