@@ -142,6 +142,10 @@ end
 
 M.error = usage_error
 
+--- s as text a terminal only displays: control bytes (C0, DEL, C1, bytes
+-- that are not UTF-8) become \xHH or \u00HH, as tostring(err) shows them.
+M.printable = core.printable
+
 --- Monotonic wall-clock seconds (for timing; plain Lua has none).
 M.clock = core.clock
 

@@ -150,7 +150,9 @@ function M.next_cursor(page, seen, budget)
   if seen[cursor] then
     return nil, usage_error {
       kind = "api",
-      message = "the API repeated the cursor " .. cursor .. "; stopping instead of looping",
+      -- not the cursor itself: a string from the response, unscrubbed here
+      message = ("the API repeated the cursor of an earlier page (%d bytes); stopping instead of looping")
+        :format(#cursor),
     }
   end
   local over = M.over_budget(budget)
