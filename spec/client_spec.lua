@@ -199,6 +199,41 @@ describe("client", function()
       assert.matches("exceeds max_response_bytes (2000 bytes, decompressed)", err.message, 1, true)
     end)
 
+    it("a 2xx body the cap refused is not read for an error message", function()
+      -- an envelope first, then padding past the cap: what arrived before
+      -- the cap stopped the transfer is a whole JSON text
+      local padding = (" "):rep(60000)
+      srv:faults { { status = 200, body = '{"error":{"message":"read after the cap","type":"t"}}' .. padding } }
+      local c = client { max_response_bytes = 20000, max_retries = 0 }
+      local _, err = c:images { start_time = START }
+      assert.are.equal("network", err.kind)
+      assert.matches("exceeds max_response_bytes (20000 bytes", err.message, 1, true)
+      assert.is_nil(err.type)
+      assert.is_true(c:last_transfer().body_bytes > 0, "part of the body had arrived")
+      -- nor is any 2xx answer: an envelope in a 200 is not the server's error
+      srv:faults { { status = 200, body = '{"error":{"message":"not an error status"}}' } }
+      _, err = c:images { start_time = START }
+      assert.are.equal("api", err.kind)
+      assert.matches("not a usage page", err.message, 1, true)
+    end)
+
+    it("an error body is read for its envelope within its first 64 KiB", function()
+      local c = client { max_retries = 0 }
+      local near = ("n"):rep(60 * 1024)
+      srv:faults { { status = 500, error_message = near } }
+      local _, err = c:images { start_time = START }
+      assert.are.equal(500, err.status)
+      assert.is_true(err.message == near, err.message:sub(1, 80))
+      assert.are.equal("server_error", err.type)
+      -- a 1 MiB envelope is not decoded: the status speaks for it
+      srv:faults { { status = 500, error_message = ("f"):rep(1024 * 1024) } }
+      _, err = c:images { start_time = START }
+      assert.are.equal(500, err.status)
+      assert.is_true(err.message == "HTTP status 500", err.message:sub(1, 80))
+      assert.is_nil(err.type)
+      assert.is_true(c:last_transfer().body_bytes > 1024 * 1024)
+    end)
+
     it("a gzip bomb is stopped by the decompressed cap", function()
       srv:faults { { gzip_bomb = 50 * 1024 * 1024 } }
       local _, err = client({ max_response_bytes = 1024 * 1024 }):images { start_time = START }
@@ -442,6 +477,47 @@ describe("client", function()
   end)
 
   describe("resources", function()
+    it("is a Lua object: its settings are fields, the protocol is not part of it", function()
+      local c = client { settle_after = "2h", max_pages = 5, gc = false }
+      assert.are.equal("table", type(c))
+      assert.are.same({ true, false, 7200, 5 }, { c.prefetch, c.gc, c.settle_after, c.max_pages })
+      assert.is_nil(c.transport)
+      assert.is_nil(c.cache)
+      -- the background thread's and the Lua transport's calls belong to the walks
+      for _, name in ipairs { "prefetch", "poll", "collect", "request", "transport_request", "transport_answer",
+        "_walk_plan" } do
+        assert.are_not.equal("function", type(c[name]), name)
+      end
+      for _, name in ipairs { "images", "usage", "costs", "pages", "buckets", "results", "url", "last_transfer",
+        "cancel", "close" } do
+        assert.are.equal("function", type(c[name]), name)
+      end
+      -- the C handle's method table is not patched with the Lua layer's
+      local methods = require("openai_usage.core").client_methods
+      for _, name in ipairs { "images", "usage", "pages", "buckets", "results" } do
+        assert.is_nil(methods[name], name)
+      end
+      -- a setting read back as given, and a transport client never prefetches
+      local t = client { transport = function()
+        return 200, {}, '{"object":"page","data":[],"has_more":false}'
+      end }
+      assert.is_false(t.prefetch)
+      assert.are.equal("function", type(t.transport))
+      assert.are.same({}, assert(t:images { start_time = START }).data)
+      assert.is_string(usage.version)
+      t:close()
+      c:close()
+    end)
+
+    it("a method called with a dot is refused clearly", function()
+      local c = client()
+      local ok, err = pcall(c.images, { start_time = START })
+      assert.is_false(ok)
+      assert.matches("expected a client (call its methods with a colon), got a table", tostring(err), 1, true)
+      assert.are.same({}, srv:requests())
+      c:close()
+    end)
+
     it("tostring(client) never shows the key", function()
       local c = client()
       assert.matches("^openai_usage.client %(http://127.0.0.1:%d+/v1, api_key=<redacted>%)$", tostring(c))

@@ -644,7 +644,7 @@ function M.run(argv, options)
   local now = options.now or os.time()
   local job, err = M.parse(argv, now)
   if not job then
-    stderr:write("openai-usage: ", tostring(err), "\n")
+    stderr:write("openai-usage: ", usage.printable(tostring(err)), "\n")
     return M.EXIT.usage
   end
   if job.help then
@@ -671,7 +671,7 @@ function M.run(argv, options)
   end
   local client, cerr = usage.new(client_options)
   if not client then
-    stderr:write("openai-usage: ", tostring(cerr), "\n")
+    stderr:write("openai-usage: ", usage.printable(tostring(cerr)), "\n")
     return M.EXIT.usage
   end
   local progress = job.progress
@@ -693,21 +693,15 @@ function M.run(argv, options)
   end
   local ok, walk_err = pcall(function()
     for page in client:pages(job.endpoint, job.params) do
-      pages = pages + 1
-      for _, bucket in ipairs(page.data or {}) do
-        buckets = buckets + 1
-        for _, row in ipairs(bucket.results or {}) do
-          row.start_time, row.end_time = bucket.start_time, bucket.end_time
-          rows[#rows + 1] = row
-        end
-      end
+      pages, buckets = pages + 1, buckets + #(page.data or {})
+      require("openai_usage.walk").rows(page, rows) -- stamped with their bucket's times
       show(false)
     end
   end)
   show(true)
   if not ok then
     client:close()
-    stderr:write("openai-usage: ", tostring(walk_err), "\n")
+    stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
     return M.EXIT.failed
   end
   local meta = {}
@@ -717,7 +711,7 @@ function M.run(argv, options)
     meta, cost_err = cost.apply(job, rows, client, M.shape)
     if not meta then
       client:close()
-      stderr:write("openai-usage: ", tostring(cost_err), "\n")
+      stderr:write("openai-usage: ", usage.printable(tostring(cost_err)), "\n")
       return M.EXIT.failed
     end
   end
@@ -726,7 +720,7 @@ function M.run(argv, options)
   if job.out then
     local written, werr = write_atomically(job.out, text)
     if not written then
-      stderr:write("openai-usage: --out: ", tostring(werr), "\n")
+      stderr:write("openai-usage: --out: ", usage.printable(tostring(werr)), "\n")
       return M.EXIT.output
     end
   else
