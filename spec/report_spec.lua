@@ -240,13 +240,26 @@ describe("report steps", function()
       assert.are.equal(raised[1], raised[i])
     end
     local errors = require "openai_usage.errors"
-    local fields = { kind = "http", status = 429, code = "rate_limit", request_id = "req_1", message = "slow\r\ndown" }
+    local fields = {
+      kind = "http", status = 429, code = "rate_limit", request_id = "req_1",
+      message = "slow\r\ndown \27[31m \194\155 \255 \195\169",
+    }
     local copy = {}
     for k, v in pairs(fields) do
       copy[k] = v
     end
     assert.are.equal(tostring(core_error(copy)), tostring(errors.new(fields)))
-    assert.are.equal("openai_usage: http 429 (rate_limit): slow  down [request_id req_1]", tostring(errors.new(fields)))
+    assert.are.equal("openai_usage: http 429 (rate_limit): slow\\x0d\\x0adown \\x1b[31m \\u009b \\xff \195\169"
+      .. " [request_id req_1]", tostring(errors.new(fields)))
+    -- a number as the message, a float status, no kind: as the core prints them
+    for _, odd in ipairs { { message = 5, status = 500.0 }, { message = {}, status = 1.5 } } do
+      local c = {}
+      for k, v in pairs(odd) do
+        c[k] = v
+      end
+      c.kind, odd.kind = "x", "x"
+      assert.are.equal(tostring(core_error(c)), tostring(errors.new(odd)))
+    end
   end)
 end)
 

@@ -3,23 +3,35 @@
 -- same one line from tostring, "openai_usage: invalid_argument: ...", without
 -- loading the C core, so these modules stay pure Lua. Functions return
 -- nil, err; report steps and charts raise err (see README, Errors).
+local text = require "openai_usage.text"
+
 local M = {}
 
 local meta = { __name = "openai_usage.error" }
 
--- The shape of src/error.c's error_tostring: kind, status, (code), message
--- folded onto one line, [request_id].
+-- A status the C core prints: a number with an integer value.
+local function whole(v)
+  return type(v) == "number" and v == math.floor(v) and v >= -2 ^ 63 and v < 2 ^ 63
+end
+
+-- The shape of src/error.c's error_tostring: kind, status, (code), message,
+-- [request_id], each text made printable (one line, no control bytes).
 function meta.__tostring(e)
-  local parts = { "openai_usage: ", tostring(e.kind or "error") }
-  if type(e.status) == "number" then
+  local printable = text.printable
+  local parts = { "openai_usage: ", type(e.kind) == "string" and printable(e.kind) or "error" }
+  if whole(e.status) then
     parts[#parts + 1] = (" %d"):format(e.status)
   end
   if type(e.code) == "string" then
-    parts[#parts + 1] = " (" .. e.code .. ")"
+    parts[#parts + 1] = " (" .. printable(e.code) .. ")"
   end
-  parts[#parts + 1] = ": " .. (tostring(e.message or "unknown error"):gsub("[\r\n]", " "))
+  local message = e.message
+  if type(message) == "number" then
+    message = tostring(message)
+  end
+  parts[#parts + 1] = ": " .. (type(message) == "string" and printable(message) or "unknown error")
   if type(e.request_id) == "string" then
-    parts[#parts + 1] = " [request_id " .. e.request_id .. "]"
+    parts[#parts + 1] = " [request_id " .. printable(e.request_id) .. "]"
   end
   return table.concat(parts)
 end

@@ -124,6 +124,26 @@ function M.xml(s)
   return concat(out)
 end
 
+--- s with nothing a terminal would obey, on one line: C0 controls, DEL
+-- and bytes that are not UTF-8 as \xHH, the C1 controls U+0080..U+009F as
+-- \u00HH (the C core's usage.printable, for pure-Lua callers).
+function M.printable(s)
+  if not find(s, "[%c\128-\255]") then
+    return s
+  end
+  local out = {}
+  M.each_char(s, function(code, first, last, bad)
+    if bad or code < 0x20 or code == 0x7F then
+      out[#out + 1] = ("\\x%02x"):format(byte(s, first))
+    elseif code >= 0x80 and code <= 0x9F then
+      out[#out + 1] = ("\\u%04x"):format(code)
+    else
+      out[#out + 1] = s:sub(first, last)
+    end
+  end)
+  return concat(out)
+end
+
 local ENTITY = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
 
 --- Text made safe for XML and HTML, in content and in quoted attributes.
