@@ -251,6 +251,17 @@ describe("report steps", function()
     assert.are.equal(tostring(core_error(copy)), tostring(errors.new(fields)))
     assert.are.equal("openai_usage: http 429 (rate_limit): slow\\x0d\\x0adown \\x1b[31m \\u009b \\xff \195\169"
       .. " [request_id req_1]", tostring(errors.new(fields)))
+    -- text.printable is the core's usage.printable, byte for byte
+    local printable, seed = require("openai_usage").printable, 7
+    for _ = 1, 300 do
+      local bytes = {}
+      for i = 1, 12 do
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        bytes[i] = string.char(seed % 256)
+      end
+      local s = table.concat(bytes) .. "\226\130\172\240\159\152\128\237\160\128\194\133"
+      assert.are.equal(printable(s), txt.printable(s))
+    end
     -- a number as the message, a float status, no kind: as the core prints them
     for _, odd in ipairs { { message = 5, status = 500.0 }, { message = {}, status = 1.5 } } do
       local c = {}

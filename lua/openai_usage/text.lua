@@ -90,58 +90,53 @@ end
 
 local NOT_ASCII = "[\128-\255]"
 
---- s with each byte that is not UTF-8 read as U+FFFD.
-function M.valid(s)
-  if not find(s, NOT_ASCII) then
+-- s rewritten by character: replace(code, bad, first_byte) gives the
+-- text of a character, or nil to keep it. Text with no byte matching
+-- needs (a pattern) comes back as it is, without a pass.
+local function rewrite(s, needs, replace)
+  if not find(s, needs) then
     return s
   end
   local out = {}
-  M.each_char(s, function(_, first, last, bad)
-    out[#out + 1] = bad and M.REPLACEMENT or s:sub(first, last)
+  M.each_char(s, function(code, first, last, bad)
+    out[#out + 1] = replace(code, bad, byte(s, first)) or s:sub(first, last)
   end)
   return concat(out)
+end
+
+local CONTROL_OR_NOT_ASCII = "[%c\128-\255]"
+
+--- s with each byte that is not UTF-8 read as U+FFFD.
+function M.valid(s)
+  return rewrite(s, NOT_ASCII, function(_, bad)
+    return bad and M.REPLACEMENT or nil
+  end)
 end
 
 --- s as text XML can carry on one line: not UTF-8 and the characters XML
 -- forbids (C0 controls, U+FFFE, U+FFFF) become U+FFFD; tabs and line
 -- breaks a space. So whatever the data holds, an SVG stays well-formed.
 function M.xml(s)
-  if not find(s, "[%c\128-\255]") then
-    return s
-  end
-  local out = {}
-  M.each_char(s, function(code, first, last, bad)
-    local ch
+  return rewrite(s, CONTROL_OR_NOT_ASCII, function(code, bad)
     if code == 9 or code == 10 or code == 13 then
-      ch = " "
+      return " "
     elseif bad or code < 0x20 or code == 0x7F or code == 0xFFFE or code == 0xFFFF then
-      ch = M.REPLACEMENT
-    else
-      ch = s:sub(first, last)
+      return M.REPLACEMENT
     end
-    out[#out + 1] = ch
   end)
-  return concat(out)
 end
 
 --- s with nothing a terminal would obey, on one line: C0 controls, DEL
 -- and bytes that are not UTF-8 as \xHH, the C1 controls U+0080..U+009F as
 -- \u00HH (the C core's usage.printable, for pure-Lua callers).
 function M.printable(s)
-  if not find(s, "[%c\128-\255]") then
-    return s
-  end
-  local out = {}
-  M.each_char(s, function(code, first, last, bad)
+  return rewrite(s, CONTROL_OR_NOT_ASCII, function(code, bad, first_byte)
     if bad or code < 0x20 or code == 0x7F then
-      out[#out + 1] = ("\\x%02x"):format(byte(s, first))
+      return ("\\x%02x"):format(first_byte)
     elseif code >= 0x80 and code <= 0x9F then
-      out[#out + 1] = ("\\u%04x"):format(code)
-    else
-      out[#out + 1] = s:sub(first, last)
+      return ("\\u%04x"):format(code)
     end
   end)
-  return concat(out)
 end
 
 local ENTITY = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
