@@ -743,6 +743,7 @@ FAULT_ERRORS = {
 SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
     "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
+    "late_until": (int,),
 }
 FAULT_TYPES = {
     "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
@@ -1031,6 +1032,9 @@ class Handler(BaseHTTPRequestHandler):
         now = state.now()
         cursor_loop = "fresh" if state.settings.get("cursor_fresh") else bool(state.settings.get("cursor_loop"))
         late = max(0, state.settings.get("late_seconds", state.late_seconds))
+        if "late_until" in state.settings:
+            # usage up to a fixed time, however long the client takes
+            late = max(late, now - state.settings["late_until"])
         try:
             usage_query = UsageQuery(endpoint, query, now, cursor_loop)
         except BadRequest as e:
