@@ -120,22 +120,23 @@ void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opt
     t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
 }
 
-int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
-                     const char *user_agent, const char *ca_file)
+static char *dup_string(const char *s)
 {
-    CURL *e;
-    ou_transfer_setup(t, opts);
-    t->headers = headers;
-    e = t->easy = curl_easy_init();
-    t->multi = curl_multi_init();
-    if (!e || !t->multi) {
-        snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle");
-        return 0;
-    }
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Every option the handle carries, set on a fresh or a reset handle. */
+static void apply_options(struct ou_transfer *t)
+{
+    CURL *e = t->easy;
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, t->user_agent);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "gzip");
     /* never follow a redirect: it would carry the key to another place */
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -146,20 +147,36 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
 #endif
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+    if (t->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, t->ca_file);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, opts->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, opts->connect_timeout_ms);
-    if (opts->low_speed_limit > 0 && opts->low_speed_time > 0) {
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, opts->low_speed_limit);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, opts->low_speed_time);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, t->opts.connect_timeout_ms);
+    if (t->opts.low_speed_limit > 0 && t->opts.low_speed_time > 0) {
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, t->opts.low_speed_limit);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, t->opts.low_speed_time);
     }
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+}
+
+int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
+                     const char *user_agent, const char *ca_file)
+{
+    ou_transfer_setup(t, opts);
+    t->headers = headers;
+    t->user_agent = dup_string(user_agent);
+    t->ca_file = ca_file ? dup_string(ca_file) : NULL;
+    t->easy = curl_easy_init();
+    t->multi = curl_multi_init();
+    if (!t->easy || !t->multi || !t->user_agent || (ca_file && !t->ca_file)) {
+        snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle");
+        return 0;
+    }
+    apply_options(t);
     return 1;
 }
 
@@ -369,6 +386,13 @@ enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
     enum ou_outcome outcome;
     double delay = 0;
     ou_transfer_start(t);
+    /* libcurl 7.88 counts the reused connections that died under a request
+     * over the handle's whole life, not per request (curl PR #19066): the
+     * sixth a server's idle timeout closed failed a request, whatever
+     * max_retries said. A reset zeroes that count; the connection stays in
+     * the multi handle's cache, so reuse is not lost. */
+    curl_easy_reset(t->easy);
+    apply_options(t);
     for (;;) {
         outcome = attempt(t, url);
         t->attempts++;
@@ -432,5 +456,8 @@ void ou_transfer_release(struct ou_transfer *t)
         curl_slist_free_all(t->headers);
         t->headers = NULL;
     }
+    free(t->user_agent);
+    free(t->ca_file);
+    t->user_agent = t->ca_file = NULL;
     ou_buf_free(&t->resp.body);
 }

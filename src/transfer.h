@@ -54,6 +54,7 @@ struct ou_transfer {
     /* set from another thread to stop a transfer running in the background */
     _Atomic int abort_requested;
     struct curl_slist *headers; /* owned */
+    char *user_agent, *ca_file; /* owned: reapplied after each curl_easy_reset */
     struct ou_transfer_opts opts;
     struct ou_response resp;
     char errbuf[CURL_ERROR_SIZE];

@@ -17,6 +17,7 @@ import gzip
 import json
 import os
 import secrets
+import select
 import socket
 import ssl
 import struct
@@ -724,7 +725,7 @@ FAULT_ERRORS = {
 
 SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
-    "fixture_pages": (int, type(None)), "cursor_loop": (bool,),
+    "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "idle_close_ms": (int, float, type(None)),
 }
 FAULT_TYPES = {
     "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
@@ -779,6 +780,7 @@ class State:
         self.fixture_cache = {}
         self.gzip_cache = {}
         self.active_drips = 0
+        self.idle_closes = 0
 
     def now(self):
         return self.fixed_now if self.fixed_now is not None else int(time.time())
@@ -787,7 +789,8 @@ class State:
         with self.lock:
             return {"ok": True, "requests": len(self.records), "active_drips": self.active_drips,
                     "faults_pending": sum(f.get("times", 1) for f in self.faults),
-                    "settings": dict(self.settings), "now": self.now(), "connections": self.next_connection}
+                    "settings": dict(self.settings), "now": self.now(), "connections": self.next_connection,
+                    "idle_closes": self.idle_closes}
 
     def take_fault(self):
         with self.lock:
@@ -819,6 +822,25 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.state.lock:
             self.server.state.next_connection += 1
             self.connection_id = self.server.state.next_connection
+
+    def handle_one_request(self):
+        # idle_close_ms: a kept-alive connection idle for longer than that is
+        # forgotten without a word, as a load balancer's idle timeout does: no
+        # FIN that the client could see before reusing it; the next request on
+        # it is met with a RST, unread and unanswered
+        idle_ms = self.server.state.settings.get("idle_close_ms")
+        answered = getattr(self, "answered_at", None)
+        if idle_ms and answered is not None:
+            try:
+                select.select([self.connection], [], [], self.timeout)
+            except (OSError, ValueError):
+                pass
+            if (time.time() - answered) * 1000 > idle_ms:
+                with self.server.state.lock:
+                    self.server.state.idle_closes += 1
+                return self.abort_connection()
+        super().handle_one_request()
+        self.answered_at = time.time()
 
     def finish(self):
         try:
