@@ -89,4 +89,39 @@ describe("a kept-alive connection", function()
     end
     client:close()
   end)
+
+  describe("a stalled server", function()
+    it("ends the attempt after low_speed_time seconds without a byte, as a timeout", function()
+      srv:faults { { stall_after = 10 } }
+      local client = assert(usage.new(srv:client_options { max_retries = 0, low_speed_time = 1 }))
+      local t0 = usage.clock()
+      local page, err = client:images { start_time = START, end_time = NOW }
+      local seconds = usage.clock() - t0
+      client:close()
+      print(("\n# a stall with low_speed_time = 1 ended the attempt after %.2f s"):format(seconds))
+      assert.is_nil(page)
+      assert.are.equal("timeout", err.kind)
+      assert.is_truthy(tostring(err):find("Less than 1 bytes/sec", 1, true), tostring(err))
+      assert.is_true(seconds >= 0.9 and seconds < 10, "took " .. seconds .. " s")
+    end)
+
+    it("is given up on by default too: 60 s without a byte, which a transport is told as stall_timeout", function()
+      local client = assert(usage.new(srv:client_options { transport = function() end }))
+      local req = assert(client:transport_request("images", { start_time = START }))
+      assert.are.equal(60, req.stall_timeout)
+      assert.are.equal(600, req.timeout)
+    end)
+
+    it("waits as long as told with low_speed_limit = 0 (the limit off)", function()
+      srv:faults { { stall_after = 10 } }
+      local client = assert(usage.new(srv:client_options { max_retries = 0, low_speed_limit = 0, timeout = 2 }))
+      local t0 = usage.clock()
+      local _, err = client:images { start_time = START, end_time = NOW }
+      local seconds = usage.clock() - t0
+      client:close()
+      assert.are.equal("timeout", err.kind)
+      assert.is_nil(tostring(err):find("bytes/sec", 1, true), tostring(err))
+      assert.is_true(seconds >= 1.9, "took " .. seconds .. " s")
+    end)
+  end)
 end)

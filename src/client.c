@@ -328,8 +328,8 @@ int ou_client_new(lua_State *L)
         !opt_number(L, 1, "connect_timeout", 5, 0.001, 3600, &connect_timeout) ||
         !opt_integer(L, 1, "max_retries", 2, 0, OU_MAX_RETRIES, &retries) ||
         !opt_integer(L, 1, "max_response_bytes", 64 << 20, 1, (int64_t)1 << 40, &max_body) ||
-        !opt_integer(L, 1, "low_speed_limit", 0, 0, (int64_t)1 << 30, &low_limit) ||
-        !opt_integer(L, 1, "low_speed_time", 0, 0, 86400, &low_time) ||
+        !opt_integer(L, 1, "low_speed_limit", OU_LOW_SPEED_LIMIT, 0, (int64_t)1 << 30, &low_limit) ||
+        !opt_integer(L, 1, "low_speed_time", OU_LOW_SPEED_TIME, 0, 86400, &low_time) ||
         !opt_number(L, 1, "retry_backoff", 0.5, 0, 60, &backoff) ||
         !opt_number(L, 1, "retry_backoff_max", 8, 0, 600, &backoff_max) ||
         !opt_number(L, 1, "retry_after_max", 120, 0, 86400, &wait_max))
@@ -657,7 +657,7 @@ static int client_transport_request(lua_State *L)
     if (!build_url(L, c, 2))
         return ou_error_return(L);
     ou_transfer_start(&c->transfer);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushliteral(L, "GET");
     lua_setfield(L, -2, "method");
     lua_pushlstring(L, c->url.data, c->url.len);
@@ -677,6 +677,9 @@ static int client_transport_request(lua_State *L)
     lua_setfield(L, -2, "timeout");
     lua_pushnumber(L, (lua_Number)o->connect_timeout_ms / 1000);
     lua_setfield(L, -2, "connect_timeout");
+    /* a transport's low-speed limit: the silence that ends an attempt */
+    ou_pushint64(L, OU_LOW_SPEED_TIME);
+    lua_setfield(L, -2, "stall_timeout");
     ou_pushint64(L, (int64_t)o->max_body);
     lua_setfield(L, -2, "max_response_bytes");
     return 1;

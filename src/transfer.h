@@ -12,6 +12,10 @@
 #include "buf.h"
 
 #define OU_MAX_RETRIES 10
+/* A stalled server ends an attempt: fewer than 1 byte/s for 60 s (unless
+ * the client sets low_speed_limit/low_speed_time; 0 turns it off). */
+#define OU_LOW_SPEED_LIMIT 1
+#define OU_LOW_SPEED_TIME 60
 
 struct ou_transfer_opts {
     long timeout_ms;         /* total, per attempt */

@@ -733,6 +733,7 @@ FAULT_TYPES = {
     "error_type": (str, type(None)), "error_code": (str, type(None)), "error_param": (str, type(None)),
     "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
     "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
+    "stall_after": (int,),
 }
 
 
@@ -994,6 +995,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_truncated(status, body, int(fault["reset_after"]), reset=True)
         if "drip_bytes_per_sec" in fault:
             return self.send_drip(status, body, int(fault["drip_bytes_per_sec"]))
+        if "stall_after" in fault:
+            return self.send_stall(status, body, int(fault["stall_after"]))
         self.send_body(status, body)
 
     def read_json_body_safely(self):
@@ -1100,6 +1103,32 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def send_stall(self, status, body, keep):
+        """Headers and `keep` bytes of the body, then silence on an open
+        connection until the client goes away (or 120 s); counted as a drip."""
+        state = self.server.state
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with state.lock:
+            state.active_drips += 1
+        try:
+            self.wfile.write(body[:keep])
+            self.wfile.flush()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self.connection], [], [], 0.1)
+                if ready and not self.connection.recv(4096):
+                    break
+        except OSError:
+            pass
+        finally:
+            with state.lock:
+                state.active_drips -= 1
 
     def send_drip(self, status, body, rate):
         """The body at about `rate` bytes a second; stops when the client goes away."""
