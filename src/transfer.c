@@ -2,11 +2,16 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+/* Set by the SIGINT handler of ou_catch_sigint (a lock-free atomic: safe
+ * to store from a handler); every transfer loop of the process reads it. */
+static _Atomic int interrupted, catching;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
@@ -224,7 +229,7 @@ static double backoff(struct ou_transfer *t, int retry)
 
 void ou_sleep(double seconds, _Atomic int *abort)
 {
-    while (seconds > 0 && !(abort && atomic_load(abort))) {
+    while (seconds > 0 && !(abort && atomic_load(abort)) && !atomic_load(&interrupted)) {
         double slice = seconds < 0.05 ? seconds : 0.05;
         struct timespec ts;
         ts.tv_sec = (time_t)slice;
@@ -242,16 +247,55 @@ double ou_monotonic(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void on_sigint(int sig)
+{
+    (void)sig;
+    atomic_store(&interrupted, 1);
+}
+
+int ou_catch_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0)
+        return 0;
+    atomic_store(&catching, 1);
+    return 1;
+}
+
+int ou_interrupted(void)
+{
+    return atomic_load(&interrupted);
+}
+
+/* Whether a transfer must stop now: cancelled, or the process interrupted. */
+static int stop_requested(struct ou_transfer *t)
+{
+    return atomic_load(&t->abort_requested) || atomic_load(&interrupted);
+}
+
+/* The longest a transfer loop waits in curl_multi_poll before it looks at
+ * the flags again: a handler cannot wake the poll (curl_multi_wakeup is not
+ * documented as async-signal-safe, and the signal may land on any thread),
+ * so with SIGINT caught the loop looks ten times a second. */
+static int poll_slice_ms(int wanted)
+{
+    int most = atomic_load(&catching) ? 100 : 1000;
+    return wanted < most ? wanted : most;
+}
+
 /* Sleeps between attempts in the multi handle, which holds no transfer
  * then: only ou_transfer_abort's wakeup ends the wait early. */
 static void pause_between_attempts(struct ou_transfer *t, double seconds)
 {
     double end = ou_monotonic() + seconds;
-    while (!atomic_load(&t->abort_requested)) {
+    while (!stop_requested(t)) {
         double left = end - ou_monotonic();
         if (left <= 0)
             break;
-        if (curl_multi_poll(t->multi, NULL, 0, (int)(left * 1000.0) + 1, NULL) != CURLM_OK) {
+        if (curl_multi_poll(t->multi, NULL, 0, poll_slice_ms((int)(left * 1000.0) + 1), NULL) != CURLM_OK) {
             ou_sleep(left, &t->abort_requested);
             break;
         }
@@ -267,7 +311,10 @@ void ou_transfer_abort(struct ou_transfer *t)
 
 static CURLcode aborted(struct ou_transfer *t)
 {
-    snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
+    if (atomic_load(&interrupted))
+        snprintf(t->errbuf, sizeof t->errbuf, "interrupted: the request was stopped by SIGINT");
+    else
+        snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
     return CURLE_ABORTED_BY_CALLBACK;
 }
 
@@ -280,7 +327,7 @@ static CURLcode perform(struct ou_transfer *t)
     CURLcode code = CURLE_OK;
     int running = 1, done = 0;
     CURLMcode mc;
-    if (atomic_load(&t->abort_requested)) /* cancelled before it began (in a wait between attempts) */
+    if (stop_requested(t)) /* cancelled before it began (in a wait between attempts) */
         return aborted(t);
     mc = curl_multi_add_handle(t->multi, t->easy);
     if (mc != CURLM_OK) {
@@ -299,10 +346,10 @@ static CURLcode perform(struct ou_transfer *t)
             break;
         if (mc == CURLM_OK && !running) /* gone without a word: not seen, but never loop on it */
             mc = CURLM_INTERNAL_ERROR;
-        if (mc == CURLM_OK && atomic_load(&t->abort_requested))
+        if (mc == CURLM_OK && stop_requested(t))
             code = aborted(t), done = 1;
         else if (mc == CURLM_OK)
-            mc = curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+            mc = curl_multi_poll(t->multi, NULL, 0, poll_slice_ms(1000), NULL);
         if (mc != CURLM_OK) {
             if (mc == CURLM_OUT_OF_MEMORY)
                 t->out_of_memory = 1;
@@ -366,7 +413,7 @@ int ou_transfer_retry(struct ou_transfer *t, enum ou_outcome *outcome, int trans
         retry = t->resp.should_retry >= 0 ? t->resp.should_retry : retryable_status(t->resp.status);
     else
         retry = (*outcome == OU_FAIL_NETWORK || *outcome == OU_FAIL_TIMEOUT) && transient;
-    if (!retry || t->attempts < 1 || t->attempts > t->opts.max_retries || atomic_load(&t->abort_requested))
+    if (!retry || t->attempts < 1 || t->attempts > t->opts.max_retries || stop_requested(t))
         return 0;
     if (*outcome == OU_FAIL_HTTP && t->resp.retry_after >= 0) {
         if (t->resp.retry_after > t->opts.retry_after_max) {

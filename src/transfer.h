@@ -112,6 +112,13 @@ void ou_response_reset(struct ou_response *r);
  * that the retry policy or the errors read, whoever received it. */
 void ou_response_header(struct ou_response *r, const char *name, size_t nlen, const char *value, size_t vlen);
 
+/* Installs a SIGINT handler (the CLI's choice, never the library's) that
+ * only sets a flag: every transfer of the process then stops within 0.1 s
+ * as a network failure ("interrupted"), and no retry or sleep follows.
+ * Returns 1, or 0 when sigaction failed. ou_interrupted tells whether it came. */
+int ou_catch_sigint(void);
+int ou_interrupted(void);
+
 /* Sleeps, in 50 ms slices so that a set *abort (may be NULL) cuts it short. */
 void ou_sleep(double seconds, _Atomic int *abort);
 
