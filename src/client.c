@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "decode.h"
 #include "error.h"
@@ -33,6 +34,7 @@ struct ou_client {
     unsigned long token; /* names the latest prefetch */
     enum ou_outcome outcome;
     atomic_int finished; /* set by the thread as its last act: poll reads it */
+    pid_t pid;           /* the process the handles belong to (see adopt_after_fork) */
 };
 
 static void *prefetch_main(void *arg)
@@ -56,6 +58,28 @@ static void join_prefetch(struct ou_client *c, int abort)
     c->running = 0;
 }
 
+/* A client used in a child of fork() (nginx's workers forked from a master
+ * that made it, a script or an editor that forks): the prefetch thread does
+ * not exist in this process, so it is never joined, and its unclaimed page
+ * is gone; the transfer drops the inherited libcurl handles, whose socket
+ * is the parent's too, and opens its own (ou_transfer_after_fork). Returns
+ * 0, with the client closed, when no new handle could be made. */
+static int adopt_after_fork(struct ou_client *c)
+{
+    int was_running = c->running;
+    if (c->pid == getpid())
+        return 1;
+    c->pid = getpid();
+    c->running = c->ready = 0;
+    if (c->lua_transport || !c->transfer.easy)
+        return 1;
+    if (!ou_transfer_after_fork(&c->transfer, was_running)) {
+        c->open = 0;
+        return 0;
+    }
+    return 1;
+}
+
 /* Every option core.new accepts; the Lua layer fills in the environment's
  * defaults before calling. */
 static const char *const option_names[] = {
@@ -69,6 +93,8 @@ static const char *const option_names[] = {
 
 static void client_release(struct ou_client *c)
 {
+    if (c->open && c->pid != getpid())
+        adopt_after_fork(c); /* never joins a thread of another process */
     join_prefetch(c, 1);
     c->ready = 0;
     ou_transfer_release(&c->transfer);
@@ -94,6 +120,8 @@ static int client_gc(lua_State *L)
 static struct ou_client *check_open(lua_State *L)
 {
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
+    if (c->open && !adopt_after_fork(c))
+        luaL_error(L, "openai_usage: could not make new libcurl handles after fork()");
     if (!c->open)
         luaL_error(L, "openai_usage: the client is closed");
     join_prefetch(c, 0);
@@ -272,6 +300,7 @@ static int finish_new(lua_State *L, struct ou_client *c, const char *base_url, c
     for (size_t n = strlen(c->base_url); n > 0 && c->base_url[n - 1] == '/'; n--)
         c->base_url[n - 1] = '\0';
     c->array_format = format && strcmp(format, "repeat") == 0 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS;
+    c->pid = getpid();
     c->open = 1;
     return 1;
 }
@@ -598,6 +627,8 @@ static int client_poll(lua_State *L)
 {
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
     lua_Number token = luaL_checknumber(L, 2);
+    if (c->open)
+        adopt_after_fork(c);
     if (!c->open || !c->ready || (lua_Number)c->token != token || !c->running)
         lua_pushboolean(L, 1);
     else
@@ -624,6 +655,8 @@ static int client_collect(lua_State *L)
 static int client_cancel(lua_State *L)
 {
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
+    if (c->open)
+        adopt_after_fork(c);
     join_prefetch(c, 1);
     c->ready = 0;
     return 0;

@@ -2,12 +2,15 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Set by the SIGINT handler of ou_catch_sigint (a lock-free atomic: safe
  * to store from a handler); every transfer loop of the process reads it. */
@@ -125,6 +128,30 @@ void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opt
     t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
 }
 
+/* libcurl opens and closes every socket through these, so the transfer
+ * knows which descriptors are its own (see ou_transfer_after_fork). */
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct ou_transfer *t = clientp;
+    int fd = socket(addr->family, addr->socktype, addr->protocol);
+    (void)purpose;
+    for (int i = 0; fd >= 0 && i < OU_MAX_SOCKETS; i++)
+        if (t->sockets[i] < 0) {
+            t->sockets[i] = fd;
+            break;
+        }
+    return fd >= 0 ? fd : CURL_SOCKET_BAD;
+}
+
+static int close_socket(void *clientp, curl_socket_t fd)
+{
+    struct ou_transfer *t = clientp;
+    for (int i = 0; i < OU_MAX_SOCKETS; i++)
+        if (t->sockets[i] == fd)
+            t->sockets[i] = -1;
+    return close(fd);
+}
+
 static char *dup_string(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -166,12 +193,18 @@ static void apply_options(struct ou_transfer *t)
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, t);
 }
 
 int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
                      const char *user_agent, const char *ca_file)
 {
     ou_transfer_setup(t, opts);
+    for (int i = 0; i < OU_MAX_SOCKETS; i++)
+        t->sockets[i] = -1;
     t->headers = headers;
     t->user_agent = dup_string(user_agent);
     t->ca_file = ca_file ? dup_string(ca_file) : NULL;
@@ -487,6 +520,46 @@ const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome out
         break;
     }
     return out;
+}
+
+/* What children of fork() abandoned: kept reachable, never freed. */
+struct abandoned {
+    CURL *easy;
+    CURLM *multi;
+    char *body;
+    struct abandoned *next;
+};
+static struct abandoned *abandoned;
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int ou_transfer_after_fork(struct ou_transfer *t, int thread_was_running)
+{
+    struct abandoned *a = malloc(sizeof *a);
+    for (int i = 0; i < OU_MAX_SOCKETS; i++) {
+        if (t->sockets[i] >= 0)
+            close(t->sockets[i]);
+        t->sockets[i] = -1;
+    }
+    if (a) {
+        a->easy = t->easy;
+        a->multi = t->multi;
+        a->body = thread_was_running ? t->resp.body.data : NULL;
+        pthread_mutex_lock(&abandoned_lock);
+        a->next = abandoned;
+        abandoned = a;
+        pthread_mutex_unlock(&abandoned_lock);
+    }
+    if (thread_was_running) /* the thread may have been growing it */
+        memset(&t->resp.body, 0, sizeof t->resp.body);
+    atomic_store(&t->abort_requested, 0);
+    t->easy = curl_easy_init();
+    t->multi = curl_multi_init();
+    if (!t->easy || !t->multi) {
+        snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle after fork()");
+        return 0;
+    }
+    apply_options(t);
+    return 1;
 }
 
 void ou_transfer_release(struct ou_transfer *t)

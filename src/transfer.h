@@ -12,6 +12,7 @@
 #include "buf.h"
 
 #define OU_MAX_RETRIES 10
+#define OU_MAX_SOCKETS 8
 /* A stalled server ends an attempt: fewer than 1 byte/s for 60 s (unless
  * the client sets low_speed_limit/low_speed_time; 0 turns it off). */
 #define OU_LOW_SPEED_LIMIT 1
@@ -59,6 +60,9 @@ struct ou_transfer {
     _Atomic int abort_requested;
     struct curl_slist *headers; /* owned */
     char *user_agent, *ca_file; /* owned: reapplied after each curl_easy_reset */
+    /* the sockets libcurl opened for us and has not closed (-1: a free
+     * slot), so that a child of fork() can drop its copies of them */
+    int sockets[OU_MAX_SOCKETS];
     struct ou_transfer_opts opts;
     struct ou_response resp;
     char errbuf[CURL_ERROR_SIZE];
@@ -127,6 +131,17 @@ double ou_monotonic(void);
 
 /* A message for a failed outcome (never contains request headers). */
 const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size);
+
+/* In a child of fork(): the inherited handles share their connection's
+ * socket with the parent, and a prefetch thread may have been inside them
+ * at the fork, so they are never called again: the child closes its copies
+ * of the sockets (close() sends nothing; the parent's connection lives on),
+ * abandons the easy and multi handles (and, when a thread was running, the
+ * body buffer it was filling) on a process-wide list, never freed, and
+ * creates handles of its own. curl_easy_cleanup/curl_multi_cleanup would
+ * close the connection on the shared socket, over TLS sending close_notify
+ * into the parent's session. Returns 1, or 0 with a reason in t->errbuf. */
+int ou_transfer_after_fork(struct ou_transfer *t, int thread_was_running);
 
 /* Frees the handle, the header list and the body; safe to call twice. */
 void ou_transfer_release(struct ou_transfer *t);
