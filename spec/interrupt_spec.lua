@@ -6,7 +6,7 @@ local util = require "spec.support.util"
 
 local KEY = "sk-admin-interrupt-5d1c0b"
 local NOW = 1732406400 -- 2024-11-24T00:00:00Z, the stand-in's now
-local LUA = util.LUA
+local LUA = util.suite_lua() -- make check-tsan runs its own interpreter
 local q, read = util.q, util.read_if
 
 describe("openai-usage CLI, interrupted", function()
