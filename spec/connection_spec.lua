@@ -50,12 +50,12 @@ describe("a kept-alive connection", function()
     local status = srv:status()
     client:close()
     print(("\n# %d requests, %d pauses of %d ms over a %d ms idle timeout: %d idle connections dropped by the "
-      .. "server, %d connections opened, %d attempts, %d failed"):format(requests, (requests - 1) // pause_every,
+      .. "server, %d connections opened, %d attempts, %d failed"):format(requests, math.floor((requests - 1) / pause_every),
       idle_ms * 2, idle_ms, status.idle_closes, connections, attempts, #failures))
     assert.are.same({}, failures)
     -- the switch really dropped a connection at every pause, and libcurl
     -- reconnected each time without our retry loop seeing a failure
-    assert.are.equal((requests - 1) // pause_every, status.idle_closes)
+    assert.are.equal(math.floor((requests - 1) / pause_every), status.idle_closes)
     assert.are.equal(1 + status.idle_closes, connections)
     -- no retry happened, so none is counted
     assert.are.equal(requests, attempts)

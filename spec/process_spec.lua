@@ -162,7 +162,10 @@ describe("a client across fork()", function()
   -- over TLS, libcurl's own cleanup in the child would send close_notify on
   -- the socket it shares with the parent, and the server would hang up on it
   it("a child that only closes (or collects) the inherited client leaves the parent's TLS connection alone", function()
-    local tls <close> = standin.start { key = KEY, now = NOW, tls = true }
+    local tls = standin.start { key = KEY, now = NOW, tls = true }
+    finally(function()
+      tls:stop()
+    end)
     local client = assert(usage.new(tls:client_options { max_retries = 0 }))
     assert(client:images { start_time = NOW - DAY, end_time = NOW })
     local pid = in_child(function()
