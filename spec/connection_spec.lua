@@ -53,9 +53,10 @@ describe("a kept-alive connection", function()
       .. "server, %d connections opened, %d attempts, %d failed"):format(requests, math.floor((requests - 1) / pause_every),
       idle_ms * 2, idle_ms, status.idle_closes, connections, attempts, #failures))
     assert.are.same({}, failures)
-    -- the switch really dropped a connection at every pause, and libcurl
-    -- reconnected each time without our retry loop seeing a failure
-    assert.are.equal(math.floor((requests - 1) / pause_every), status.idle_closes)
+    -- the switch really dropped a connection at every pause (and at any
+    -- other gap a slow machine, valgrind, made longer than the timeout), and
+    -- libcurl reconnected each time without our retry loop seeing a failure
+    assert.is_true(status.idle_closes >= math.floor((requests - 1) / pause_every), status.idle_closes)
     assert.are.equal(1 + status.idle_closes, connections)
     -- no retry happened, so none is counted
     assert.are.equal(requests, attempts)
