@@ -124,6 +124,8 @@ void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opt
     memset(t, 0, sizeof *t);
     atomic_init(&t->abort_requested, 0);
     t->opts = *opts;
+    for (int i = 0; i < OU_MAX_SOCKETS; i++)
+        t->sockets[i] = -1;
     ou_response_reset(&t->resp);
     t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
 }
@@ -203,8 +205,6 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
                      const char *user_agent, const char *ca_file)
 {
     ou_transfer_setup(t, opts);
-    for (int i = 0; i < OU_MAX_SOCKETS; i++)
-        t->sockets[i] = -1;
     t->headers = headers;
     t->user_agent = dup_string(user_agent);
     t->ca_file = ca_file ? dup_string(ca_file) : NULL;
