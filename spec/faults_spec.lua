@@ -189,6 +189,42 @@ describe("faults", function()
     assert.are.same({ [2] = 1 }, usage.decode '{"data":[null,1]}'.data)
   end)
 
+  it("anything but a bucket object in data, or a result object in results, is an api error naming where", function()
+    local params = { start_time = START, bucket_width = "1h", limit = 72 }
+    local B = '{"object":"bucket","start_time":1,"end_time":2,"results":[{"images":1}]}'
+    local cases = {
+      { '{"object":"page","data":[' .. B .. ',1],"has_more":false}', "data[1] is a number;" },
+      { '{"object":"page","data":[' .. B .. ',"x"],"has_more":false}', "data[1] is a string;" },
+      { '{"object":"page","data":[[' .. B .. ']],"has_more":false}', "data[0] is an array;" },
+      { '{"object":"page","data":null,"has_more":false}', "data is null;" },
+      { '{"object":"page","data":{"0":' .. B .. '},"has_more":false}', "data is an object;" },
+      { '{"object":"page","data":[' .. B .. ',{"object":"bucket","results":null}],"has_more":false}',
+        "data[1].results is null;" },
+      { '{"object":"page","data":[{"object":"bucket","result":{"images":1}}],"has_more":false}',
+        "data[0].results is an object;" },
+      { '{"object":"page","data":[{"object":"bucket","results":[{"images":1},true]}],"has_more":false}',
+        "data[0].results[1] is a boolean;" },
+      { '{"object":"page","data":[{"object":"bucket","results":[[{"images":1}]]}],"has_more":false}',
+        "data[0].results[0] is an array;" },
+      { '{"object":"page","data":[{"object":"bucket","results":["{\\"images\\":1}","5"]}],"has_more":false}',
+        "data[0].results[1] is a string holding a number;" },
+    }
+    for _, case in ipairs(cases) do
+      srv:faults { { status = 200, body = case[1] } }
+      local page, err = client({ max_retries = 0 }):images(params)
+      assert.is_nil(page, case[1])
+      assert.are.equal("api", err.kind, tostring(err))
+      assert.matches(case[2], err.message, 1, true)
+    end
+    -- the seed's quirk still reads: a result sent as a string holding an object
+    local quirk = '{"object":"page","data":[{"object":"bucket","results":["{\\"images\\":3}"]}],"has_more":false}'
+    srv:faults { { status = 200, body = quirk } }
+    local page = assert(client({ max_retries = 0 }):images(params))
+    assert.are.equal(3, page.data[1].results[1].images)
+    -- the generic decoder reads any JSON as it is
+    assert.are.same({ 1, "x" }, usage.decode('{"data":[1,"x"]}').data)
+  end)
+
   it("a page with a hole is never cached: the walk fails and the cache directory stays empty", function()
     local dir = os.tmpname()
     os.remove(dir)

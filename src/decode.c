@@ -600,6 +600,26 @@ static inline struct frame *frame_at(struct parser *P, int depth)
     return &P->frames->at[depth - 1];
 }
 
+/* What a JSON value at at is, for a message. */
+static const char *value_kind(const char *at)
+{
+    switch (*at) {
+    case '[':
+        return "an array";
+    case '{':
+        return "an object";
+    case '"':
+        return "a string";
+    case 't':
+    case 'f':
+        return "a boolean";
+    case 'n':
+        return "null";
+    default:
+        return "a number";
+    }
+}
+
 /* A result sent as a JSON string holding the object: decode the string's
  * contents in place of it (the string is at the top of the stack; the
  * depth limit and the budget go on counting inside it). */
@@ -616,6 +636,14 @@ static NOINLINE int decode_result_string(struct parser *P, const char *at)
     skip_space(&sub);
     if (sub.p >= sub.end) {
         fail_at(&sub, sub.p, len ? "no JSON value, only whitespace" : "empty string");
+    } else if (P->page && *sub.p != '{') {
+        /* a string holding anything but an object is not a result either */
+        lua_pop(P->L, 1);
+        P->err->page_error = 1;
+        return fail_at(
+            P, at,
+            "data[%d].results[%d] is a string holding %s; a bucket holds a result object at every index",
+            frame_at(P, P->depth - 2)->n, frame_at(P, P->depth)->n, value_kind(sub.p));
     } else if (parse_value(&sub, RESULT)) {
         skip_space(&sub);
         if (sub.p == sub.end) {
@@ -718,6 +746,25 @@ static COLD int hole(struct parser *P, const char *at, const struct frame *f)
     /* the bucket is stored at its index (DATA's n + 1) when it closes */
     return fail_at(P, at, "data[%d].results[%d] is null; a bucket holds a result object at every index",
                    frame_at(P, P->depth - 2)->n, f->n);
+}
+
+/* Something other than an object where a bucket or a result belongs (f is
+ * the array's frame), or other than an array under "data" or "results" (f
+ * is the object's frame, key the member's name): as with a hole, the rows
+ * a report would add up are not there, so it is not a page. */
+static COLD int misplaced(struct parser *P, const char *at, const struct frame *f, const char *key)
+{
+    P->err->page_error = 1;
+    if (key && f->place == PAGE)
+        return fail_at(P, at, "data is %s; a usage page holds a list of buckets", value_kind(at));
+    if (key)
+        return fail_at(P, at, "data[%d].%s is %s; a bucket holds a list of results",
+                       frame_at(P, P->depth - 1)->n, key, value_kind(at));
+    if (f->place == DATA)
+        return fail_at(P, at, "data[%d] is %s; a usage page holds a bucket object at every index", f->n,
+                       value_kind(at));
+    return fail_at(P, at, "data[%d].results[%d] is %s; a bucket holds a result object at every index",
+                   frame_at(P, P->depth - 2)->n, f->n, value_kind(at));
 }
 
 static int literal(struct parser *P, const char *word, size_t n)
@@ -831,6 +878,9 @@ element: /* in an array, P->p after its '[' or a ',' */
         /* the index is kept: later elements stay at their JSON position */
         P->p += 4;
         f->n++;
+    } else if (P->page && child != ANYWHERE && *at != '{' && !(child == RESULT && *at == '"')) {
+        misplaced(P, at, f, NULL);
+        goto failed;
     } else if (*at == '{' || *at == '[') {
         if (!open_container(P, child))
             goto failed;
@@ -891,6 +941,10 @@ member: /* in an object, P->p after its '{' or a ',' */
     skip_space(P);
     if (P->p >= P->end)
         goto truncated;
+    if (P->page && (child == DATA || child == RESULTS) && *P->p != '[') {
+        misplaced(P, P->p, f, child == DATA ? "data" : "results");
+        goto failed;
+    }
     if (is_null(P)) {
         /* null leaves the key absent (and takes back an earlier duplicate) */
         P->p += 4;
