@@ -108,7 +108,7 @@ describe("a kept-alive connection", function()
 
     it("is given up on by default too: 60 s without a byte, which a transport is told as stall_timeout", function()
       local client = assert(usage.new(srv:client_options { transport = function() end }))
-      local req = assert(client:transport_request("images", { start_time = START }))
+      local req = assert(require("openai_usage.protocol").of(client):transport_request("images", { start_time = START }))
       assert.are.equal(60, req.stall_timeout)
       assert.are.equal(600, req.timeout)
     end)

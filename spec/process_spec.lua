@@ -120,15 +120,17 @@ describe("a client across fork()", function()
   it("a prefetch in flight at the fork: the parent collects it, the child neither joins nor sees it", function()
     local client = assert(usage.new(srv:client_options { max_retries = 0 }))
     assert(client:images { start_time = NOW - DAY, end_time = NOW })
+    -- the walk drivers' private protocol: a prefetch on the client's thread
+    local handle = require("openai_usage.protocol").of(client)
     srv:faults { { latency_ms = 400 } } -- the prefetch is on the wire at the fork
-    local token = assert(client:prefetch("images", params(PARENT_START)))
+    local token = assert(handle:prefetch("images", params(PARENT_START)))
     srv:await_requests(2)
     local pid = in_child(function()
       local problems = {}
-      if client:poll(token) ~= true then
+      if handle:poll(token) ~= true then
         problems[#problems + 1] = "poll: the parent's prefetch looked unfinished in the child"
       end
-      local got = client:collect(token)
+      local got = handle:collect(token)
       if got ~= false then
         problems[#problems + 1] = "collect: expected false (gone), got " .. tostring(got)
       end
@@ -138,15 +140,15 @@ describe("a client across fork()", function()
       elseif page.data[1].start_time ~= CHILD_START then
         problems[#problems + 1] = ("the child asked for %d and got %d"):format(CHILD_START, page.data[1].start_time)
       end
-      local token2 = client:prefetch("images", params(CHILD_START + 2 * DAY))
-      local page2 = token2 and client:collect(token2)
+      local token2 = handle:prefetch("images", params(CHILD_START + 2 * DAY))
+      local page2 = token2 and handle:collect(token2)
       if not page2 or page2.data[1].start_time ~= CHILD_START + 2 * DAY then
         problems[#problems + 1] = "a prefetch of the child's own failed"
       end
       client:close()
       return problems
     end)
-    local page, err = client:collect(token)
+    local page, err = handle:collect(token)
     local code, why = fork.wait(pid, 30)
     local child_problems = util.read_if(tmp) or "(the child wrote nothing)"
     assert.is_nil(err)
