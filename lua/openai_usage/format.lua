@@ -13,7 +13,6 @@
 --             of the rows)
 local json = require "openai_usage.json"
 local time = require "openai_usage.time"
-local errors = require "openai_usage.errors"
 local text = require "openai_usage.text"
 local html = require "openai_usage.html"
 
@@ -23,7 +22,8 @@ M.NAMES = { "table", "md", "csv", "json", "jsonl", "svg", "html" }
 
 local TIME_FIELD = { start_time = true, end_time = true }
 
-local fail = errors.invalid
+-- Bad arguments raise an invalid_argument error value, as report steps do.
+local fail = require("openai_usage.errors").invalid
 
 local is_integer = text.is_integer
 
