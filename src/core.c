@@ -200,11 +200,15 @@ static int core_write_file(lua_State *L)
         err);
 }
 
-/* core.mkdir_p(path) -> true | nil, err: missing directories are made 0700. */
+/* core.mkdir_p(path [, mode]) -> true | nil, err: missing directories are
+ * made with mode (less the umask), 0700 by default (the cache's). */
 static int core_mkdir_p(lua_State *L)
 {
     char err[512];
-    return fs_result(L, ou_fs_mkdir_p(luaL_checkstring(L, 1), 0700, err, sizeof err), err);
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer mode = luaL_optinteger(L, 2, 0700);
+    luaL_argcheck(L, mode >= 0 && mode <= 07777, 2, "a mode from 0 to 07777");
+    return fs_result(L, ou_fs_mkdir_p(path, (mode_t)mode, err, sizeof err), err);
 }
 
 /* core.probe_dir(dir) -> true | nil, err: whether a file can be created there. */
