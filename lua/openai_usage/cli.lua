@@ -3,6 +3,7 @@
 -- the Neovim plugin share this module. The filters it offers and their help
 -- come from the rule table, so every endpoint gets its own.
 local usage = require "openai_usage"
+local core = require "openai_usage.core"
 local report = require "openai_usage.report"
 local time = require "openai_usage.time"
 local format = require "openai_usage.format"
@@ -139,7 +140,7 @@ function M.help(endpoint)
   lines[#lines + 1] = "  0  the report was written"
   lines[#lines + 1] = "  1  a request failed (network, timeout, HTTP or API error)"
   lines[#lines + 1] = "  2  bad arguments or configuration (nothing was sent)"
-  lines[#lines + 1] = "  3  the report could not be written (--out)"
+  lines[#lines + 1] = "  3  the report could not be written (stdout or --out: a full disk, no permission)"
   lines[#lines + 1] = ""
   lines[#lines + 1] = "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html"
   return table.concat(lines, "\n") .. "\n"
@@ -569,24 +570,27 @@ local function is_terminal(fd)
   return ok == true and how == "exit" and code == 0
 end
 
--- Writes text to path through a temporary file renamed over it, so a
--- reader never sees half a report.
+-- Writes text to path through an exclusive temporary file beside it,
+-- renamed over it (the C core's write_file), so a reader never sees half a
+-- report: an existing file keeps its mode, a new one gets the mode a
+-- shell's `>` gives (0666 & ~umask), a symlink's target is written.
 local function write_atomically(path, text)
-  local tmp = ("%s.tmp-%d-%d"):format(path, os.time(), math.random(1, 1e9))
-  local f, err = io.open(tmp, "wb")
-  if not f then
+  local ok, err = core.write_file(path, text, "default", true)
+  if not ok then
+    return nil, err.message
+  end
+  return true
+end
+
+-- Writes text to a stream and flushes it: nil, message when it cannot be
+-- written (a full disk, /dev/full), which a buffered write only tells then.
+local function emit(stream, text)
+  local ok, err = stream:write(text)
+  if ok then
+    ok, err = stream:flush()
+  end
+  if not ok then
     return nil, err
-  end
-  local ok, werr = f:write(text)
-  local closed, cerr = f:close()
-  if not ok or not closed then
-    os.remove(tmp)
-    return nil, werr or cerr
-  end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    return nil, rerr
   end
   return true
 end
@@ -604,13 +608,19 @@ function M.run(argv, options)
     stderr:write("openai-usage: ", tostring(err), "\n")
     return M.EXIT.usage
   end
-  if job.help then
-    stdout:write(M.help(job.endpoint))
+  local function output(text)
+    local written, werr = emit(stdout, text)
+    if not written then
+      stderr:write("openai-usage: cannot write to stdout: ", tostring(werr), "\n")
+      return M.EXIT.output
+    end
     return M.EXIT.ok
   end
+  if job.help then
+    return output(M.help(job.endpoint))
+  end
   if job.version then
-    stdout:write("openai-usage ", usage.version, " (libcurl ", usage.libcurl_version() or "?", ")\n")
-    return M.EXIT.ok
+    return output(("openai-usage %s (libcurl %s)\n"):format(usage.version, usage.libcurl_version() or "?"))
   end
   local client_options = { base_url = job.base_url, cache_dir = job.cache }
   for k, v in pairs(options.client or {}) do
@@ -681,10 +691,9 @@ function M.run(argv, options)
       stderr:write("openai-usage: --out: ", tostring(werr), "\n")
       return M.EXIT.output
     end
-  else
-    stdout:write(text)
+    return M.EXIT.ok
   end
-  return M.EXIT.ok
+  return output(text)
 end
 
 M.write_atomically = write_atomically
