@@ -1,7 +1,10 @@
 #!/usr/bin/env lua5.4
 -- The README's main job: a 30-day images report. With OPENAI_ADMIN_KEY
 -- unset it starts the bundled stand-in server on 127.0.0.1 and reports on
--- its synthetic organization, offline. It prints the usage by model and size
+-- its synthetic organization, offline, where usage arrives half an hour late
+-- as the real API's does (--late-seconds), through a page cache in
+-- OUTDIR/cache: the runs after the first read the settled days from disk and
+-- ask again for the buckets still inside the settle window. It prints the usage by model and size
 -- and the cost by project, and writes the charts:
 --   build/report.html  the usage table, a bar chart and a stacked daily series
 --   build/report.svg   the stacked daily series alone
@@ -18,7 +21,8 @@ local function started_standin()
   local port_file = base .. ".port"
   local python = os.getenv("PYTHON") or "python3"
   local stat = assert(io.open("/proc/self/stat")):read("*l")
-  local cmd = ("%s standin/server.py --port 0 --port-file %s --watch-pid %s --quiet >/dev/null 2>&1 & echo $!")
+  local cmd = ("%s standin/server.py --port 0 --port-file %s --watch-pid %s --late-seconds 1800 --quiet"
+    .. " >/dev/null 2>&1 & echo $!")
     :format(python, port_file, stat:match("^(%d+)"))
   local p = assert(io.popen(cmd))
   local server_pid = p:read("*l")
@@ -56,6 +60,10 @@ local runs = {
 }
 local status = 0
 for i, argv in ipairs(runs) do
+  if server_pid then
+    argv[#argv + 1] = "--cache"
+    argv[#argv + 1] = outdir .. "/cache"
+  end
   if i > 1 and i <= 2 then
     io.write("\n")
   end

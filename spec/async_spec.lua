@@ -215,6 +215,42 @@ describe("async walk", function()
     assert.are.equal(walk.err, err)
   end)
 
+  it("a server handing out a fresh cursor forever: the walk ends as client:pages's does, after 74 pages", function()
+    srv:settings { cursor_fresh = true }
+    local expected, blocking_err = blocking_pages(c, PARAMS)
+    assert.are.equal(72 + 2, #expected) -- 72 hours, a page holds at least one
+    local walk = assert(async.pages(c, "images", PARAMS))
+    local pages = drive(walk)
+    assert.are.equal(74, #pages)
+    assert.are.equal("api", walk.err.kind)
+    assert.are.equal(tostring(blocking_err), tostring(walk.err))
+  end)
+
+  it("max_pages: the walk ends with an api error after that many pages", function()
+    local walk = assert(async.pages(c, "images", PARAMS, { max_pages = 2 }))
+    local pages = drive(walk)
+    assert.are.equal(2, #pages)
+    assert.are.equal("api", walk.err.kind)
+    assert.matches("max_pages (2)", walk.err.message, 1, true)
+    local _, err = async.pages(c, "images", PARAMS, { max_pages = 0 })
+    assert.are.equal("max_pages", err.param)
+    if async.tasks_supported then
+      local task = assert(async.task(c, function(client)
+        local n = 0
+        for _ in client:pages("images", PARAMS, { max_pages = 1 }) do
+          n = n + 1
+        end
+        return n
+      end))
+      local deadline = usage.clock() + 20 * SLOW
+      while not task.done and usage.clock() < deadline do
+        task:step()
+        idle()
+      end
+      assert.matches("max_pages (1)", tostring(task.err), 1, true)
+    end
+  end)
+
   it("a page with has_more and no cursor is handed out, then the walk fails", function()
     local body = '{"object":"page","data":[{"object":"bucket","start_time":1,"end_time":2,"results":[]}],'
       .. '"has_more":true,"next_page":null}'

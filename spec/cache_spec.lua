@@ -120,8 +120,9 @@ describe("page cache", function()
     srv:reset()
     assert.are.same(expected, bucket_starts(walk(c, params)))
     local records = srv:requests()
-    assert.are.equal(1, #records) -- only today's, which can still change
-    assert.truthy(records[1].query:find("start_time=" .. today, 1, true))
+    assert.are.equal(1, #records) -- only the unsettled days, which can still change
+    local split = cache.split_point(DAY, os.time(), cache.SETTLE_AFTER.usage)
+    assert.truthy(records[1].query:find("start_time=" .. split, 1, true))
     assert.are.equal(1, #files(dir))
     c:close()
   end)
@@ -167,7 +168,8 @@ describe("page cache", function()
     assert.are.equal(1, cached)
     local records = srv:requests()
     assert.are.equal(1, #records)
-    assert.truthy(records[1].query:find("start_time=" .. today, 1, true))
+    local split = cache.split_point(DAY, os.time(), cache.SETTLE_AFTER.usage)
+    assert.truthy(records[1].query:find("start_time=" .. split, 1, true))
     c:close()
   end)
 
@@ -186,7 +188,11 @@ describe("page cache", function()
       srv:reset()
       assert.are.same(first, walk(c, params))
       assert.are.equal(1, #srv:requests(), "a bad file is a miss")
-      assert.are.equal(good, read(paths[1]), "and is replaced by a good one")
+      -- (the header's second number is when it was stored)
+      local function entry(text)
+        return (text:gsub("^(%S+ %d+ )%d+", "%1"))
+      end
+      assert.are.equal(entry(good), entry(read(paths[1])), "and is replaced by a good one")
     end
     c:close()
   end)
@@ -214,5 +220,247 @@ describe("page cache", function()
     assert.are.equal("cache_dir", err.param)
     assert.matches("cannot create", tostring(err))
     assert.are.same({}, srv:requests())
+  end)
+  describe("settle window (late data)", function()
+    local HOUR = 3600
+
+    -- the images of every row of a walk
+    local function total(pages)
+      local n = 0
+      for _, page in ipairs(pages) do
+        for _, bucket in ipairs(page.data) do
+          for _, row in ipairs(bucket.results) do
+            n = n + row.images
+          end
+        end
+      end
+      return n
+    end
+
+    it("a bucket that ended a minute ago is re-requested on the next run and its revised figure shown", function()
+      -- the last hour must stay inside its hour-long window for the whole spec
+      if os.time() % HOUR > HOUR - 60 then
+        os.execute("sleep " .. (HOUR - os.time() % HOUR + 1))
+      end
+      local now = os.time()
+      local hour = now - now % HOUR
+      local params = { start_time = hour - 3 * HOUR, end_time = hour, bucket_width = "1h" }
+      local plain = assert(usage.new(srv:client_options()))
+      local final = total(walk(plain, params)) -- every figure in
+      -- usage arrives half an hour late: the hour that just ended lacks its second half
+      srv:settings { late_seconds = now - hour + HOUR / 2 }
+      local early = total(walk(plain, params))
+      plain:close()
+      assert.is_true(early < final, "the late-data switch holds back part of the last hour")
+      local c = assert(usage.new(srv:client_options { cache_dir = dir }))
+      assert.are.equal(early, total(walk(c, params)))
+      -- the late data arrives; the re-run asks again for the hour inside the window
+      srv:reset()
+      assert.are.equal(final, total(walk(c, params)))
+      local records = srv:requests()
+      assert.are.equal(1, #records)
+      assert.truthy(records[1].query:find("start_time=" .. (hour - HOUR), 1, true))
+      -- the two settled hours came from disk
+      assert.are.equal(1, #files(dir))
+      c:close()
+    end)
+
+    it("settle_after: seconds or a duration, per client; 1 h for usage and 2 days for costs by default", function()
+      assert.are.equal(3600, cache.settle_after("images"))
+      assert.are.equal(3600, cache.settle_after("completions"))
+      assert.are.equal(172800, cache.settle_after("costs"))
+      local now = os.time()
+      local hour = now - now % 3600
+      local params = { start_time = hour - 3 * 3600, end_time = hour, bucket_width = "1h" }
+      for _, case in ipairs { { 0, 0 }, { "2h", 1 }, { 7200, 1 }, { "1d", 1 } } do
+        util.rm_rf(dir)
+        local c = assert(usage.new(srv:client_options { cache_dir = dir, settle_after = case[1] }))
+        walk(c, params)
+        srv:reset()
+        walk(c, params)
+        assert.are.equal(case[2], #srv:requests(), "settle_after " .. tostring(case[1]))
+        c:close()
+      end
+      for _, bad in ipairs { -1, 1.5, "2x", "soon", true, {} } do
+        local c, err = usage.new(srv:client_options { cache_dir = dir, settle_after = bad })
+        assert.is_nil(c)
+        assert.are.equal("invalid_argument", err.kind)
+        assert.are.equal("settle_after", err.param)
+        assert.matches("settle_after: .* is not a duration", tostring(err))
+      end
+    end)
+
+    it("a file of the old format (written when ended meant settled) is not trusted: asked again, replaced", function()
+      local c = assert(usage.new(srv:client_options { cache_dir = dir }))
+      local today = os.time() - os.time() % DAY
+      local params = { start_time = today - 5 * DAY, end_time = today - 2 * DAY, bucket_width = "1d" }
+      local first = walk(c, params)
+      local paths = files(dir)
+      assert.are.equal(1, #paths)
+      local good = read(paths[1])
+      local header, body = good:match "^([^\n]*)\n(.*)$"
+      assert.truthy(header:find("^openai%-usage%-cache " .. cache.FORMAT .. " %d+ \""), header)
+      -- format 1: the URL line, then the page, here with an undercount
+      local url = header:match ' (".*)$'
+      local images = first[1].data[1].results[1].images
+      local stale = body:gsub('"images":' .. images .. ",", '"images":' .. (images - 1) .. ",", 1)
+      assert.are_not.equal(body, stale)
+      util.write(paths[1], url .. "\n" .. stale)
+      srv:reset()
+      assert.are.same(first, walk(c, params))
+      assert.are.equal(1, #srv:requests(), "an old file is a miss")
+      assert.are.equal(cache.FORMAT, tonumber(read(paths[1]):match "^openai%-usage%-cache (%d+) "))
+      -- a file stored before the page was settled under the current window is a miss too
+      local at = tonumber(read(paths[1]):match "^openai%-usage%-cache %d+ (%d+) ")
+      util.write(paths[1], (read(paths[1]):gsub("^(openai%-usage%-cache %d+ )%d+", "%1" .. (today - 2 * DAY + 60))))
+      srv:reset()
+      assert.are.same(first, walk(c, params))
+      assert.are.equal(1, #srv:requests())
+      assert.is_true(tonumber(read(paths[1]):match "^openai%-usage%-cache %d+ (%d+) ") >= at)
+      c:close()
+    end)
+  end)
+
+  describe("the split where unsettled buckets begin", function()
+    it('a relative start a whole number of buckets before now ("2d" at 1d) walks, as without a cache', function()
+      local plain = assert(usage.new(srv:client_options()))
+      local c = assert(usage.new(srv:client_options { cache_dir = dir }))
+      for _, params in ipairs {
+        { start_time = "2d", bucket_width = "1d" },
+        { start_time = "3h", bucket_width = "1h" },
+        { start_time = "1d", bucket_width = "1d" },
+        { start_time = "2d", end_time = os.time(), bucket_width = "1d" },
+      } do
+        -- the same instant for both walks: the relative time read once
+        local timed = assert(usage.with_times("images", params))
+        local expected = bucket_starts(walk(plain, timed))
+        assert.are.same(expected, bucket_starts(walk(c, timed)))
+        assert.are.same(expected, bucket_starts(walk(c, timed)), "and again, from the cache")
+        local async = require "openai_usage.async"
+        local w = assert(async.pages(c, "images", timed))
+        local pages, deadline = {}, usage.clock() + 30
+        while not w.done and usage.clock() < deadline do
+          local page = w:step()
+          if page then
+            pages[#pages + 1] = page
+          else
+            require("openai_usage.core").sleep(0.001)
+          end
+        end
+        assert.is_nil(w.err)
+        assert.are.same(expected, bucket_starts(pages))
+      end
+      plain:close()
+      c:close()
+    end)
+
+    it("never makes an empty part, splits only at a bucket boundary, and caches only settled ends", function()
+      local width, settle = 3600, 3600
+      for _, now in ipairs { 1000 * DAY, 1000 * DAY + 1, 1000 * DAY + 3599, 1000 * DAY + 3600, 1000 * DAY + 5000 } do
+        local split = cache.split_point(width, now, settle)
+        assert.are.equal(0, split % width)
+        assert.is_true(split <= now - settle and now - settle < split + width)
+        for _, start in ipairs { now - 10 * width, now - 2 * width, now - 2 * width + 7, split - width, split,
+          split + 1, now - 1, now, now + width } do
+          for _, stop in ipairs { false, start + 1, split, split + 1, now, now + width, start - 1 } do
+            stop = stop or nil
+            for _, settle_after in ipairs { settle, 0 } do
+              local query = { start_time = start, end_time = stop, bucket_width = "1h" }
+              local parts, cacheable = cache.segments(query, width, now, settle_after)
+              local where = ("now %d start %d stop %s settle %d"):format(now, start, tostring(stop), settle_after)
+              local cut = cache.split_point(width, now, settle_after)
+              if #parts == 2 then
+                local a, b = parts[1], parts[2]
+                assert.are.equal(start, a.start_time, where)
+                assert.are.equal(a.end_time, b.start_time, where)
+                assert.are.equal(stop, b.end_time, where)
+                assert.are.equal(0, a.end_time % width, where)
+                assert.is_true(a.start_time < a.end_time, where)
+                -- the open part ends at the server's now when it has no end_time
+                assert.is_true(b.start_time < (b.end_time or now), where)
+                assert.are.equal(1, cacheable, where)
+                assert.is_true(a.end_time <= cut, where)
+              else
+                assert.are.equal(1, #parts, where)
+                assert.are.equal(query, parts[1], where)
+                -- one part is cached only when it ends where everything is settled
+                if cacheable == 1 then
+                  assert.is_true(stop ~= nil and stop <= cut, where)
+                end
+              end
+            end
+          end
+        end
+      end
+      -- a walk resuming from a cursor is not split
+      local parts, cacheable = cache.segments({ start_time = 990 * DAY, page = "c" }, DAY, 1000 * DAY, 3600)
+      assert.are.equal(1, #parts)
+      assert.are.equal(0, cacheable)
+    end)
+  end)
+
+  describe("the writer", function()
+    local function leftovers()
+      local p = assert(io.popen("ls -1A " .. q(dir) .. " 2>/dev/null"))
+      local out = {}
+      for name in p:lines() do
+        if name:find ".tmp-" then
+          out[#out + 1] = name
+        end
+      end
+      p:close()
+      return out
+    end
+
+    it("a page it cannot encode is not cached, raises nothing and leaves no temporary file", function()
+      local store = assert(cache.open(dir, "id", usage.decode))
+      local rule = { width = DAY, settle_after = 0 }
+      local bucket = { object = "bucket", start_time = DAY, end_time = 2 * DAY, results = {} }
+      local holed = { object = "page", data = { bucket }, has_more = false }
+      holed.data[3] = { object = "bucket", start_time = 3 * DAY, end_time = 4 * DAY, results = {} }
+      local odd = { object = "page", data = { bucket }, has_more = false, extra = print }
+      for _, page in ipairs { holed, odd } do
+        local ok, stored = pcall(store.put, store, "http://x/v1/organization/usage/images?start_time=1", page,
+          5 * DAY, rule)
+        assert.is_true(ok, tostring(stored))
+        assert.is_false(stored)
+      end
+      assert.are.same({}, files(dir))
+      assert.are.same({}, leftovers())
+    end)
+
+    it("a file it cannot put in place leaves no temporary file behind", function()
+      local store = assert(cache.open(dir, "id", usage.decode))
+      local url = "http://x/v1/organization/usage/images?start_time=86400"
+      local page = { object = "page", has_more = false,
+        data = { { object = "bucket", start_time = DAY, end_time = 2 * DAY, results = {} } } }
+      -- a directory where the file belongs: the rename fails
+      assert(os.execute("mkdir " .. q(store:path(url))))
+      assert.is_false(store:put(url, page, 5 * DAY, { width = DAY, settle_after = 0 }))
+      assert.are.same({}, leftovers())
+      os.remove(store:path(url))
+      assert.is_true(store:put(url, page, 5 * DAY, { width = DAY, settle_after = 0 }))
+      assert.are.same(page, store:get(url, { width = DAY, settle_after = 0 }))
+    end)
+
+    it("a page with a null where a bucket belongs: a table error or the page, never a raw error or a part file", function()
+      local fixture = dir .. ".fixture.json"
+      util.write(fixture, '{"object":"page","data":[null,{"object":"bucket","start_time":86400,"end_time":172800,'
+        .. '"results":[{"object":"organization.usage.images.result","images":7,"num_model_requests":1}]}],'
+        .. '"has_more":false,"next_page":null}')
+      srv:settings { fixture_page = fixture }
+      local c = assert(usage.new(srv:client_options { cache_dir = dir }))
+      local ok, err = pcall(walk, c, { start_time = DAY, end_time = 2 * DAY, bucket_width = "1d" })
+      if not ok then
+        assert.are.equal("table", type(err))
+        assert.are.equal("api", err.kind)
+      end
+      assert.are.same({}, leftovers())
+      for _, path in ipairs(files(dir)) do
+        assert.is_true(#read(path) > 0)
+      end
+      c:close()
+      os.remove(fixture)
+    end)
   end)
 end)

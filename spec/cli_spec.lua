@@ -420,6 +420,41 @@ print(json.dumps(rows))
     util.rm_rf(dir)
   end)
 
+  it("--settle-after T: buckets that ended less than T ago are asked again on every run; --max-pages N", function()
+    local dir = tmp .. ".settle"
+    local base = "images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by model --cache " .. dir
+    -- the range ended about two years before this machine's now (the stand-in's is frozen)
+    local ago = os.time() - T_UNTIL
+    local window = math.ceil((ago + 86400) / 86400) .. "d"
+    for _, case in ipairs { { window, 1 }, { tostring(ago - 86400), 0 }, { "90m", 0 } } do
+      util.rm_rf(dir)
+      local args = split_args(base .. " --settle-after " .. case[1])
+      local first, err, code = run(args)
+      assert.are.equal(0, code, err)
+      srv:reset()
+      local second, _, code2 = run(args)
+      assert.are.equal(0, code2)
+      assert.are.equal(case[2], #srv:requests(), "--settle-after " .. case[1])
+      assert.are.equal(first, second)
+    end
+    util.rm_rf(dir)
+    for _, bad in ipairs { "soon", "-5", "1.5h", "" } do
+      local _, err, code = run { "images", "--since", SINCE, "--settle-after", bad }
+      assert.are.equal(2, code)
+      assert.matches("%-%-settle%-after: .* is not a duration", err)
+    end
+    srv:reset()
+    local _, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --bucket 1h --max-pages 2"))
+    assert.are.equal(1, code)
+    assert.matches("max_pages %(2%)", err)
+    assert.are.equal(2, #srv:requests())
+    local _, _, ok_code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --bucket 1h --max-pages 3"))
+    assert.are.equal(0, ok_code)
+    _, err, code = run { "images", "--max-pages", "0" }
+    assert.are.equal(2, code)
+    assert.truthy(err:find("--max-pages", 1, true))
+  end)
+
   it("--cost estimates from the price table and says what it assumed", function()
     local out, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by model,size --cost --quality high"))
     assert.are.equal(0, code, err)

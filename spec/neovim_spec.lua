@@ -412,6 +412,33 @@ describe("Neovim", function()
       table.concat(second.messages, "\n"))
   end)
 
+  it("--settle-after and --max-pages reach the editor's walk as the command line's", function()
+    assert.is_true(pages >= 2)
+    local args = { (table.unpack or unpack)(ARGS) }
+    args[#args + 1] = "--max-pages"
+    args[#args + 1] = "1"
+    local capped = nvim { steps = run_args(args) }
+    assert.are.equal("error", capped.why)
+    assert.matches("max_pages (1)", capped.errors[1] or "", 1, true)
+    assert.are.same({}, capped.buffers)
+    assert.are.equal(1, #srv:requests())
+    -- a window reaching back past the range: nothing settled, every page asked again
+    local dir = os.tmpname()
+    os.remove(dir)
+    dir = dir .. ".d"
+    args = { (table.unpack or unpack)(ARGS) }
+    for _, a in ipairs { "--cache", dir, "--settle-after", math.ceil((os.time() - NOW) / 86400 + 30) .. "d" } do
+      args[#args + 1] = a
+    end
+    nvim { steps = run_args(args) }
+    srv:reset()
+    local second = nvim { steps = run_args(args) }
+    util.rm_rf(dir)
+    assert.are.same({}, second.errors)
+    assert.are.equal("buffer", second.why)
+    assert.are.equal(pages, #srv:requests())
+  end)
+
   it("--out writes the report to a file instead of a buffer", function()
     local path = os.tmpname()
     local args = { "images", "--since", "2024-11-17", "--until", "2024-11-24", "--group-by", "model,size",

@@ -313,6 +313,77 @@ describe("paging", function()
     assert.are.equal(2, pages)
   end)
 
+  describe("every walk ends", function()
+    -- every page of a walk, and its error; fails the spec past limit pages
+    local function walk_all(client, walk_params, options, limit)
+      local pages = 0
+      local ok, err = pcall(function()
+        for _ in client:pages("images", walk_params, options) do
+          pages = pages + 1
+          assert(pages <= limit, "the walk did not end")
+        end
+      end)
+      return pages, not ok and err or nil
+    end
+
+    it("a server handing out a fresh cursor forever: an api error once past the range's buckets + 2 pages", function()
+      srv:settings { cursor_fresh = true }
+      local pages, err = walk_all(c, params, nil, 200)
+      -- 3 days of hours hold 72 buckets, and a page holds at least one
+      assert.are.equal(72 + 2, pages)
+      assert.are.equal("api", err.kind)
+      assert.matches("handed out 74 pages for a range of at most 72 buckets", err.message, 1, true)
+      assert.are.equal(74, #srv:requests())
+      -- days: 3 buckets, 5 pages; an unaligned range counts each bucket it touches
+      srv:reset()
+      srv:settings { cursor_fresh = true }
+      pages, err = walk_all(c, { start_time = START + 5, end_time = NOW - 5, bucket_width = "1d" }, nil, 200)
+      assert.are.equal(3 + 2, pages, tostring(err))
+      assert.are.equal("api", err.kind)
+    end)
+
+    it("a range with no end_time is bounded by now", function()
+      local live = standin.start { key = KEY }
+      local client = assert(usage.new { api_key = KEY, base_url = live.url })
+      live:settings { cursor_fresh = true }
+      local day = os.time() - os.time() % 86400
+      local pages, err = walk_all(client, { start_time = day - 2 * 86400, bucket_width = "1d" }, nil, 200)
+      client:close()
+      live:stop()
+      assert.are.equal(3 + 2, pages) -- two days and today
+      assert.are.equal("api", err.kind)
+    end)
+
+    it("max_pages (client or walk option) ends a longer walk with an api error after that many pages", function()
+      local pages, err = walk_all(c, params, { max_pages = 2 }, 10)
+      assert.are.equal(2, pages)
+      assert.are.equal("api", err.kind)
+      assert.matches("max_pages (2)", err.message, 1, true)
+      assert.are.equal(2, #srv:requests())
+      pages, err = walk_all(c, params, { max_pages = 3 }, 10)
+      assert.are.equal(3, pages)
+      assert.is_nil(err)
+      local capped = assert(usage.new { api_key = KEY, base_url = srv.url, max_pages = 1 })
+      pages, err = walk_all(capped, params, nil, 10)
+      assert.are.equal(1, pages)
+      assert.matches("max_pages (1)", tostring(err), 1, true)
+      pages, err = walk_all(capped, params, { max_pages = 5 }, 10) -- the walk's own wins
+      assert.are.equal(3, pages)
+      assert.is_nil(err)
+      capped:close()
+      for _, bad in ipairs { 0, -1, 1.5, "3", true } do
+        local client, cerr = usage.new { api_key = KEY, base_url = srv.url, max_pages = bad }
+        assert.is_nil(client)
+        assert.are.equal("max_pages", cerr.param)
+        srv:reset()
+        pages, err = walk_all(c, params, { max_pages = bad }, 10)
+        assert.are.equal(0, pages)
+        assert.are.equal("invalid_argument", err.kind)
+        assert.are.same({}, srv:requests())
+      end
+    end)
+  end)
+
   it("raises when a page says has_more but gives no cursor", function()
     srv:faults { { status = 200, body = '{"object":"page","data":[],"has_more":true,"next_page":null}' } }
     local pages = 0

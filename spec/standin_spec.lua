@@ -304,6 +304,35 @@ describe("stand-in server", function()
     assert.is_true(again.has_more)
   end)
 
+  it("hands out a fresh cursor on every page with cursor_fresh, and serves late data with late_seconds", function()
+    srv:settings { cursor_fresh = true }
+    local query = ("start_time=%d&end_time=%d"):format(NOW - DAY, NOW)
+    local p = page(query)
+    local again = page(query .. "&page=" .. p.next_page)
+    assert.is_true(again.has_more)
+    assert.are_not.equal(p.next_page, again.next_page)
+    srv:reset()
+    -- hours of the last day: usage reaches the API 90 minutes late
+    local hours = ("start_time=%d&end_time=%d&bucket_width=1h&limit=24"):format(NOW - DAY, NOW)
+    local function images(bucket)
+      local n = 0
+      for _, row in ipairs(bucket.results) do
+        n = n + row.images
+      end
+      return n
+    end
+    local final = page(hours).data
+    srv:settings { late_seconds = 5400 }
+    local late = page(hours).data
+    assert.are.equal(24, #late)
+    for i = 1, 22 do
+      assert.are.equal(images(final[i]), images(late[i]), "an hour that ended over 90 minutes ago is whole")
+    end
+    assert.are.equal(0, images(late[24])) -- nothing of the last hour yet
+    assert.is_true(images(late[23]) < images(final[23])) -- half of the one before
+    assert.is_true(images(late[23]) > 0)
+  end)
+
   it("injects statuses with headers, and a queue of faults with counts", function()
     srv:faults { { status = 503, retry_after = "7", times = 2 }, { status = 200, body = "raw", content_type = "text/plain" } }
     local s1, h1 = get "start_time=1"

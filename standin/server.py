@@ -14,6 +14,7 @@ OpenAPI description. Standard library only. See standin/README.md.
 import argparse
 import base64
 import gzip
+import itertools
 import json
 import os
 import secrets
@@ -553,7 +554,7 @@ class UsageQuery:
         self.fingerprint = zlib.crc32(canonical.encode())
         self.position = self.start
         self.cursor = scalars.get("page")
-        if self.cursor is not None and not (cursor_loop and self.cursor == "page_LOOP"):
+        if self.cursor is not None and not (cursor_loop and self.cursor.startswith("page_LOOP")):
             try:
                 position, fingerprint = read_cursor(self.cursor)
             except (ValueError, struct.error, base64.binascii.Error):
@@ -588,8 +589,13 @@ def history_start(now):
     return (now // 86400 - HISTORY_DAYS) * 86400
 
 
+FRESH_CURSORS = itertools.count(1)
+
+
 def page_of(data, query, next_start, cursor_loop):
-    if cursor_loop:
+    if cursor_loop == "fresh":
+        next_page = "page_LOOP%d" % next(FRESH_CURSORS)
+    elif cursor_loop:
         next_page = "page_LOOP"
     elif next_start is not None:
         next_page = cursor_for(next_start, query.fingerprint)
@@ -598,7 +604,9 @@ def page_of(data, query, next_start, cursor_loop):
     return {"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page}
 
 
-def usage_page(org, endpoint, query, now, cursor_loop=False):
+def usage_page(org, endpoint, query, now, cursor_loop=False, late=0):
+    """late: usage reaches the API late seconds after it happens, so a
+    bucket's figures keep growing until late seconds after it ends."""
     family = org.families[endpoint.name]
     lo = history_start(now)
     # Per stream: its group key, or None when a filter drops it; its metrics per request.
@@ -613,7 +621,7 @@ def usage_page(org, endpoint, query, now, cursor_loop=False):
     for start, end in buckets:
         # requests per stream first, then metrics once per stream
         counts = {}
-        for rows in family.tables(start, end, lo, now):
+        for rows in family.tables(start, end, lo, now - late):
             for index, n in rows:
                 counts[index] = counts.get(index, 0) + n
         groups = {}
@@ -645,7 +653,7 @@ def usage_page(org, endpoint, query, now, cursor_loop=False):
     return page_of(data, query, next_start, cursor_loop)
 
 
-def costs_page(org, endpoint, query, now, cursor_loop=False):
+def costs_page(org, endpoint, query, now, cursor_loop=False, late=0):
     """Costs follow from the usage: each stream's requests times its line
     items' quantity and price (see PRICES and README.md)."""
     lo = history_start(now)
@@ -654,7 +662,7 @@ def costs_page(org, endpoint, query, now, cursor_loop=False):
     data = []
     for start, end in buckets:
         groups = {}
-        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now):
+        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now - late):
             dims = {"project_id": project, "api_key_id": key, "line_item": item}
             if not query.keeps(dims):
                 continue
@@ -724,7 +732,7 @@ FAULT_ERRORS = {
 
 SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
-    "fixture_pages": (int, type(None)), "cursor_loop": (bool,),
+    "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
 }
 FAULT_TYPES = {
     "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
@@ -764,9 +772,10 @@ def check_organization(org, endpoints):
 
 
 class State:
-    def __init__(self, key, now):
+    def __init__(self, key, now, late_seconds=0):
         self.key = key
         self.fixed_now = now
+        self.late_seconds = late_seconds
         self.endpoints = load_endpoints()
         self.org = Organization()
         check_organization(self.org, self.endpoints)
@@ -1002,13 +1011,14 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 return 400, envelope("Invalid 'page': not a cursor of this fixture chain.", param="page")
         now = state.now()
-        cursor_loop = bool(state.settings.get("cursor_loop"))
+        cursor_loop = "fresh" if state.settings.get("cursor_fresh") else bool(state.settings.get("cursor_loop"))
+        late = max(0, state.settings.get("late_seconds", state.late_seconds))
         try:
             usage_query = UsageQuery(endpoint, query, now, cursor_loop)
         except BadRequest as e:
             return 400, envelope(str(e), param=e.param)
         make_page = costs_page if endpoint.name == "costs" else usage_page
-        page = make_page(state.org, endpoint, usage_query, now, cursor_loop)
+        page = make_page(state.org, endpoint, usage_query, now, cursor_loop, late)
         return 200, json.dumps(page, separators=(",", ":")).encode()
 
     def fixture_body(self, path, query):
@@ -1199,6 +1209,8 @@ def main():
     parser.add_argument("--watch-pid", type=int, default=0)
     parser.add_argument("--key", default="sk-admin-standin")
     parser.add_argument("--now", type=int, default=None, help="freeze 'now' (Unix seconds)")
+    parser.add_argument("--late-seconds", type=int, default=0,
+                        help="usage reaches the API this many seconds late (the setting late_seconds)")
     parser.add_argument("--idle", type=float, default=1800, help="exit after this many idle seconds")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
@@ -1214,7 +1226,7 @@ def main():
         # handler's timeout), so a silent client cannot stall accept()
         server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         scheme = "https"
-    server.state = State(args.key, args.now)
+    server.state = State(args.key, args.now, args.late_seconds)
     server.quiet = args.quiet
     port = server.server_address[1]
     if args.port_file:

@@ -27,20 +27,16 @@ local function finish(walk, err)
   walk.done, walk.err, walk.token, walk.landed = true, err, nil, nil
 end
 
--- The cache for the query now walked: only the first segment is settled.
-local function store_of(walk)
-  return walk.index == 1 and walk.store or nil
-end
-
 -- Starts the transfer of walk.query, or takes its page from the cache;
 -- false and the error when the client refuses it (parameters are validated
 -- here, before anything is sent).
 local function start(walk)
-  local store = store_of(walk)
+  -- only settled segments have a store
+  local store, rule = usage.segment_store(walk.plan, walk.index)
   -- the URL names the page in the cache: read now, and stored under when it lands
   local url = store and walk.client:url(walk.endpoint, walk.query)
-  walk.url = url
-  local page = url and store:get(url)
+  walk.url, walk.store, walk.rule = url, store, rule
+  local page = url and store:get(url, rule)
   if page then
     walk.landed, walk.cached = page, walk.cached + 1
     return true
@@ -55,8 +51,9 @@ local function start(walk)
 end
 
 --- Starts a walk: its first transfer is on the wire when this returns.
+-- options: max_pages (as client:pages takes it).
 -- @return walk, or nil and an error table (bad arguments: nothing was sent)
-function M.pages(client, endpoint, params)
+function M.pages(client, endpoint, params, options)
   if params ~= nil and type(params) ~= "table" then
     return nil, usage.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) }
   end
@@ -65,15 +62,17 @@ function M.pages(client, endpoint, params)
   if time_err then
     return nil, time_err
   end
-  local segments, store, width = client:_walk_plan(endpoint, timed or {})
+  local plan, plan_err = client:_walk_plan(endpoint, timed or {}, options)
+  if not plan then
+    return nil, plan_err
+  end
   local walk = setmetatable({
     client = client,
     endpoint = endpoint,
-    segments = segments,
+    plan = plan,
+    segments = plan.segments,
     index = 1,
-    query = segments[1],
-    store = store,
-    width = width,
+    query = plan.segments[1],
     seen = {},
     pages = 0, -- pages handed out so far
     cached = 0, -- of which read from the cache
@@ -93,8 +92,9 @@ end
 -- nil while the transfer is still on the wire, or nil and the error once the
 -- walk has failed. When walk.done is set the walk is over: walk.err holds
 -- the error if it failed (a failed transfer, or a page that says has_more
--- without a cursor or repeats one, checked by usage.next_cursor exactly as
--- client:pages does; that page itself is still returned).
+-- without a cursor or repeats one, or a walk past its page budget, checked
+-- by usage.next_cursor exactly as client:pages does; that page itself is
+-- still returned).
 function Walk:step()
   if self.done then
     return nil, self.err
@@ -120,15 +120,15 @@ function Walk:step()
       return nil, err
     end
     if self.url then
-      store_of(self):put(self.url, page, os.time(), self.width)
+      self.store:put(self.url, page, os.time(), self.rule)
     end
   end
   self.pages = self.pages + 1
-  local cursor, cursor_err = usage.next_cursor(page, self.seen)
+  local cursor, cursor_err = usage.next_cursor(page, self.seen, self.plan.budget)
   if cursor_err then
     finish(self, cursor_err)
   elseif cursor == nil and self.index < #self.segments then
-    -- the settled buckets are done: on to the open one, never cached
+    -- the settled buckets are done: on to the unsettled ones, never cached
     self.index = self.index + 1
     self.query, self.seen = self.segments[self.index], {}
     start(self)
@@ -187,8 +187,8 @@ local function task_client(task, client)
       end
     end,
   })
-  function view.pages(_, endpoint, params)
-    local walk, err = M.pages(client, endpoint, params)
+  function view.pages(_, endpoint, params, options)
+    local walk, err = M.pages(client, endpoint, params, options)
     if not walk then
       error(err, 0)
     end

@@ -72,6 +72,9 @@ local OPTIONS = {
   { "--format F", "table, md, csv, json, jsonl, svg or html (default table)" },
   { "--out FILE", "write the report to FILE (atomically) instead of stdout" },
   { "--cache DIR", "keep pages of settled buckets in DIR; re-runs skip those requests" },
+  { "--settle-after T", "a bucket is settled (cached) T after it ends: 3600, 90m, 2d\n"
+    .. "(default 1h for usage, 2d for costs: the API revises late data)" },
+  { "--max-pages N", "stop with an error after N pages if the API has more" },
   { "--base-url URL", "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
   { "--progress", "show the progress line even when stderr is not a terminal" },
   { "--no-progress", "never show it" },
@@ -160,6 +163,8 @@ local VALUED = {
   ["--format"] = "format",
   ["--out"] = "out",
   ["--cache"] = "cache",
+  ["--settle-after"] = "settle_after",
+  ["--max-pages"] = "max_pages",
   ["--base-url"] = "base_url",
 }
 
@@ -338,6 +343,20 @@ function M.parse(argv, now)
         return fail(('--fields: "%s" is not a figure of %s (%s)'):format(f, job.endpoint, table.concat(figures, ", ")))
       end
     end
+  end
+  if job.settle_after then
+    local seconds, message = time.duration(job.settle_after)
+    if not seconds then
+      return fail("--settle-after: " .. message)
+    end
+    job.settle_after = seconds
+  end
+  if job.max_pages then
+    local n = tonumber(job.max_pages)
+    if not n or n < 1 or n ~= math.floor(n) then
+      return fail(('--max-pages: "%s" is not a whole number >= 1'):format(job.max_pages))
+    end
+    job.max_pages = math.tointeger and math.tointeger(n) or n
   end
   if job.top then
     local n = tonumber(job.top)
@@ -622,7 +641,9 @@ function M.run(argv, options)
   if job.version then
     return output(("openai-usage %s (libcurl %s)\n"):format(usage.version, usage.libcurl_version() or "?"))
   end
-  local client_options = { base_url = job.base_url, cache_dir = job.cache }
+  local client_options = {
+    base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
+  }
   for k, v in pairs(options.client or {}) do
     client_options[k] = client_options[k] or v
   end

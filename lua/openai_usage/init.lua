@@ -34,11 +34,26 @@ local ENV_DEFAULTS = {
   project = "OPENAI_PROJECT_ID",
 }
 
+--- max_pages (a client or walk option) checked: nil, a positive integer,
+-- or nil and an invalid_argument error.
+function M.check_max_pages(value)
+  if value == nil then
+    return nil
+  end
+  if type(value) ~= "number" or value < 1 or value ~= math.floor(value) or value >= 2 ^ 53 then
+    return nil, core.error {
+      kind = "invalid_argument", param = "max_pages",
+      message = ("max_pages: %s is not a whole number of pages, at least 1"):format(tostring(value)),
+    }
+  end
+  return math.tointeger and math.tointeger(value) or value
+end
+
 --- Creates a client. Options: api_key, base_url, organization, project,
 -- timeout, connect_timeout, max_retries, user_agent, ca_file, array_format,
 -- max_response_bytes, low_speed_limit, low_speed_time, retry_backoff,
--- retry_backoff_max, retry_after_max, prefetch, cache_dir, transport
--- (README lists them all).
+-- retry_backoff_max, retry_after_max, prefetch, cache_dir, settle_after,
+-- max_pages, transport (README lists them all).
 -- @return client, or nil and an error table
 function M.new(options)
   if options ~= nil and type(options) ~= "table" then
@@ -64,14 +79,31 @@ function M.new(options)
       kind = "invalid_argument", param = "gc", message = "gc: expected a boolean, got a " .. type(opts.gc),
     }
   end
+  local settle_after
+  if opts.settle_after ~= nil then
+    local message
+    settle_after, message = time.duration(opts.settle_after)
+    if not settle_after then
+      return nil, core.error {
+        kind = "invalid_argument", param = "settle_after", message = "settle_after: " .. message,
+      }
+    end
+  end
+  local max_pages, pages_err = M.check_max_pages(opts.max_pages)
+  if pages_err then
+    return nil, pages_err
+  end
   local cache_dir, gc = opts.cache_dir, opts.gc
-  opts.prefetch, opts.cache_dir, opts.gc = nil, nil, nil
+  opts.prefetch, opts.cache_dir, opts.gc, opts.settle_after, opts.max_pages = nil, nil, nil, nil, nil
   local client, err = core.new(opts)
   if not client then
     return nil, err
   end
   -- a Lua transport runs in the caller's thread: no background prefetch
-  local settings = { prefetch = prefetch ~= false and opts.transport == nil, transport = opts.transport, gc = gc }
+  local settings = {
+    prefetch = prefetch ~= false and opts.transport == nil, transport = opts.transport, gc = gc,
+    settle_after = settle_after, max_pages = max_pages,
+  }
   if cache_dir ~= nil then
     -- pages of one organization, project and key never serve another's
     local identity = table.concat({ opts.organization or "", opts.project or "",
@@ -116,9 +148,14 @@ end
 --- Where a walk goes after a page: the next_page cursor to request, or nil
 -- at the end. A page that says has_more without a cursor, or a cursor in
 -- seen (the set of cursors followed so far, updated here), gives nil and an
--- error: a walk never ends early or loops without saying so. Shared by
--- client:pages and openai_usage.async.
-function M.next_cursor(page, seen)
+-- error: a walk never ends early or loops without saying so. budget
+-- (optional, see page_budget) counts the page, and a walk that would go past
+-- it gives nil and an error too. Shared by client:pages and
+-- openai_usage.async.
+function M.next_cursor(page, seen, budget)
+  if budget then
+    budget.pages = budget.pages + 1
+  end
   if page.has_more ~= true then
     return nil
   end
@@ -135,8 +172,47 @@ function M.next_cursor(page, seen)
       message = "the API repeated the cursor " .. cursor .. "; stopping instead of looping",
     }
   end
+  local over = budget and M.over_budget(budget)
+  if over then
+    return nil, over
+  end
   seen[cursor] = true
   return cursor
+end
+
+--- The pages a walk of query (times read) may take, counted by
+-- next_cursor: at most max_pages when set, and never more than its range
+-- can hold buckets plus two. A page holds at least one bucket (an empty
+-- one included), so a server that keeps handing out cursors is stopped.
+-- The range is [start_time, end_time or now); its buckets are the UTC
+-- multiples of width it touches.
+function M.page_budget(query, width, max_pages)
+  return { start = query.start_time, stop = query.end_time, width = width, max_pages = max_pages, pages = 0 }
+end
+
+--- The error of a walk that has taken budget.pages pages and would take
+-- one more, or nil while it may.
+function M.over_budget(budget)
+  local pages = budget.pages
+  if budget.max_pages and pages >= budget.max_pages then
+    return core.error {
+      kind = "api",
+      message = ("the walk reached max_pages (%d) and the API has more pages; the figures would be incomplete")
+        :format(budget.max_pages),
+    }
+  end
+  local start, width = budget.start, budget.width
+  if type(start) == "number" and type(width) == "number" and width > 0 then
+    local stop = type(budget.stop) == "number" and budget.stop or os.time()
+    local buckets = math.max(0, math.ceil(stop / width) - math.floor(start / width))
+    if pages >= buckets + 2 then
+      return core.error {
+        kind = "api",
+        message = ("the API handed out %d pages for a range of at most %d buckets and still has more; stopping")
+          :format(pages, buckets),
+      }
+    end
+  end
 end
 
 local function copy(t)
@@ -297,8 +373,9 @@ local function page_tidier()
 end
 
 -- One walk from query, following next_page; store (optional) is the page
--- cache, width the bucket width in seconds. Returns next_page, close.
-local function walk_pages(self, endpoint, query, prefetch, store, width, tidy)
+-- cache, rule what settles a page there (cache.settled), budget the walk's
+-- page budget (page_budget). Returns next_page, close.
+local function walk_pages(self, endpoint, query, prefetch, store, rule, budget, tidy)
   local seen = {}
   local finished, pending, token = false, nil, nil
   if query.page ~= nil then
@@ -306,7 +383,7 @@ local function walk_pages(self, endpoint, query, prefetch, store, width, tidy)
   end
   -- a settled page on disk is read instead of requested
   local function cached(q)
-    return store and store:get(assert(self:url(endpoint, q)))
+    return store and store:get(assert(self:url(endpoint, q)), rule)
   end
   local function next_page()
     if pending then
@@ -336,20 +413,20 @@ local function walk_pages(self, endpoint, query, prefetch, store, width, tidy)
       tidy.after_page(before)
     end
     if page and store and not from_disk then
-      store:put(assert(self:url(endpoint, query)), page, os.time(), width)
+      store:put(assert(self:url(endpoint, query)), page, os.time(), rule)
     end
     if not page then
       finished = true
       raise(err)
     end
-    local cursor, cursor_err = M.next_cursor(page, seen)
+    local cursor, cursor_err = M.next_cursor(page, seen, budget)
     if cursor_err then
       pending = cursor_err
     elseif not cursor then
       finished = true
     else
       query.page = cursor
-      if prefetch and not (store and store:get(assert(self:url(endpoint, query)))) then
+      if prefetch and not cached(query) then
         token = self:prefetch(endpoint, query)
       end
     end
@@ -366,27 +443,54 @@ local function walk_pages(self, endpoint, query, prefetch, store, width, tidy)
 end
 
 -- How a walk of a query (times already read) goes, for pages() and for
--- openai_usage.async: the queries to walk in turn (one; or, with a
--- cache_dir, the settled buckets then the open one), the cache for the
--- first of them (nil without a cache_dir) and the bucket width in seconds.
-function methods:_walk_plan(endpoint, timed)
-  local store, width = (lua_options[self] or {}).cache, nil
-  local segments = { copy(timed) }
-  if store and self:url(endpoint, segments[1]) then -- (a bad query fails when sent, uncached)
-    width = time.width(segments[1].bucket_width or core.rules(endpoint).default_width)
-    segments = cache.segments(segments[1], width, os.time())
+-- openai_usage.async: plan.segments, the queries to walk in turn (one; or,
+-- with a cache_dir, the settled buckets then the unsettled ones), of which
+-- the first plan.cacheable may be read from and stored in plan.store (nil
+-- without a cache_dir) under plan.rule (cache.settled: width, settle
+-- window), and plan.budget, the page budget of the whole walk. options:
+-- the walk's own (max_pages); nil, err when bad.
+function methods:_walk_plan(endpoint, timed, options)
+  local settings = lua_options[self] or {}
+  local max_pages, err = M.check_max_pages(options and options.max_pages)
+  if err then
+    return nil, err
   end
-  return segments, store, width
+  local query = copy(timed)
+  local plan = { segments = { query }, cacheable = 0, store = settings.cache }
+  local width
+  if self:url(endpoint, query) then -- (a bad query fails when sent, with no plan)
+    width = time.width(query.bucket_width or core.rules(endpoint).default_width)
+  end
+  plan.budget = M.page_budget(query, width, max_pages or settings.max_pages)
+  if plan.store and width then
+    local now = os.time()
+    local settle_after = cache.settle_after(endpoint, settings.settle_after)
+    plan.rule = { width = width, settle_after = settle_after }
+    plan.segments, plan.cacheable = cache.segments(query, width, now, settle_after)
+  end
+  return plan
+end
+
+--- The store and rule (cache.settled) of segment i of a walk plan
+-- (client:_walk_plan): nil for an unsettled one. Shared by client:pages and
+-- openai_usage.async.
+function M.segment_store(plan, i)
+  if i > plan.cacheable then
+    return nil
+  end
+  local segment = plan.segments[i]
+  return plan.store, { width = plan.rule.width, settle_after = plan.rule.settle_after, query = segment }
 end
 
 --- Iterates over pages, requesting the next one only when asked for it.
 -- While the caller works on a page, the next one is already on its way
 -- (a prefetch on a background thread; options.prefetch = false, here or on
 -- the client, turns that off). Raises the error table on failure, on a
--- cursor that repeats, and on a page that says has_more without a cursor:
--- a walk never ends early without saying so. With a cache_dir, the range
--- is walked in two parts: the settled buckets (read from disk when cached)
--- and the still open ones (always requested).
+-- cursor that repeats, on a page that says has_more without a cursor and
+-- on a walk past its page budget (max_pages, or more pages than its range
+-- holds buckets): a walk never ends early, or runs on, without saying so.
+-- With a cache_dir, the range is walked in two parts: the settled buckets
+-- (read from disk when cached) and the unsettled ones (always requested).
 function methods:pages(endpoint, params, options)
   if params ~= nil and type(params) ~= "table" then
     raise(core.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) })
@@ -401,11 +505,11 @@ function methods:pages(endpoint, params, options)
   if time_err then
     raise(time_err)
   end
-  local segments, store, width = self:_walk_plan(endpoint, timed)
-  -- the second of two segments holds the open bucket: never cached
-  local function store_for(i)
-    return i == 1 and store or nil
+  local plan, plan_err = self:_walk_plan(endpoint, timed, options)
+  if not plan then
+    raise(plan_err)
   end
+  local segments = plan.segments
   local gc = settings.gc ~= false
   if options and options.gc ~= nil then
     if type(options.gc) ~= "boolean" then
@@ -417,7 +521,11 @@ function methods:pages(endpoint, params, options)
   end
   local index = 1
   local tidy = gc and page_tidier() or nil
-  local next_in, close_in = walk_pages(self, endpoint, segments[1], prefetch, store_for(1), width, tidy)
+  local function walk_segment(i)
+    local store, rule = M.segment_store(plan, i)
+    return walk_pages(self, endpoint, segments[i], prefetch, store, rule, plan.budget, tidy)
+  end
+  local next_in, close_in = walk_segment(1)
   local function next_page()
     while true do
       local page = next_in()
@@ -425,7 +533,7 @@ function methods:pages(endpoint, params, options)
         return page
       end
       index = index + 1
-      next_in, close_in = walk_pages(self, endpoint, segments[index], prefetch, store_for(index), width, tidy)
+      next_in, close_in = walk_segment(index)
     end
   end
   local walk = setmetatable({

@@ -157,6 +157,8 @@ function M.run(argv, options)
     api_key = key,
     base_url = job.base_url or vim.g.openai_usage_base_url,
     cache_dir = job.cache,
+    settle_after = job.settle_after,
+    max_pages = job.max_pages,
   }
   if not client then
     return fail(cerr)

@@ -131,6 +131,24 @@ function M.width(value)
   return nil, ('width "%s": expected a number of seconds or "1m", "1h", "1d"'):format(tostring(value))
 end
 
+--- Seconds of a span such as a settle window: a whole number of seconds
+-- (3600, "3600", 0) or an amount of a unit as in relative times ("90m",
+-- "2d", "1w"). Returns seconds or nil, message.
+function M.duration(value)
+  if type(value) == "number" then
+    if value >= 0 and value == floor(value) and value < 2 ^ 53 then
+      return integer(value)
+    end
+  elseif type(value) == "string" then
+    local n, unit = value:match "^%s*(%d+)([smhdw]?)%s*$"
+    if n and #n <= 15 then
+      return integer(tonumber(n) * UNIT[unit ~= "" and unit or "s"])
+    end
+  end
+  return nil, ('"%s" is not a duration: expected whole seconds (3600) or "90m", "24h", "2d", "1w"')
+    :format(tostring(value))
+end
+
 --- UTC "2024-11-01T12:00:00Z".
 function M.iso(t)
   local days = floor(t / 86400)
