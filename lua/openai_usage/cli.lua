@@ -603,7 +603,7 @@ end
 
 -- Writes text to a stream and flushes it: nil, message when it cannot be
 -- written (a full disk, /dev/full), which a buffered write only tells then.
-local function emit(stream, text)
+local function write_stream(stream, text)
   local ok, err = stream:write(text)
   if ok then
     ok, err = stream:flush()
@@ -628,7 +628,7 @@ function M.run(argv, options)
     return M.EXIT.usage
   end
   local function output(text)
-    local written, werr = emit(stdout, text)
+    local written, werr = write_stream(stdout, text)
     if not written then
       stderr:write("openai-usage: cannot write to stdout: ", tostring(werr), "\n")
       return M.EXIT.output
