@@ -36,6 +36,7 @@ build = {
     ["openai_usage.cli"] = "lua/openai_usage/cli.lua",
     ["openai_usage.cost"] = "lua/openai_usage/cost.lua",
     ["openai_usage.format"] = "lua/openai_usage/format.lua",
+    ["openai_usage.health"] = "lua/openai_usage/health.lua",
     ["openai_usage.json"] = "lua/openai_usage/json.lua",
     ["openai_usage.nvim"] = "lua/openai_usage/nvim.lua",
     ["openai_usage.prices"] = "lua/openai_usage/prices.lua",
