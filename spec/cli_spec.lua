@@ -254,6 +254,53 @@ print(json.dumps(rows))
     assert.are.equal(1, select(2, err:gsub("\n", "")))
   end)
 
+  it("exits 1 with the message when a page has a null where a bucket belongs, never \"(no rows)\"", function()
+    for _, extra in ipairs { "", " --cache " .. tmp .. ".cache" } do
+      srv:faults { { null_bucket = 0 } }
+      local out, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. extra))
+      assert.are.equal(1, code, err)
+      assert.are.equal("", out)
+      assert.matches("data[0] is null", err, 1, true)
+      assert.falsy(err:find("no rows", 1, true))
+    end
+    util.rm_rf(tmp .. ".cache")
+  end)
+
+  it("filters by a size the description does not list, noting it once on stderr; refuses a near miss", function()
+    local base = "images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by model,size --format json"
+    local out, err, code = run(split_args(base .. " --sizes 1536x1024,1024x1024,1536x1024"))
+    assert.are.equal(0, code, err)
+    local notes = {}
+    for line in err:gmatch "[^\n]+" do
+      notes[#notes + 1] = line
+    end
+    assert.are.same({ 'openai-usage: note: --sizes "1536x1024" is not in the described list '
+      .. "(256x256, 512x512, 1024x1024, 1792x1792, 1024x1792); sent as given" }, notes)
+    assert.truthy(srv:last_request().query:find("sizes[]=1536x1024", 1, true))
+    -- the stand-in's gpt-image-1 makes 1536x1024 images: they are the rows, and the totals agree
+    local totals = expected_totals { "model", "size" }
+    local seen = {}
+    for _, r in ipairs(cjson.decode(out)) do
+      assert.truthy(r.size == "1536x1024" or r.size == "1024x1024", r.size)
+      seen[r.size] = (seen[r.size] or 0) + r.images
+      assert.are.equal(totals[r.model .. "|" .. r.size].images, r.images)
+    end
+    assert.is_true((seen["1536x1024"] or 0) > 0)
+    -- and the bundled price table prices them, per quality
+    local prices = require "openai_usage.prices"
+    local priced, _, code3 = run(split_args(base .. " --sizes 1536x1024 --cost --quality high"))
+    assert.are.equal(0, code3)
+    for _, r in ipairs(cjson.decode(priced)) do
+      assert.are.equal("gpt-image-1", r.model)
+      assert.are.equal(("%.4f"):format(r.images * prices.images["gpt-image-1"].high["1536x1024"]), ("%.4f"):format(r.cost))
+    end
+    srv:reset()
+    local _, typo, code2 = run(split_args(base .. " --sizes 1024x1O24"))
+    assert.are.equal(2, code2)
+    assert.matches('did you mean "1024x1024"', typo, 1, true)
+    assert.are.same({}, srv:requests())
+  end)
+
   it("exits 3 when --out cannot be written, and leaves no partial file", function()
     local _, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --out /nonexistent/dir/report.txt"))
     assert.are.equal(3, code)

@@ -351,7 +351,7 @@ describe("decode", function()
       assert.are.same({ "nesting deeper than 1", 1 }, { object.message, object.offset })
     end)
 
-    it("takes a depth limit from 1 to 4096 and refuses any other, so the C stack is never exhausted", function()
+    it("takes a depth limit from 1 to 4096 and refuses any other", function()
       local _, err = usage.decode(("["):rep(100000), 4096)
       assert.are.equal("nesting deeper than 4096", err.message)
       assert.are.equal(4096, err.offset)
@@ -379,6 +379,74 @@ describe("decode", function()
       local _, err = usage.decode(('{"a":'):rep(4097), 4096)
       assert.are.equal("nesting deeper than 4096", err.message)
       assert.are.equal(5 * 4096, err.offset)
+    end)
+
+    it("decodes to the 4096 ceiling on a 256 KiB C stack: containers are not decoded by C recursion", function()
+      -- a child process under ulimit -s 256 (musl's threads get 128 KiB):
+      -- the recursive decoder this replaced took ~300 bytes of C stack a
+      -- level and died with SIGSEGV here
+      local script = os.tmpname()
+      util.write(script, [[
+        local usage = require "openai_usage"
+        local n = 4096
+        local function depth(t, key)
+          local d = 0
+          while type(t) == "table" do
+            t, d = t[key], d + 1
+          end
+          return d
+        end
+        local arrays = assert(usage.decode(("["):rep(n) .. ("]"):rep(n), n))
+        local objects = assert(usage.decode(('{"a":'):rep(n - 1) .. "{}" .. ("}"):rep(n - 1), n))
+        local page = '{"data":[{"results":[' .. ('{"a":['):rep(n / 2 - 2) .. "7" .. ("]}"):rep(n / 2 - 2) .. "]}]}"
+        local deep = assert(usage.decode(page, n)).data[1].results[1]
+        for _ = 1, n / 2 - 3 do
+          deep = deep.a[1]
+        end
+        local _, over = usage.decode(("["):rep(n + 1) .. ("]"):rep(n + 1), n)
+        print(depth(arrays, 1), depth(objects, "a"), deep.a[1], over.message)
+      ]])
+      local out, ok = util.popen_run(("sh -c %s"):format(util.q("ulimit -s 256 && exec " .. util.LUA .. " " .. script)))
+      os.remove(script)
+      assert.is_true(ok, out)
+      assert.are.equal("4096\t4096\t7\tnesting deeper than 4096\n", out)
+    end)
+
+    it("decodes to the 4096 ceiling on a thread with a 128 KiB stack, as musl gives a new thread", function()
+      -- spec/support/decode_thread.c runs ou_decode on such a thread; the
+      -- recursive decoder died with SIGSEGV there
+      local exe = os.tmpname()
+      local build = ("cc -std=c11 -D_GNU_SOURCE -pthread $(pkg-config --cflags lua5.4) -o %s spec/support/decode_thread.c "
+        .. "src/decode.c $(pkg-config --libs lua5.4) -lm"):format(util.q(exe))
+      local built, ok = util.popen_run(build)
+      assert.is_true(ok, built)
+      local out, ran = util.popen_run(util.q(exe) .. " 128")
+      os.remove(exe)
+      assert.is_true(ran, out)
+      assert.are.equal("4096\n", out)
+    end)
+
+    it("presizes no table that turns out empty: an empty bucket or result costs what an empty array does", function()
+      -- buckets were presized for 4 members and results like the one before
+      -- them, so 16 MiB of {} held ~1 GB of Lua heap
+      local function heap_of(text)
+        collectgarbage()
+        collectgarbage()
+        local before = collectgarbage "count"
+        local page = assert(decode(text))
+        collectgarbage()
+        collectgarbage()
+        assert.is_table(page.data)
+        return collectgarbage "count" - before
+      end
+      local n = 20000
+      local arrays = heap_of('{"data":[' .. ("[],"):rep(n - 1) .. "[]]}")
+      local buckets = heap_of('{"data":[' .. ("{},"):rep(n - 1) .. "{}]}")
+      local result = '{"object":"r","a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8}'
+      local results = heap_of('{"data":[{"results":[' .. result .. ("," .. "{ }"):rep(n) .. "]}]}")
+      local result_arrays = heap_of('{"data":[{"results":[' .. result .. ("," .. "[ ]"):rep(n) .. "]}]}")
+      assert.is_true(buckets < arrays * 1.1, ("%.0f KB of empty buckets, %.0f KB of empty arrays"):format(buckets, arrays))
+      assert.is_true(results < result_arrays * 1.1, ("%.0f KB of empty results, %.0f KB of []"):format(results, result_arrays))
     end)
 
     it("says the Lua stack is exhausted, never crashes, when the caller's stack is nearly full", function()

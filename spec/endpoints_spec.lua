@@ -159,13 +159,22 @@ describe("endpoints", function()
         assert.are.equal(path, usage.rules(name).path)
       end)
 
-      it("refuses what the description does not allow", function()
+      it("refuses what the description does not allow (a filter's listed values are open, but for near misses)", function()
         for _, param in ipairs(op.parameters) do
           local s = param.schema
           local enum = s.enum or (s.items and s.items.enum)
-          if enum then
+          if enum and (param.name == "group_by" or not s.items) then
+            -- a set that shapes the request (group_by, bucket_width): strict
             local _, err = usage.encode_query(name, { start_time = T0, [param.name] = "not-a-value" })
             assert.are.equal(param.name, err.param)
+          elseif enum then
+            -- a filter's vocabulary: another value is sent as given, a near miss refused
+            local query = assert(usage.encode_query(name, { start_time = T0, [param.name] = "not-a-value" }))
+            assert.truthy(query:find(param.name .. "[]=not-a-value", 1, true), query)
+            local typo = enum[1]:sub(1, -2) .. (enum[1]:sub(-1) == "x" and "y" or "x")
+            local _, err = usage.encode_query(name, { start_time = T0, [param.name] = typo })
+            assert.are.equal(param.name, err.param)
+            assert.matches(('did you mean "%s"?'):format(enum[1]), err.message, 1, true)
           end
           if s.type == "boolean" then
             local _, err = usage.encode_query(name, { start_time = T0, [param.name] = "yes" })

@@ -114,22 +114,57 @@ describe("parameters", function()
       group_by = { "project_id", "user_id", "api_key_id", "model", "size", "source" },
     }
     for name, values in pairs(enums) do
-      it(name .. " accepts exactly the seed's values", function()
+      it(name .. " accepts the seed's values", function()
         local query = encoded { start_time = T0, [name] = values }
         local expected = {}
         for i, v in ipairs(values) do
           expected[i] = name .. "[]=" .. v
         end
         assert.are.equal("start_time=1730419200&" .. table.concat(expected, "&"), query)
-        local err = refused { start_time = T0, [name] = { values[1], "bogus" } }
-        assert.are.equal(name, err.param)
-        assert.are.equal(('%s[2]: "bogus" is not one of %s'):format(name, table.concat(values, ", ")), err.message)
       end)
     end
 
+    it("group_by, which shapes the request, stays strict: any other value is refused", function()
+      local err = refused { start_time = T0, group_by = { "model", "bogus" } }
+      assert.are.equal("group_by", err.param)
+      assert.are.equal(('group_by[2]: "bogus" is not one of %s'):format(table.concat(enums.group_by, ", ")), err.message)
+      assert.are.equal("bucket_width", refused({ start_time = T0, bucket_width = "2d" }).param)
+      assert.are.equal("colour", refused({ start_time = T0, colour = "red" }).param)
+      local rules = {}
+      for _, p in ipairs(usage.rules("images").params) do
+        rules[p.name] = p
+      end
+      assert.are.same({ false, true, true }, { rules.group_by.open, rules.sizes.open, rules.sources.open })
+    end)
+
+    it("a filter's value the description does not list is sent as given: gpt-image-1's sizes", function()
+      assert.are.equal("start_time=1730419200&sizes[]=1024x1536&sizes[]=1536x1024&sizes[]=auto&sizes[]=1024x1024",
+        encoded { start_time = T0, sizes = { "1024x1536", "1536x1024", "auto", "1024x1024" } })
+      assert.are.equal("start_time=1730419200&sources[]=image.upscale", encoded { start_time = T0, sources = "image.upscale" })
+    end)
+
+    it("a near miss of a listed value (two edits or fewer) is refused with a did you mean", function()
+      local cases = {
+        { "sizes", "1024x1O24", "1024x1024" }, -- a letter O for a zero
+        { "sizes", "1024X1024", "1024x1024" },
+        { "sizes", "512x521", "512x512" }, -- a transposition
+        { "sizes", "1024x179", "1024x1792" },
+        { "sources", "image.generatoin", "image.generation" },
+        { "sources", "image-edit", "image.edit" },
+      }
+      for _, case in ipairs(cases) do
+        local err = refused { start_time = T0, [case[1]] = { "auto", case[2] } }
+        assert.are.equal(case[1], err.param)
+        assert.are.equal(('%s[2]: "%s" is not one of the described values; did you mean "%s"?'):format(case[1], case[2],
+          case[3]), err.message)
+      end
+      -- three edits from every listed size: not a typo
+      assert.is_string(encoded { start_time = T0, sizes = "1536x1024" })
+    end)
+
     it("reads a single string as a one-element list", function()
       assert.are.equal("start_time=1730419200&group_by[]=model", encoded { start_time = T0, group_by = "model" })
-      assert.are.equal("sizes", refused({ start_time = T0, sizes = "300x300" }).param)
+      assert.are.equal("sizes", refused({ start_time = T0, sizes = "1024x1025" }).param)
     end)
 
     it("refuses an empty list, a table with other keys, non-strings and empty strings", function()

@@ -451,6 +451,36 @@ describe("stand-in server", function()
       end
     end)
 
+    it("serves gpt-image-1's own sizes, which the description lacks, filters by them and prices them", function()
+      local p = page(day .. "&models[]=gpt-image-1&group_by[]=size")
+      local real = { ["1024x1024"] = true, ["1024x1536"] = true, ["1536x1024"] = true, auto = true }
+      local described = {}
+      for _, e in ipairs(cjson.decode(util.read "standin/endpoints.json").endpoints) do
+        for _, param in ipairs(e.name == "images" and e.params or {}) do
+          for _, v in ipairs(param.name == "sizes" and param.values or {}) do
+            described[v] = true
+          end
+        end
+      end
+      assert.is_true(described["1024x1024"])
+      local sizes = {}
+      for _, r in ipairs(p.data[1].results) do
+        assert.is_true(real[r.size], r.size)
+        sizes[#sizes + 1] = r.size
+      end
+      assert.is_true(#sizes >= 3, table.concat(sizes, " "))
+      local prices = srv:call("prices").images.per_image["gpt-image-1"]
+      for _, size in ipairs(sizes) do
+        assert.is_number(prices[size], size)
+        local only = page(day .. "&models[]=gpt-image-1&group_by[]=size&sizes[]=" .. size)
+        assert.are.equal(1, #only.data[1].results)
+        assert.are.equal(size, only.data[1].results[1].size)
+      end
+      assert.is_nil(described["1536x1024"])
+      local status = get(day .. "&sizes[]=300x300")
+      assert.are.equal(400, status)
+    end)
+
     it("combines filters, and an unknown id matches nothing", function()
       local p = page(day .. "&models[]=dall-e-3&sizes[]=1024x1024&group_by[]=model&group_by[]=size")
       assert.is_true(#p.data[1].results > 0)

@@ -125,6 +125,15 @@ describe("transport", function()
     util.assert_no_key(KEY, value)
   end
 
+  it("a page with a null where a bucket belongs is the same api error as over libcurl", function()
+    srv:faults { { null_bucket = 2 } }
+    local page, err = client(curl_transport(), { max_retries = 0 }):images { start_time = START, bucket_width = "1h" }
+    assert.is_nil(page)
+    assert.are.equal("api", err.kind, tostring(err))
+    assert.matches("data[2] is null;", err.message, 1, true)
+    assert.are.equal(1, #srv:requests())
+  end)
+
   describe("what the transport is given", function()
     it("a GET of the URL libcurl would request, with the headers libcurl sends (but gzip)", function()
       local calls = {}

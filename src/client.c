@@ -454,7 +454,8 @@ static void copy_scrubbed(lua_State *L, const struct ou_client *c, int err, int 
 static void add_response_fields(lua_State *L, struct ou_client *c)
 {
     const struct ou_response *r = &c->transfer.resp;
-    struct ou_decode_error derr = {0, {0}};
+    struct ou_decode_limits limits = {32, 4096, 0}; /* an envelope is a dozen values */
+    struct ou_decode_error derr = {0, {0}, 0};
     int err = lua_gettop(L);
     if (r->status)
         ou_error_setint(L, "status", r->status);
@@ -463,7 +464,7 @@ static void add_response_fields(lua_State *L, struct ou_client *c)
     if (r->retry_after >= 0)
         ou_error_setnumber(L, "retry_after", r->retry_after);
     ou_error_setint(L, "attempts", c->transfer.attempts);
-    if (r->body.len == 0 || !ou_decode(L, r->body.data, r->body.len, 32, &derr))
+    if (r->body.len == 0 || !ou_decode(L, r->body.data, r->body.len, &limits, &derr))
         return;
     if (lua_type(L, -1) == LUA_TTABLE) {
         lua_getfield(L, -1, "error");
@@ -506,14 +507,29 @@ static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outco
     return ou_error_return(L);
 }
 
-/* The body of a 2xx answer must be a UsageResponse page. */
+/* The body of a 2xx answer must be a UsageResponse page, whichever
+ * transport brought it: no hole where a bucket or a result belongs, and no
+ * more values than its size allows (one per OU_PAGE_BYTES_PER_VALUE bytes
+ * of max_response_bytes; real pages take 17 or more bytes a value, while a
+ * flood of {} would cost some 60 times its bytes in Lua memory). */
+#define OU_PAGE_BYTES_PER_VALUE 16
 static int decode_page(lua_State *L, struct ou_client *c)
 {
     const struct ou_response *r = &c->transfer.resp;
-    struct ou_decode_error derr = {0, {0}};
+    struct ou_decode_limits limits = {OU_DECODE_MAX_DEPTH, 0, 1};
+    struct ou_decode_error derr = {0, {0}, 0};
     char message[512];
     int is_json = r->content_type[0] == '\0' || strstr(r->content_type, "json") != NULL;
-    if (!ou_decode(L, r->body.data ? r->body.data : "", r->body.len, OU_DECODE_MAX_DEPTH, &derr)) {
+    limits.max_values = (int64_t)(c->transfer.opts.max_body / OU_PAGE_BYTES_PER_VALUE);
+    if (limits.max_values < 1)
+        limits.max_values = 1;
+    if (!ou_decode(L, r->body.data ? r->body.data : "", r->body.len, &limits, &derr)) {
+        if (derr.page_error) {
+            ou_error_push(L, "api", derr.message);
+            ou_error_setint(L, "offset", (int64_t)derr.offset);
+            add_response_fields(L, c);
+            return ou_error_return(L);
+        }
         snprintf(message, sizeof message, "%s at byte %zu of %zu%s%s%s", derr.message, derr.offset,
                  r->body.len, is_json ? "" : " (Content-Type was ", is_json ? "" : r->content_type,
                  is_json ? "" : ")");

@@ -18,13 +18,15 @@ static int core_decode(lua_State *L)
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
     int64_t depth = OU_DECODE_MAX_DEPTH;
-    struct ou_decode_error derr = {0, {0}};
+    struct ou_decode_limits limits = {0, 0, 0}; /* any JSON: nulls are holes, no value budget */
+    struct ou_decode_error derr = {0, {0}, 0};
     if (!lua_isnoneornil(L, 2) &&
         (!ou_toint64(L, 2, &depth) || depth < 1 || depth > OU_DECODE_DEPTH_CEILING)) {
         ou_query_fail(L, "max_depth", "max_depth: expected an integer from 1 to %d", OU_DECODE_DEPTH_CEILING);
         return ou_error_return(L);
     }
-    if (ou_decode(L, text, len, (int)depth, &derr))
+    limits.max_depth = (int)depth;
+    if (ou_decode(L, text, len, &limits, &derr))
         return 1;
     ou_error_push(L, "decode", derr.message);
     ou_error_setint(L, "offset", (int64_t)derr.offset);
@@ -113,6 +115,8 @@ static int core_rules(lua_State *L)
         if (p->values) {
             push_string_list(L, p->values);
             lua_setfield(L, -2, "values");
+            lua_pushboolean(L, p->open);
+            lua_setfield(L, -2, "open");
         }
         lua_rawseti(L, -2, (int)i + 1);
     }

@@ -31,17 +31,38 @@ struct long_string {
     size_t len;
 };
 
+/* An open container: its table is on the Lua stack, this is the rest. */
+struct frame {
+    unsigned char place;       /* an enum place */
+    unsigned char object;      /* 1 for an object, 0 for an array */
+    unsigned char saw_results; /* a bucket's "results" key has come */
+    int n;                     /* elements stored (the last index), or members read */
+    int presized;              /* the slots its table was created with */
+};
+
+/* The open containers, at[depth - 1] the innermost: the first few in C
+ * locals, deeper ones in a Lua userdata held in a stack slot. */
+struct frames {
+    struct frame *at;
+    int cap, slot;
+    struct frame first[32];
+};
+
 struct parser {
     lua_State *L;
     const char *start, *p, *end;
     int depth, max_depth;
+    int page;           /* strict page checks (holes) */
     int result_members; /* members of the last result object: sizes the next */
     int results_length; /* elements of the last results array: sizes the next */
+    int64_t budget;     /* values the text may still create */
+    int64_t max_values;
     struct ou_decode_error *err;
     struct long_string *last;
+    struct frames *frames;
 };
 
-/* Big frames (buffers, an inner error) stay out of the recursion's frames;
+/* Big frames (buffers, an inner error) stay out of the parser's loop;
  * error paths also stay out of the hot code. */
 #if defined(__GNUC__)
 #define NOINLINE __attribute__((noinline))
@@ -547,38 +568,95 @@ static int parse_number(struct parser *P)
     }
 }
 
-static int enter(struct parser *P)
+/* The parser is out of values to spend: the page decodes to more than the
+ * caller's budget allows. */
+static COLD int over_budget(struct parser *P, const char *at)
 {
-    if (++P->depth > P->max_depth)
-        return fail_at(P, P->p, "nesting deeper than %d", P->max_depth);
-    if (!lua_checkstack(P->L, STACK_SLOTS))
-        return fail_at(P, P->p, "Lua stack exhausted");
-    return 1;
+    return fail_at(P, at, "more than %lld values (the decoder's budget for one page; a table counts as %d)",
+                   (long long)P->max_values, OU_DECODE_TABLE_VALUES);
+}
+
+/* Spends n of the values the text may create. */
+static inline int spend(struct parser *P, int64_t n, const char *at)
+{
+    P->budget -= n;
+    return P->budget >= 0 || over_budget(P, at);
+}
+
+/* Past the first few levels the frames move to a Lua-owned block as deep
+ * as the depth limit (kept in a stack slot: no C memory across Lua calls). */
+static NOINLINE void grow_frames(struct parser *P)
+{
+    struct frames *fs = P->frames;
+    struct frame *bigger = lua_newuserdata(P->L, sizeof *bigger * (size_t)P->max_depth);
+    memcpy(bigger, fs->at, sizeof *bigger * (size_t)fs->cap);
+    lua_replace(P->L, fs->slot);
+    fs->at = bigger;
+    fs->cap = P->max_depth;
+}
+
+static inline struct frame *frame_at(struct parser *P, int depth)
+{
+    return &P->frames->at[depth - 1];
+}
+
+/* What a JSON value at at is, for a message. */
+static const char *value_kind(const char *at)
+{
+    switch (*at) {
+    case '[':
+        return "an array";
+    case '{':
+        return "an object";
+    case '"':
+        return "a string";
+    case 't':
+    case 'f':
+        return "a boolean";
+    case 'n':
+        return "null";
+    default:
+        return "a number";
+    }
 }
 
 /* A result sent as a JSON string holding the object: decode the string's
  * contents in place of it (the string is at the top of the stack; the
- * depth limit goes on counting inside it). */
+ * depth limit and the budget go on counting inside it). */
 static NOINLINE int decode_result_string(struct parser *P, const char *at)
 {
     size_t len;
     const char *text = lua_tolstring(P->L, -1, &len);
-    struct ou_decode_error inner;
-    struct parser sub = {
-        P->L,   text,   text, text + len, P->depth, P->max_depth, P->result_members, P->results_length,
-        &inner, P->last};
+    struct ou_decode_error inner = {0, {0}, 0};
+    struct parser sub = *P;
+    int ok = 0;
+    sub.start = sub.p = text;
+    sub.end = text + len;
+    sub.err = &inner;
     skip_space(&sub);
     if (sub.p >= sub.end) {
         fail_at(&sub, sub.p, len ? "no JSON value, only whitespace" : "empty string");
+    } else if (P->page && *sub.p != '{') {
+        /* a string holding anything but an object is not a result either */
+        lua_pop(P->L, 1);
+        P->err->page_error = 1;
+        return fail_at(
+            P, at,
+            "data[%d].results[%d] is a string holding %s; a bucket holds a result object at every index",
+            frame_at(P, P->depth - 2)->n, frame_at(P, P->depth)->n, value_kind(sub.p));
     } else if (parse_value(&sub, RESULT)) {
         skip_space(&sub);
         if (sub.p == sub.end) {
             lua_remove(P->L, -2);
-            return 1;
+            ok = 1;
+        } else {
+            lua_pop(P->L, 1);
+            fail_at(&sub, sub.p, "unexpected data after the JSON value");
         }
-        lua_pop(P->L, 1);
-        fail_at(&sub, sub.p, "unexpected data after the JSON value");
     }
+    P->budget = sub.budget;
+    if (ok)
+        return 1;
     lua_pop(P->L, 1);
     return fail_at(P, at, "a result sent as a string is not JSON: %s at byte %zu of the string",
                    inner.message, inner.offset);
@@ -597,73 +675,57 @@ static int next_or_close(struct parser *P, char close, const char *what)
     }
     if (*P->p == close) {
         P->p++;
-        P->depth--;
         return 2;
     }
     return fail_at(P, P->p, "expected ',' or '%c' after %s", close, what);
 }
 
-/* A new table for the container at P->p, presized for where it sits: a
- * page holds many buckets; a result has as many members as the one before
- * it (every result of a page has the same schema: images 9, completions
- * 22), about ten for the first. */
-static void new_container(struct parser *P, enum place place)
-{
-    if (*P->p == '[')
-        lua_createtable(P->L, place == DATA ? 64 : place == RESULTS ? P->results_length : 0, 0);
-    else
-        lua_createtable(P->L, 0, place == RESULT ? P->result_members : 4);
-}
+/* The most slots a table is presized with from an earlier one: beyond it
+ * Lua's doubling costs little, and a presize that turns out wrong wastes
+ * at most this much. */
+#define PRESIZE_MAX 64
 
-static int parse_members(struct parser *P, enum place place);
-
-/* Fills the array at the top of the stack (P->p on its '['); on failure
- * pops it. */
-static int parse_elements(struct parser *P, enum place place)
+/* Opens the container at P->p ('{' or '[') for place: a level deeper, its
+ * frame set, its table pushed, P->p past the opening byte and the space
+ * after it. The table is presized for where it sits, only from what this
+ * page has already shown (never from a count the text claims), and not at
+ * all when it is empty: a page holds many buckets; a bucket's results as
+ * many as the last one's (up to PRESIZE_MAX); a result has as many members
+ * as the one before it (every result of a page has the same schema: images
+ * 9, completions 22), about ten for the first. Slots left empty are charged
+ * to the budget when the container closes. */
+static int open_container(struct parser *P, enum place place)
 {
     lua_State *L = P->L;
-    enum place child = place == DATA ? BUCKET : place == RESULTS ? RESULT : ANYWHERE;
-    int n = 0;
+    struct frame *f;
+    const char *opening = P->p;
+    int object = *P->p == '{', empty, size;
+    if (++P->depth > P->max_depth)
+        return fail_at(P, P->p, "nesting deeper than %d", P->max_depth);
+    if (!lua_checkstack(L, STACK_SLOTS))
+        return fail_at(P, P->p, "Lua stack exhausted");
+    if (P->depth > P->frames->cap)
+        grow_frames(P);
+    if (!object && place == PAGE)
+        place = ANYWHERE;
+    /* past the opening byte and the whitespace after it: an empty one shows */
     P->p++;
     skip_space(P);
-    if (P->p < P->end && *P->p == ']') {
-        P->p++;
-        P->depth--;
-        return 1;
+    empty = P->p < P->end && *P->p == (object ? '}' : ']');
+    if (object) {
+        size = empty ? 0 : place == RESULT ? P->result_members : 4;
+        lua_createtable(L, 0, size);
+    } else {
+        size = empty ? 0 : place == DATA ? PRESIZE_MAX : place == RESULTS ? P->results_length : 0;
+        lua_createtable(L, size, 0);
     }
-    for (;;) {
-        const char *at;
-        skip_space(P);
-        if (P->p >= P->end)
-            goto truncated;
-        at = P->p;
-        if (*at == 'n' && P->end - at >= 4 && memcmp(at, "null", 4) == 0) {
-            /* the index is kept: later elements stay at their JSON position */
-            P->p += 4;
-            n++;
-        } else {
-            if (!parse_value(P, child))
-                goto failed;
-            if (place == RESULTS && lua_type(L, -1) == LUA_TSTRING && !decode_result_string(P, at))
-                goto failed;
-            lua_rawseti(L, -2, ++n);
-        }
-        switch (next_or_close(P, ']', "array element")) {
-        case 1:
-            continue;
-        case 2:
-            if (place == RESULTS && n <= 1024)
-                P->results_length = n;
-            return 1;
-        default:
-            goto failed;
-        }
-    }
-truncated:
-    truncated(P);
-failed:
-    lua_pop(L, 1);
-    return 0;
+    f = frame_at(P, P->depth);
+    f->place = (unsigned char)place;
+    f->object = (unsigned char)object;
+    f->saw_results = 0;
+    f->n = 0;
+    f->presized = size;
+    return spend(P, OU_DECODE_TABLE_VALUES, opening);
 }
 
 static int key_is(lua_State *L, const char *name, size_t n)
@@ -673,138 +735,36 @@ static int key_is(lua_State *L, const char *name, size_t n)
     return len == n && memcmp(k, name, n) == 0;
 }
 
-/* A member that is an object or an array is stored under its key before it
- * is filled, so that its key leaves the stack: a level of nesting holds one
- * slot, and 4096 levels stay within the 8000 that Lua 5.1 and LuaJIT give a
- * C function. The key is at the top of the stack, P->p on '{' or '['. */
-static int parse_member_container(struct parser *P, enum place place)
+/* A null where a bucket or a result belongs: ipairs would stop at the hole
+ * and a report would silently miss what follows, so a page with one is not
+ * a page. f is the array's frame (DATA or RESULTS). */
+static COLD int hole(struct parser *P, const char *at, const struct frame *f)
 {
-    lua_State *L = P->L;
-    if (!enter(P)) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    new_container(P, place);
-    lua_pushvalue(L, -1);
-    lua_insert(L, -3);
-    lua_rawset(L, -4);
-    if (!(*P->p == '[' ? parse_elements(P, place) : parse_members(P, place)))
-        return 0;
-    lua_pop(L, 1);
-    return 1;
+    P->err->page_error = 1;
+    if (f->place == DATA)
+        return fail_at(P, at, "data[%d] is null; a usage page holds a bucket object at every index", f->n);
+    /* the bucket is stored at its index (DATA's n + 1) when it closes */
+    return fail_at(P, at, "data[%d].results[%d] is null; a bucket holds a result object at every index",
+                   frame_at(P, P->depth - 2)->n, f->n);
 }
 
-/* Fills the object at the top of the stack (P->p on its '{'); on failure
- * pops it. Duplicate keys: the last one wins, as in most decoders; when the
- * last is null the key ends up absent, as a lone null would leave it. */
-static int parse_members(struct parser *P, enum place place)
+/* Something other than an object where a bucket or a result belongs (f is
+ * the array's frame), or other than an array under "data" or "results" (f
+ * is the object's frame, key the member's name): as with a hole, the rows
+ * a report would add up are not there, so it is not a page. */
+static COLD int misplaced(struct parser *P, const char *at, const struct frame *f, const char *key)
 {
-    lua_State *L = P->L;
-    int saw_results = 0, members = 0;
-    P->p++;
-    skip_space(P);
-    if (P->p < P->end && *P->p == '}') {
-        P->p++;
-        P->depth--;
-        return 1;
-    }
-    for (;;) {
-        enum place child = ANYWHERE;
-        int drop = 0;
-        skip_space(P);
-        if (P->p >= P->end)
-            goto truncated;
-        if (*P->p != '"') {
-            fail_at(P, P->p, "expected a string key in object");
-            goto failed;
-        }
-        P->p++;
-        if (!parse_string(P))
-            goto failed;
-        if (place == PAGE && key_is(L, "data", 4)) {
-            child = DATA;
-        } else if (place == BUCKET) {
-            if (key_is(L, "results", 7)) {
-                child = RESULTS;
-                saw_results = 1;
-            } else if (key_is(L, "result", 6)) {
-                /* the old schema's name; "results" wins when both come */
-                child = RESULTS;
-                lua_pop(L, 1);
-                lua_pushliteral(L, "results");
-                drop = saw_results;
-            }
-        }
-        skip_space(P);
-        if (P->p >= P->end)
-            goto truncated_key;
-        if (*P->p != ':') {
-            fail_at(P, P->p, "expected ':' after object key");
-            goto failed_key;
-        }
-        P->p++;
-        skip_space(P);
-        if (P->p >= P->end)
-            goto truncated_key;
-        if (*P->p == 'n' && P->end - P->p >= 4 && memcmp(P->p, "null", 4) == 0) {
-            /* null leaves the key absent (and takes back an earlier duplicate) */
-            P->p += 4;
-            if (drop) {
-                lua_pop(L, 1);
-            } else {
-                lua_pushnil(L);
-                lua_rawset(L, -3);
-            }
-        } else if ((*P->p == '{' || *P->p == '[') && !drop) {
-            if (!parse_member_container(P, child))
-                goto failed;
-        } else {
-            if (!parse_value(P, child))
-                goto failed_key;
-            if (drop) {
-                lua_pop(L, 2);
-            } else {
-                lua_rawset(L, -3);
-            }
-        }
-        members++;
-        switch (next_or_close(P, '}', "object member")) {
-        case 1:
-            continue;
-        case 2:
-            if (place == RESULT && members <= 64)
-                P->result_members = members;
-            return 1;
-        default:
-            goto failed;
-        }
-    }
-truncated_key:
-    truncated(P);
-failed_key:
-    lua_pop(L, 1);
-    goto failed;
-truncated:
-    truncated(P);
-failed:
-    lua_pop(L, 1);
-    return 0;
-}
-
-static int parse_array(struct parser *P, enum place place)
-{
-    if (!enter(P))
-        return 0;
-    new_container(P, place);
-    return parse_elements(P, place);
-}
-
-static int parse_object(struct parser *P, enum place place)
-{
-    if (!enter(P))
-        return 0;
-    new_container(P, place);
-    return parse_members(P, place);
+    P->err->page_error = 1;
+    if (key && f->place == PAGE)
+        return fail_at(P, at, "data is %s; a usage page holds a list of buckets", value_kind(at));
+    if (key)
+        return fail_at(P, at, "data[%d].%s is %s; a bucket holds a list of results",
+                       frame_at(P, P->depth - 1)->n, key, value_kind(at));
+    if (f->place == DATA)
+        return fail_at(P, at, "data[%d] is %s; a usage page holds a bucket object at every index", f->n,
+                       value_kind(at));
+    return fail_at(P, at, "data[%d].results[%d] is %s; a bucket holds a result object at every index",
+                   frame_at(P, P->depth - 2)->n, f->n, value_kind(at));
 }
 
 static int literal(struct parser *P, const char *word, size_t n)
@@ -820,14 +780,13 @@ static int literal(struct parser *P, const char *word, size_t n)
     return 1;
 }
 
-/* P->p is on the first byte of a value (not whitespace, not the end). */
-static int parse_value(struct parser *P, enum place place)
+/* P->p is on the first byte of a value that is not a container (not
+ * whitespace, not the end). */
+static int parse_scalar(struct parser *P)
 {
+    if (!spend(P, 1, P->p))
+        return 0;
     switch (*P->p) {
-    case '{':
-        return parse_object(P, place);
-    case '[':
-        return parse_array(P, place == PAGE ? ANYWHERE : place);
     case '"':
         P->p++;
         return parse_string(P);
@@ -866,20 +825,230 @@ static int parse_value(struct parser *P, enum place place)
     }
 }
 
-int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct ou_decode_error *err)
+static int is_null(const struct parser *P)
+{
+    return *P->p == 'n' && P->end - P->p >= 4 && memcmp(P->p, "null", 4) == 0;
+}
+
+/* P->p is on the first byte of a value (not whitespace, not the end).
+ * Pushes the value, or nothing on failure. Containers are filled in a loop,
+ * not by recursion: each open one has its table on the Lua stack (one slot
+ * a level) and its frame in P->frames, so the C stack stays flat however
+ * deep the text nests. An object's member container is stored under its
+ * key when it opens (so the key leaves the stack: one slot a level) and
+ * popped when it closes; an array's is stored at its index when it closes.
+ * Duplicate keys: the last one wins, as in most decoders; when the last is
+ * null the key ends up absent, as a lone null would leave it. */
+static int parse_value(struct parser *P, enum place place)
+{
+    lua_State *L = P->L;
+    const int top = lua_gettop(L), base = P->depth;
+    struct frame *f;
+    const char *at;
+    enum place child;
+    int drop;
+
+    if (*P->p != '{' && *P->p != '[')
+        return parse_scalar(P);
+    if (!open_container(P, place))
+        goto failed;
+
+opened: /* the table of a new container at the top, P->p past its '{' or '['
+         * and the whitespace after it */
+    f = frame_at(P, P->depth);
+    if (P->p < P->end && *P->p == (f->object ? '}' : ']')) {
+        P->p++;
+        goto closed;
+    }
+    if (f->object)
+        goto member;
+
+element: /* in an array, P->p after its '[' or a ',' */
+    f = frame_at(P, P->depth);
+    skip_space(P);
+    if (P->p >= P->end)
+        goto truncated;
+    at = P->p;
+    child = f->place == DATA ? BUCKET : f->place == RESULTS ? RESULT : ANYWHERE;
+    if (is_null(P)) {
+        if (P->page && child != ANYWHERE) {
+            hole(P, at, f);
+            goto failed;
+        }
+        /* the index is kept: later elements stay at their JSON position */
+        P->p += 4;
+        f->n++;
+    } else if (P->page && child != ANYWHERE && *at != '{' && !(child == RESULT && *at == '"')) {
+        misplaced(P, at, f, NULL);
+        goto failed;
+    } else if (*at == '{' || *at == '[') {
+        if (!open_container(P, child))
+            goto failed;
+        goto opened; /* stored at its index when it closes */
+    } else {
+        if (!parse_scalar(P))
+            goto failed;
+        if (child == RESULT && lua_type(L, -1) == LUA_TSTRING && !decode_result_string(P, at))
+            goto failed;
+        lua_rawseti(L, -2, ++frame_at(P, P->depth)->n);
+    }
+after_element:
+    switch (next_or_close(P, ']', "array element")) {
+    case 1:
+        goto element;
+    case 2:
+        goto closed;
+    default:
+        goto failed;
+    }
+
+member: /* in an object, P->p after its '{' or a ',' */
+    f = frame_at(P, P->depth);
+    skip_space(P);
+    if (P->p >= P->end)
+        goto truncated;
+    if (*P->p != '"') {
+        fail_at(P, P->p, "expected a string key in object");
+        goto failed;
+    }
+    P->p++;
+    if (!parse_string(P))
+        goto failed;
+    child = ANYWHERE;
+    drop = 0;
+    if (f->place == PAGE && key_is(L, "data", 4)) {
+        child = DATA;
+    } else if (f->place == BUCKET) {
+        if (key_is(L, "results", 7)) {
+            child = RESULTS;
+            f->saw_results = 1;
+        } else if (key_is(L, "result", 6)) {
+            /* the old schema's name; "results" wins when both come */
+            child = RESULTS;
+            lua_pop(L, 1);
+            lua_pushliteral(L, "results");
+            drop = f->saw_results;
+        }
+    }
+    skip_space(P);
+    if (P->p >= P->end)
+        goto truncated;
+    if (*P->p != ':') {
+        fail_at(P, P->p, "expected ':' after object key");
+        goto failed;
+    }
+    P->p++;
+    skip_space(P);
+    if (P->p >= P->end)
+        goto truncated;
+    if (P->page && (child == DATA || child == RESULTS) && *P->p != '[') {
+        misplaced(P, P->p, f, child == DATA ? "data" : "results");
+        goto failed;
+    }
+    if (is_null(P)) {
+        /* null leaves the key absent (and takes back an earlier duplicate) */
+        P->p += 4;
+        if (drop) {
+            lua_pop(L, 1);
+        } else {
+            lua_pushnil(L);
+            lua_rawset(L, -3);
+        }
+    } else {
+        if (drop)
+            lua_pop(L, 1); /* the value is read, then dropped */
+        if (*P->p == '{' || *P->p == '[') {
+            if (!open_container(P, child))
+                goto failed;
+            if (!drop) {
+                /* the key leaves the stack: a level of nesting holds one slot */
+                lua_pushvalue(L, -1);
+                lua_insert(L, -3);
+                lua_rawset(L, -4);
+            }
+            goto opened;
+        }
+        if (!parse_scalar(P))
+            goto failed;
+        if (drop)
+            lua_pop(L, 1);
+        else
+            lua_rawset(L, -3);
+    }
+after_member:
+    frame_at(P, P->depth)->n++;
+    switch (next_or_close(P, '}', "object member")) {
+    case 1:
+        goto member;
+    case 2:
+        goto closed;
+    default:
+        goto failed;
+    }
+
+closed: /* the container at the top is complete, P->p past its closing byte */
+    f = frame_at(P, P->depth);
+    if (f->n > 0) {
+        if (f->place == RESULT && f->object)
+            P->result_members = f->n < PRESIZE_MAX ? f->n : PRESIZE_MAX;
+        else if (f->place == RESULTS && !f->object)
+            P->results_length = f->n < PRESIZE_MAX ? f->n : PRESIZE_MAX;
+    }
+    if (f->presized > f->n && !spend(P, f->presized - f->n, P->p - 1))
+        goto failed;
+    if (--P->depth == base)
+        return 1;
+    f = frame_at(P, P->depth);
+    if (f->object) {
+        lua_pop(L, 1); /* stored under its key when it opened */
+        goto after_member;
+    }
+    lua_rawseti(L, -2, ++f->n);
+    goto after_element;
+
+truncated:
+    truncated(P);
+failed:
+    lua_settop(L, top);
+    P->depth = base;
+    return 0;
+}
+
+int ou_decode(lua_State *L, const char *text, size_t len, const struct ou_decode_limits *limits,
+              struct ou_decode_error *err)
 {
     struct long_string last = {0, NULL, 0};
-    struct parser P = {L, text, text, text + len, 0, OU_DECODE_MAX_DEPTH, 10, 4, err, &last};
+    struct frames frames;
+    struct parser P;
     int top = lua_gettop(L);
-    if (max_depth > 0)
-        P.max_depth = max_depth < OU_DECODE_DEPTH_CEILING ? max_depth : OU_DECODE_DEPTH_CEILING;
-    if (!lua_checkstack(L, STACK_SLOTS + 1)) {
+    memset(&P, 0, sizeof P);
+    P.L = L;
+    P.start = P.p = text;
+    P.end = text + len;
+    P.max_depth = OU_DECODE_MAX_DEPTH;
+    if (limits->max_depth > 0)
+        P.max_depth =
+            limits->max_depth < OU_DECODE_DEPTH_CEILING ? limits->max_depth : OU_DECODE_DEPTH_CEILING;
+    P.max_values = limits->max_values > 0 ? limits->max_values : INT64_MAX;
+    P.budget = P.max_values;
+    P.page = limits->page;
+    P.result_members = 10;
+    P.results_length = 4;
+    P.err = err;
+    P.last = &last;
+    P.frames = &frames;
+    frames.at = frames.first;
+    frames.cap = (int)(sizeof frames.first / sizeof frames.first[0]);
+    err->page_error = 0;
+    if (!lua_checkstack(L, STACK_SLOTS + 2)) {
         err->offset = 0;
         snprintf(err->message, sizeof err->message, "Lua stack exhausted");
         return 0;
     }
     lua_pushnil(L); /* the slot of the last long string */
     last.slot = lua_gettop(L);
+    lua_pushnil(L); /* the slot of the frames, once they outgrow frames.first */
+    frames.slot = lua_gettop(L);
     skip_space(&P);
     if (P.p >= P.end) {
         lua_settop(L, top);
@@ -897,6 +1066,7 @@ int ou_decode(lua_State *L, const char *text, size_t len, int max_depth, struct 
         fail_at(&P, P.p, "unexpected data after the JSON value");
         return 0;
     }
+    lua_remove(L, frames.slot);
     lua_remove(L, last.slot);
     return 1;
 }

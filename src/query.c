@@ -115,19 +115,35 @@ static int check_time(lua_State *L, int idx, const struct ou_param_rule *rule, i
     return 1;
 }
 
+/* A value of an enumerated list (the string at idx; where names it, e.g.
+ * "sizes[2]"): a strict set refuses any other value; an open one sends it as
+ * given, unless it is a near miss of a described value (a typo such as
+ * 1024x1O24), which is refused with that value. */
+static int check_value(lua_State *L, int idx, const struct ou_param_rule *rule, const char *where)
+{
+    char shown[96], allowed[512];
+    const char *value = lua_tostring(L, idx), *near;
+    if (!rule->values || in_list(rule->values, value))
+        return 1;
+    if (!rule->open)
+        return ou_query_fail(L, rule->name, "%s: %s is not one of %s", where,
+                             show(L, idx, shown, sizeof shown), join(rule->values, allowed, sizeof allowed));
+    near = ou_near_miss(value, rule->values);
+    if (near)
+        return ou_query_fail(L, rule->name, "%s: %s is not one of the described values; did you mean \"%s\"?",
+                             where, show(L, idx, shown, sizeof shown), near);
+    return 1;
+}
+
 /* A list is one string or a sequence 1..n (n >= 1) of non-empty strings. */
 static int check_list(lua_State *L, int idx, const struct ou_param_rule *rule)
 {
-    char shown[96], allowed[512];
+    char shown[96], where[80];
     size_t n, entries = 0;
     if (lua_type(L, idx) == LUA_TSTRING) {
         if (ou_rawlen(L, idx) == 0)
             return ou_query_fail(L, rule->name, "%s: empty string", rule->name);
-        if (rule->values && !in_list(rule->values, lua_tostring(L, idx)))
-            return ou_query_fail(L, rule->name, "%s: %s is not one of %s", rule->name,
-                                 show(L, idx, shown, sizeof shown),
-                                 join(rule->values, allowed, sizeof allowed));
-        return 1;
+        return check_value(L, idx, rule, rule->name);
     }
     if (lua_type(L, idx) != LUA_TTABLE)
         return ou_query_fail(L, rule->name, "%s: expected a string or a list of strings, got %s", rule->name,
@@ -152,10 +168,9 @@ static int check_list(lua_State *L, int idx, const struct ou_param_rule *rule)
                                  show(L, -1, shown, sizeof shown));
         if (ou_rawlen(L, -1) == 0)
             return ou_query_fail(L, rule->name, "%s[%zu]: empty string", rule->name, i);
-        if (rule->values && !in_list(rule->values, lua_tostring(L, -1)))
-            return ou_query_fail(L, rule->name, "%s[%zu]: %s is not one of %s", rule->name, i,
-                                 show(L, -1, shown, sizeof shown),
-                                 join(rule->values, allowed, sizeof allowed));
+        snprintf(where, sizeof where, "%s[%zu]", rule->name, i);
+        if (!check_value(L, -1, rule, where))
+            return 0;
         lua_pop(L, 1);
     }
     return 1;

@@ -68,3 +68,17 @@ const char *ou_suggest(const char *word, const char *const *candidates, size_t n
     }
     return best;
 }
+
+const char *ou_near_miss(const char *word, const char *const *values)
+{
+    const char *best = NULL;
+    size_t best_distance = OU_NEAR_MISS + 1;
+    for (size_t i = 0; values[i]; i++) {
+        size_t dist = edit_distance(word, values[i]);
+        if (dist > 0 && dist < best_distance) {
+            best = values[i];
+            best_distance = dist;
+        }
+    }
+    return best;
+}

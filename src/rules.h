@@ -19,8 +19,13 @@ struct ou_param_rule {
     const char *name;
     enum ou_param_type type;
     int required;
-    const char *const *values; /* NULL-terminated allowed values, or NULL for any */
-    const char *doc;           /* one line, for help text */
+    const char *const *values; /* NULL-terminated described values, or NULL for any */
+    /* 0: values is the whole set (a set that shapes the request, group_by);
+     * 1: values are the described ones of a filter whose vocabulary grows
+     * faster than the description (sizes, sources): another value is sent as
+     * given, unless it is a near miss of a described one (a typo) */
+    int open;
+    const char *doc; /* one line, for help text */
 };
 
 struct ou_width_rule {
@@ -57,5 +62,10 @@ const struct ou_width_rule *ou_width_find(const struct ou_endpoint_rule *ep, con
 /* The closest of n candidate names to word (for "did you mean"), or NULL
  * when none is close enough to be a plausible typo. */
 const char *ou_suggest(const char *word, const char *const *candidates, size_t n);
+
+/* The described value of a NULL-terminated list within OU_NEAR_MISS edits of
+ * word (and not word itself), the closest first; NULL when none is. */
+#define OU_NEAR_MISS 2
+const char *ou_near_miss(const char *word, const char *const *values);
 
 #endif

@@ -34,6 +34,12 @@ GIB = 1 << 30
 
 MODELS = ["dall-e-2", "dall-e-3", "gpt-image-1"]
 SIZES = ["256x256", "512x512", "1024x1024", "1792x1792", "1024x1792"]
+# gpt-image-1 makes its own sizes, which the description's list (DALL-E's)
+# lacks: the API's vocabulary grows faster than its description.
+GPT_IMAGE_SIZES = ["1024x1024", "1024x1536", "1536x1024", "auto"]
+# Values the API knows beyond the described ones, per list parameter: a
+# filter by them is answered; any other unknown value is still a 400.
+UNDESCRIBED_VALUES = {"sizes": GPT_IMAGE_SIZES}
 SOURCES = ["image.generation", "image.edit", "image.variation"]
 CHAT_MODELS = ["gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14", "o3-mini-2025-01-31"]
 EMBEDDING_MODELS = ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"]
@@ -54,8 +60,7 @@ PRICES = {
             "dall-e-2": {"256x256": 0.016, "512x512": 0.018, "1024x1024": 0.02, "1792x1792": 0.03,
                          "1024x1792": 0.025},
             "dall-e-3": {"1024x1024": 0.04, "1792x1792": 0.08, "1024x1792": 0.08},
-            "gpt-image-1": {"256x256": 0.011, "512x512": 0.016, "1024x1024": 0.042, "1792x1792": 0.063,
-                            "1024x1792": 0.063},
+            "gpt-image-1": {"1024x1024": 0.042, "1024x1536": 0.063, "1536x1024": 0.063, "auto": 0.042},
         },
     },
     "completions": {
@@ -103,6 +108,9 @@ class Endpoint:
         self.widths = {w["name"]: (w["seconds"], w["default_limit"], w["max_limit"]) for w in spec["widths"]}
         self.params = {p["name"]: p for p in spec["params"]}
         self.list_params = {p["name"]: p.get("values") for p in spec["params"] if p["kind"] == "list"}
+        for name, extra in UNDESCRIBED_VALUES.items():
+            if self.list_params.get(name) is not None and self.params[name].get("open"):
+                self.list_params[name] = self.list_params[name] + [v for v in extra if v not in self.list_params[name]]
         self.scalar_params = [p["name"] for p in spec["params"] if p["kind"] != "list"]
         self.group_fields = self.params["group_by"]["values"]
         self.fields = spec["fields"]
@@ -298,7 +306,9 @@ class Organization:
             key, project, user = self.keys[mix(2, i) % 8]
             model = MODELS[mix(3, i) % 3]
             size = SIZES[mix(4, i) % 5]
-            if model == "dall-e-3" and size in ("256x256", "512x512"):
+            if model == "gpt-image-1":
+                size = GPT_IMAGE_SIZES[mix(4, i) % 4]
+            elif model == "dall-e-3" and size in ("256x256", "512x512"):
                 size = "1024x1024"
             source = SOURCES[0] if mix(5, i) % 4 else SOURCES[1 + mix(6, i) % 2]
             per_request = 1 if model == "dall-e-3" else 1 + mix(7, i) % 4
@@ -740,6 +750,7 @@ FAULT_TYPES = {
     "error_type": (str, type(None)), "error_code": (str, type(None)), "error_param": (str, type(None)),
     "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
     "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
+    "null_bucket": (int,), "null_result": (list,), "empty_buckets": (int,),
 }
 
 
@@ -974,7 +985,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_fault_status(fault)
         if fault.get("close_after"):
             self.close_connection = True
+        if "empty_buckets" in fault:
+            n = max(0, int(fault["empty_buckets"]))
+            return self.send_body(200, b'{"object":"page","data":[' + b"{}," * (n - 1) + b"{}" * min(n, 1)
+                                  + b'],"has_more":false,"next_page":null}')
         status, body = self.answer(method, path, query)
+        if status == 200 and ("null_bucket" in fault or "null_result" in fault):
+            body = with_hole(body, fault)
         if "truncate" in fault:
             return self.send_truncated(status, body, int(fault["truncate"]))
         if "reset_after" in fault:
@@ -1138,6 +1155,18 @@ class Handler(BaseHTTPRequestHandler):
 
 _bombs = {}
 _bombs_lock = threading.Lock()
+
+
+def with_hole(body, fault):
+    """The page with a null where a bucket (null_bucket: i) or a result
+    (null_result: [i, j]) was: the hole a broken server leaves."""
+    page = json.loads(body)
+    if "null_bucket" in fault:
+        page["data"][int(fault["null_bucket"])] = None
+    if "null_result" in fault:
+        i, j = fault["null_result"]
+        page["data"][int(i)]["results"][int(j)] = None
+    return json.dumps(page, separators=(",", ":")).encode()
 
 
 def gzip_bomb(size):

@@ -15,6 +15,18 @@ local WIDTH_LIMITS = {
   costs = { { "1d", 7, 180 } },
 }
 
+-- Enumerations that shape the request stay strict: a group_by value the
+-- description does not list is refused (bucket_width has its own rule). The
+-- values of every other enumerated filter (images' sizes and sources) are
+-- the described ones of a vocabulary that grows faster than the
+-- description (gpt-image-1's 1536x1024): open, so another value is sent as
+-- given unless it is a near miss of a described one.
+local STRICT_ENUMS = { group_by = true }
+
+local function is_open(param, values)
+  return values ~= nil and not STRICT_ENUMS[param.name]
+end
+
 local path = assert(arg[1], "usage: gen-rules.lua OPENAPI.yaml [ENDPOINTS.json]")
 local json_path = arg[2] or ((arg[0]:match "^(.-)gen%-rules%.lua$" or "") .. "../standin/endpoints.json")
 local f = assert(io.open(path))
@@ -91,8 +103,8 @@ for _, p in ipairs(paths) do
       end
       default_width = param.schema.default
     end
-    lines[#lines + 1] = ("    {%s, %s, %d, %s, %s},"):format(c_string(param.name), kind, param.required and 1 or 0,
-      values_name, c_string(doc(param.description)))
+    lines[#lines + 1] = ("    {%s, %s, %d, %s, %d, %s},"):format(c_string(param.name), kind, param.required and 1 or 0,
+      values_name, is_open(param, values) and 1 or 0, c_string(doc(param.description)))
   end
   assert(default_width, name .. ": no bucket_width default")
   out[#out + 1] = ("static const struct ou_param_rule %s_params[] = {"):format(name)
@@ -193,7 +205,8 @@ for i, p in ipairs(paths) do
   local params, widths = {}, {}
   for _, param in ipairs(op.parameters) do
     local kind, values = param_type(param)
-    local entry = { name = param.name, kind = KINDS[kind], required = param.required or nil, values = values }
+    local entry = { name = param.name, kind = KINDS[kind], required = param.required or nil, values = values,
+      open = is_open(param, values) or nil }
     if kind == "OU_PARAM_WIDTH" then
       entry.values = param.schema.enum
       local limits = {}

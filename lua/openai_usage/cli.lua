@@ -167,6 +167,29 @@ local VALUED = {
   ["--base-url"] = "base_url",
 }
 
+-- One note for each value of an open filter (sizes, sources) that its
+-- description does not list: sent as given (a near miss was refused).
+local function unlisted_notes(filters, params)
+  local notes, seen = {}, {}
+  for _, f in ipairs(filters) do
+    local p = f.param
+    if p.open and type(params[p.name]) == "table" then
+      local listed = {}
+      for _, v in ipairs(p.values) do
+        listed[v] = true
+      end
+      for _, v in ipairs(params[p.name]) do
+        if not listed[v] and not seen[p.name .. "\0" .. v] then
+          seen[p.name .. "\0" .. v] = true
+          notes[#notes + 1] = ('note: %s "%s" is not in the described list (%s); sent as given'):format(f.option, v,
+            table.concat(p.values, ", "))
+        end
+      end
+    end
+  end
+  return notes
+end
+
 local function split(text)
   local out = {}
   for item in text:gmatch "[^,]+" do
@@ -376,6 +399,7 @@ function M.parse(argv, now)
   if qerr then
     return fail(tostring(qerr.message or qerr))
   end
+  job.notes = unlisted_notes(filter_options(rule), params)
   if job.cost then
     local cost = require "openai_usage.cost"
     local table_or_err, perr = cost.load(job.prices)
@@ -630,6 +654,9 @@ function M.run(argv, options)
   if job.version then
     stdout:write("openai-usage ", usage.version, " (libcurl ", usage.libcurl_version() or "?", ")\n")
     return M.EXIT.ok
+  end
+  for _, note in ipairs(job.notes or {}) do
+    stderr:write("openai-usage: ", note, "\n")
   end
   local client_options = {
     base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,

@@ -3,6 +3,10 @@
 -- and size but not by quality, so an estimate assumes one quality
 -- (default_quality, or the CLI's --quality). Copy this file, edit it and
 -- pass it with --prices FILE (or cost.load(path)) to use other figures.
+-- gpt-image-1 is priced at its own sizes (1024x1024, 1024x1536, 1536x1024);
+-- a row it reports as "auto" has no price here, since the row does not say
+-- which size was made: the estimate counts those images as unpriced and
+-- says so, rather than guess.
 return {
   date = "2025-10-06",
   source = "https://openai.com/api/pricing/ (image generation, price per image)",
