@@ -207,7 +207,7 @@ lint:
 	clang-tidy --quiet src/*.c -- -std=c11 -D_GNU_SOURCE $(shell $(PKG_CONFIG) --cflags $(LUA_PKG) libcurl)
 	@# .luacheckrc names the files and the hosts' globals; its warnings are
 	@# reported, not yet fatal, until the files being reworked are clean
-	-luacheck --no-color .
+	luacheck --no-color . || echo "luacheck: the warnings above do not fail make lint yet"
 
 clean:
 	rm -rf build openai_usage
