@@ -617,6 +617,29 @@ describe("Neovim", function()
     assert.are.same({}, srv:requests())
   end)
 
+  it("reports through vim.health's start, ok, warn and error where Neovim has them (0.9+)", function()
+    -- vim.health as Neovim 0.10 has it, recording what the check reports
+    local steps = {
+      { at = 0, cmd = "lua OU_EXTRA = {}; local function rec(status) return function(msg, advice) "
+        .. "OU_EXTRA[#OU_EXTRA + 1] = { status = status, msg = msg, advice = advice } end end; "
+        .. "vim.health = { start = rec 'start', ok = rec 'ok', warn = rec 'warn', error = rec 'error', "
+        .. "info = rec 'info' }; "
+        .. "require('openai_usage.health').check(); vim.notify 'probe: health read'" },
+    }
+    local result = nvim { steps = steps, untl = "probe: health read", env = { OPENAI_ADMIN_KEY = "sk-proj-health" } }
+    assert.are.same({}, result.errors)
+    local statuses = {}
+    for i, r in ipairs(result.extra) do
+      statuses[i] = r.status
+    end
+    assert.are.same({ "start", "ok", "warn", "error" }, statuses)
+    assert.are.equal("openai-usage", result.extra[1].msg)
+    assert.matches("does not start with sk-admin-", result.extra[3].msg, 1, true)
+    assert.matches("admin key", result.extra[3].advice[1], 1, true)
+    assert.matches("the API refused the key", result.extra[4].msg, 1, true)
+    assert.matches("admin key is needed", result.extra[4].advice[1], 1, true)
+  end)
+
   it(":checkhealth openai_usage: without the C module built for LuaJIT, says how to build it", function()
     local bare = os.tmpname()
     os.remove(bare)
