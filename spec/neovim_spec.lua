@@ -1,6 +1,6 @@
 -- Neovim, proven headless: a real `nvim --headless` (Debian's, LuaJIT) with
 -- this repository on its runtimepath runs :OpenAIUsage against the stand-in
--- serving slow pages, while a vim.loop timer of its own counts ticks. The
+-- serving slow pages, while a libuv timer of its own counts ticks. The
 -- editor must keep ticking while the pages arrive, and the report buffer
 -- must hold what the plain client and the CLI's renderer make of the same
 -- rows. Errors end as one message, with no buffer and no hang.
@@ -21,14 +21,14 @@ local read_file, shell_quote, run = util.read_if, util.q, util.popen_run
 
 local ROOT = assert(io.popen "pwd"):read "*l"
 
--- What the headless editor runs after startup: it starts a 10 ms vim.loop
+-- What the headless editor runs after startup: it starts a 10 ms libuv
 -- timer that records every tick, records every vim.notify, runs the
 -- commands of OU_PROBE_STEPS at their times, and as soon as a report
 -- buffer appears (unless OU_PROBE_ALL_THE_TIME), an error is notified, a
 -- message matches OU_PROBE_UNTIL or OU_PROBE_SECONDS pass, writes what it
 -- saw to OU_PROBE_OUT as JSON and quits.
 local PROBE = [==[
-local uv = vim.loop
+local uv = vim.uv or vim.loop
 local steps = vim.fn.json_decode(os.getenv "OU_PROBE_STEPS")
 local seconds = tonumber(os.getenv "OU_PROBE_SECONDS")
 local untl = os.getenv "OU_PROBE_UNTIL"
