@@ -199,6 +199,41 @@ describe("client", function()
       assert.matches("exceeds max_response_bytes (2000 bytes, decompressed)", err.message, 1, true)
     end)
 
+    it("a 2xx body the cap refused is not read for an error message", function()
+      -- an envelope first, then padding past the cap: what arrived before
+      -- the cap stopped the transfer is a whole JSON text
+      local padding = (" "):rep(60000)
+      srv:faults { { status = 200, body = '{"error":{"message":"read after the cap","type":"t"}}' .. padding } }
+      local c = client { max_response_bytes = 20000, max_retries = 0 }
+      local _, err = c:images { start_time = START }
+      assert.are.equal("network", err.kind)
+      assert.matches("exceeds max_response_bytes (20000 bytes", err.message, 1, true)
+      assert.is_nil(err.type)
+      assert.is_true(c:last_transfer().body_bytes > 0, "part of the body had arrived")
+      -- nor is any 2xx answer: an envelope in a 200 is not the server's error
+      srv:faults { { status = 200, body = '{"error":{"message":"not an error status"}}' } }
+      _, err = c:images { start_time = START }
+      assert.are.equal("api", err.kind)
+      assert.matches("not a usage page", err.message, 1, true)
+    end)
+
+    it("an error body is read for its envelope within its first 64 KiB", function()
+      local c = client { max_retries = 0 }
+      local near = ("n"):rep(60 * 1024)
+      srv:faults { { status = 500, error_message = near } }
+      local _, err = c:images { start_time = START }
+      assert.are.equal(500, err.status)
+      assert.is_true(err.message == near, err.message:sub(1, 80))
+      assert.are.equal("server_error", err.type)
+      -- a 1 MiB envelope is not decoded: the status speaks for it
+      srv:faults { { status = 500, error_message = ("f"):rep(1024 * 1024) } }
+      _, err = c:images { start_time = START }
+      assert.are.equal(500, err.status)
+      assert.is_true(err.message == "HTTP status 500", err.message:sub(1, 80))
+      assert.is_nil(err.type)
+      assert.is_true(c:last_transfer().body_bytes > 1024 * 1024)
+    end)
+
     it("a gzip bomb is stopped by the decompressed cap", function()
       srv:faults { { gzip_bomb = 50 * 1024 * 1024 } }
       local _, err = client({ max_response_bytes = 1024 * 1024 }):images { start_time = START }

@@ -309,6 +309,30 @@ describe("Neovim", function()
     assert.are.equal(1, #srv:requests())
   end)
 
+  it("a server message with terminal escapes is shown as text, never as escapes", function()
+    -- OSC (the window title), a bell, clear-screen, CR/LF and the C1 CSI
+    local json = '{"error":{"message":"\\u001b]0;owned\\u0007\\u001b[2J\\r\\nnext \\u009b end","type":"t"}}'
+    srv:faults { { status = 400, body_hex = (json:gsub(".", function(ch) return ("%02x"):format(ch:byte()) end)) } }
+    local result, code = nvim { init = "NONE", steps = run_args(ARGS) }
+    assert.are.equal(0, code)
+    assert.are.equal(1, #result.errors)
+    local shown = result.errors[1]
+    assert.truthy(shown:find("\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x0anext \\u009b end", 1, true), shown)
+    assert.is_nil(shown:find "[%c\127]", usage.printable(shown))
+    assert.is_nil(shown:find("\194\155", 1, true))
+  end)
+
+  it("a base URL with user information is refused without showing it, nothing sent", function()
+    local url = srv.url:gsub("^http://", "http://ou-user:hunter2-pass@")
+    local result, code, printed = nvim { init = "NONE", env = { OPENAI_BASE_URL = url }, steps = run_args(ARGS) }
+    assert.are.equal(0, code)
+    assert.are.equal(1, #result.errors)
+    assert.matches("user information", result.errors[1], 1, true)
+    assert.is_nil(result.errors[1]:find("hunter2", 1, true))
+    assert.is_nil(printed:find("hunter2", 1, true))
+    assert.are.same({}, srv:requests())
+  end)
+
   it("bad arguments: the CLI's message at once, nothing sent", function()
     local bad = { "images", "--bucket", "2d" }
     local _, err = cli.parse(bad)

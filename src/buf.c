@@ -55,6 +55,13 @@ void ou_buf_free(struct ou_buf *b)
     b->len = b->cap = 0;
 }
 
+void ou_wipe(void *p, size_t n)
+{
+    volatile unsigned char *v = p;
+    while (n--)
+        *v++ = 0;
+}
+
 const char *ou_buf_cstr(struct ou_buf *b)
 {
     if (!ou_buf_reserve(b, 0))

@@ -19,6 +19,9 @@ int ou_buf_addchar(struct ou_buf *b, char c);
 void ou_buf_clear(struct ou_buf *b);
 /* Frees the allocation; safe to call twice. */
 void ou_buf_free(struct ou_buf *b);
+/* Zeroes n bytes at p in a way the compiler cannot drop as a dead store
+ * (before a free): for copies of the key. */
+void ou_wipe(void *p, size_t n);
 /* NUL-terminates without counting the NUL in len; returns data or NULL. */
 const char *ou_buf_cstr(struct ou_buf *b);
 

@@ -14,7 +14,11 @@
 struct ou_client {
     struct ou_transfer transfer;
     char *base_url;
-    char *api_key; /* kept to scrub it from anything we report, and for a Lua transport's headers */
+    /* "Bearer <key>", the one copy of the key the client keeps (to scrub it
+     * from anything we report, and for a Lua transport's headers); api_key
+     * points into it. Wiped before it is freed. */
+    char *bearer;
+    const char *api_key;
     /* A Lua transport (the Lua layer holds the function and drives the
      * attempts): no libcurl handle; the headers it is given are built from
      * these on each request. */
@@ -73,15 +77,16 @@ static void client_release(struct ou_client *c)
     c->ready = 0;
     ou_transfer_release(&c->transfer);
     ou_buf_free(&c->url);
-    if (c->api_key) {
-        memset(c->api_key, 0, strlen(c->api_key));
-        free(c->api_key);
+    if (c->bearer) {
+        ou_wipe(c->bearer, strlen(c->bearer));
+        free(c->bearer);
     }
     free(c->base_url);
     free(c->user_agent);
     free(c->organization);
     free(c->project);
-    c->api_key = c->base_url = c->user_agent = c->organization = c->project = NULL;
+    c->bearer = c->base_url = c->user_agent = c->organization = c->project = NULL;
+    c->api_key = NULL;
     c->open = 0;
 }
 
@@ -232,16 +237,22 @@ static int curl_only_options_absent(lua_State *L, int opts)
 
 static struct curl_slist *add_header(struct curl_slist *list, const char *name, const char *value, int *ok)
 {
-    char line[4096];
+    char line[4200];
     struct curl_slist *grown;
+    size_t nlen, vlen;
     if (!*ok || !value)
         return list;
-    if ((size_t)snprintf(line, sizeof line, "%s: %s", name, value) >= sizeof line) {
+    nlen = strlen(name), vlen = strlen(value);
+    if (nlen + 2 + vlen >= sizeof line) {
         *ok = 0;
         return list;
     }
+    /* built by hand: printf's own buffers would keep copies of the key */
+    memcpy(line, name, nlen);
+    memcpy(line + nlen, ": ", 3);
+    memcpy(line + nlen + 2, value, vlen + 1);
     grown = curl_slist_append(list, line);
-    memset(line, 0, sizeof line);
+    ou_wipe(line, nlen + 2 + vlen);
     if (!grown) {
         *ok = 0;
         return list;
@@ -258,14 +269,34 @@ static char *dup_string(const char *s)
     return d;
 }
 
+/* "Bearer <key>" in one allocation, built without printf (whose buffers
+ * would keep a copy). */
+static char *new_bearer(const char *api_key)
+{
+    size_t n = strlen(api_key);
+    char *bearer = malloc(n + 8);
+    if (bearer) {
+        memcpy(bearer, "Bearer ", 8);
+        memcpy(bearer + 7, api_key, n + 1);
+    }
+    return bearer;
+}
+
+/* base_url's authority (after the scheme) holds user information: "user@"
+ * or "user:password@". */
+static int has_userinfo(const char *url)
+{
+    const char *authority = strstr(url, "://");
+    authority = authority ? authority + 3 : url;
+    return memchr(authority, '@', strcspn(authority, "/?#")) != NULL;
+}
+
 /* The last steps of core.new, whichever transport: the client (at the top)
- * keeps the base URL and the key. */
-static int finish_new(lua_State *L, struct ou_client *c, const char *base_url, const char *api_key,
-                      const char *format)
+ * keeps the base URL (the key is in c->bearer already). */
+static int finish_new(lua_State *L, struct ou_client *c, const char *base_url, const char *format)
 {
     c->base_url = dup_string(base_url);
-    c->api_key = dup_string(api_key);
-    if (!c->base_url || !c->api_key) {
+    if (!c->base_url) {
         client_release(c);
         return luaL_error(L, "openai_usage: out of memory");
     }
@@ -285,7 +316,7 @@ int ou_client_new(lua_State *L)
     struct ou_client *c;
     double timeout = 0, connect_timeout = 0, backoff = 0, backoff_max = 0, wait_max = 0;
     int64_t retries = 0, max_body = 0, low_limit = 0, low_time = 0;
-    char default_agent[160], bearer[4096];
+    char default_agent[160];
     int ok = 1, has_transport = 0, gzip = 0;
 
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -311,6 +342,13 @@ int ou_client_new(lua_State *L)
     }
     if (!base_url)
         base_url = "https://api.openai.com/v1";
+    /* before any message that shows base_url: this one must not show it */
+    if (has_userinfo(base_url)) {
+        ou_query_fail(L, "base_url",
+                      "base_url: must not contain user information (user:password@ before the host); "
+                      "the key goes in api_key");
+        return ou_error_return(L);
+    }
     if (strncmp(base_url, "http://", 7) != 0 && strncmp(base_url, "https://", 8) != 0) {
         ou_query_fail(L, "base_url", "base_url: \"%.80s\" must start with http:// or https://", base_url);
         return ou_error_return(L);
@@ -359,11 +397,16 @@ int ou_client_new(lua_State *L)
     luaL_getmetatable(L, OU_CLIENT_MT);
     lua_setmetatable(L, -2);
 
+    if (strlen(api_key) > 4000) {
+        ou_query_fail(L, "api_key", "api_key: longer than 4000 bytes");
+        return ou_error_return(L);
+    }
+    c->bearer = new_bearer(api_key);
+    if (!c->bearer)
+        return luaL_error(L, "openai_usage: out of memory");
+    c->api_key = c->bearer + 7;
+
     if (has_transport) {
-        if (strlen(api_key) > 4000) {
-            ou_query_fail(L, "api_key", "api_key: longer than 4000 bytes");
-            return ou_error_return(L);
-        }
         ou_transfer_setup(&c->transfer, &topts);
         c->lua_transport = 1;
         c->transport_gzip = gzip;
@@ -374,15 +417,10 @@ int ou_client_new(lua_State *L)
             client_release(c);
             return luaL_error(L, "openai_usage: out of memory");
         }
-        return finish_new(L, c, base_url, api_key, format);
+        return finish_new(L, c, base_url, format);
     }
 
-    if ((size_t)snprintf(bearer, sizeof bearer, "Bearer %s", api_key) >= sizeof bearer) {
-        ou_query_fail(L, "api_key", "api_key: longer than 4000 bytes");
-        return ou_error_return(L);
-    }
-    headers = add_header(headers, "Authorization", bearer, &ok);
-    memset(bearer, 0, sizeof bearer);
+    headers = add_header(headers, "Authorization", c->bearer, &ok);
     headers = add_header(headers, "OpenAI-Organization", organization, &ok);
     headers = add_header(headers, "OpenAI-Project", project, &ok);
     headers = add_header(headers, "Accept", "application/json", &ok);
@@ -392,7 +430,7 @@ int ou_client_new(lua_State *L)
         client_release(c);
         return ou_error_return(L);
     }
-    return finish_new(L, c, base_url, api_key, format);
+    return finish_new(L, c, base_url, format);
 }
 
 /* --- requests ----------------------------------------------------------- */
@@ -417,46 +455,110 @@ static int build_url(lua_State *L, struct ou_client *c, int idx)
     return 1;
 }
 
-/* Replaces every occurrence of the key in the string at the top. */
+/* A run this long of the key's bytes is the key, cut: every string we keep
+ * from a response has a cap (request_id and Content-Type at 127 bytes, the
+ * error buffers) and a server may echo any part of it. */
+#define OU_KEY_RUN 12
+
+/* The length of the longest run of the key's bytes (any part of the key,
+ * its start above all) that begins at s, n bytes left. */
+static size_t key_run_at(const char *s, size_t n, const char *key, size_t klen)
+{
+    size_t best = 0;
+    for (size_t j = 0; j < klen && klen - j > best; j++) {
+        size_t m = 0;
+        while (m < n && j + m < klen && s[m] == key[j + m])
+            m++;
+        if (m > best)
+            best = m;
+    }
+    return best;
+}
+
+/* Replaces, in the string at the top, the key and every run of at least
+ * OU_KEY_RUN bytes of it (the whole key when it is shorter) with
+ * [redacted]. */
 static void scrub_key(lua_State *L, const struct ou_client *c)
 {
-    size_t klen = c->api_key ? strlen(c->api_key) : 0;
-    const char *s = lua_tostring(L, -1), *hit;
+    size_t klen = c->api_key ? strlen(c->api_key) : 0, n, i = 0, from = 0;
+    size_t least = klen < OU_KEY_RUN ? klen : OU_KEY_RUN;
+    const char *s = lua_tolstring(L, -1, &n);
     luaL_Buffer b;
-    if (klen < 4 || !s || !strstr(s, c->api_key))
+    int found = 0;
+    if (klen < 4 || !s)
         return;
     luaL_buffinit(L, &b);
-    while ((hit = strstr(s, c->api_key))) {
-        luaL_addlstring(&b, s, (size_t)(hit - s));
-        luaL_addstring(&b, "[redacted]");
-        s = hit + klen;
+    while (i < n) {
+        size_t run = key_run_at(s + i, n - i, c->api_key, klen);
+        if (run >= least) {
+            luaL_addlstring(&b, s + from, i - from);
+            luaL_addstring(&b, "[redacted]");
+            i = from = i + run;
+            found = 1;
+        } else {
+            i++;
+        }
     }
-    luaL_addstring(&b, s);
+    luaL_addlstring(&b, s + from, n - from);
     luaL_pushresult(&b);
-    lua_remove(L, -2);
+    if (found)
+        lua_remove(L, -2);
+    else
+        lua_pop(L, 1);
 }
 
-/* Copies envelope[key], a string, into the error at err, scrubbed. */
-static void copy_scrubbed(lua_State *L, const struct ou_client *c, int err, int envelope, const char *key)
+/* Scrubs every string field of the error table at the top: whatever a
+ * response put there (message, type, code, param, request_id, a
+ * Content-Type) passes this one place on its way out. */
+static void scrub_error(lua_State *L, const struct ou_client *c)
+{
+    int err = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, err)) {
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            scrub_key(L, c);
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_rawset(L, err); /* an existing field: lua_next may go on */
+        } else {
+            lua_pop(L, 1);
+        }
+    }
+}
+
+/* Returns nil, err for the error at the top, scrubbed. */
+static int client_error_return(lua_State *L, const struct ou_client *c)
+{
+    scrub_error(L, c);
+    return ou_error_return(L);
+}
+
+/* Copies envelope[key], a string, into the error at err (scrubbed on the
+ * way out, with the rest). */
+static void copy_field(lua_State *L, int err, int envelope, const char *key)
 {
     lua_getfield(L, envelope, key);
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        scrub_key(L, c);
+    if (lua_type(L, -1) == LUA_TSTRING)
         lua_setfield(L, err, key);
-    } else {
+    else
         lua_pop(L, 1);
-    }
 }
 
+/* The most of an error body read for its envelope: the envelope is small,
+ * and a body the size cap refused may be huge. */
+#define OU_ERROR_BODY_MAX ((size_t)64 * 1024)
+
 /* Adds what the server said to the error at the top: request id, the
- * retry-after it asked for and, from an OpenAI error envelope, message,
- * type, code and param. */
+ * retry-after it asked for and, from the OpenAI error envelope of an HTTP
+ * error status (the first 64 KiB of its body), message, type, code and
+ * param. A 2xx body is never read for one. */
 static void add_response_fields(lua_State *L, struct ou_client *c)
 {
     const struct ou_response *r = &c->transfer.resp;
     struct ou_decode_limits limits = {32, 4096, 0}; /* an envelope is a dozen values */
     struct ou_decode_error derr = {0, {0}, 0};
     int err = lua_gettop(L);
+    size_t len = r->body.len < OU_ERROR_BODY_MAX ? r->body.len : OU_ERROR_BODY_MAX;
     if (r->status)
         ou_error_setint(L, "status", r->status);
     if (r->request_id[0])
@@ -464,16 +566,16 @@ static void add_response_fields(lua_State *L, struct ou_client *c)
     if (r->retry_after >= 0)
         ou_error_setnumber(L, "retry_after", r->retry_after);
     ou_error_setint(L, "attempts", c->transfer.attempts);
-    if (r->body.len == 0 || !ou_decode(L, r->body.data, r->body.len, &limits, &derr))
+    if (r->status < 400 || len == 0 || !ou_decode(L, r->body.data, len, &limits, &derr))
         return;
     if (lua_type(L, -1) == LUA_TTABLE) {
         lua_getfield(L, -1, "error");
         if (lua_type(L, -1) == LUA_TTABLE) {
             int envelope = lua_gettop(L);
-            copy_scrubbed(L, c, err, envelope, "message");
-            copy_scrubbed(L, c, err, envelope, "type");
-            copy_scrubbed(L, c, err, envelope, "code");
-            copy_scrubbed(L, c, err, envelope, "param");
+            copy_field(L, err, envelope, "message");
+            copy_field(L, err, envelope, "type");
+            copy_field(L, err, envelope, "code");
+            copy_field(L, err, envelope, "param");
         }
     }
     lua_settop(L, err);
@@ -504,7 +606,7 @@ static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outco
         lua_pushstring(L, message);
         lua_setfield(L, -2, "message");
     }
-    return ou_error_return(L);
+    return client_error_return(L, c);
 }
 
 /* The body of a 2xx answer must be a UsageResponse page, whichever
@@ -528,7 +630,7 @@ static int decode_page(lua_State *L, struct ou_client *c)
             ou_error_push(L, "api", derr.message);
             ou_error_setint(L, "offset", (int64_t)derr.offset);
             add_response_fields(L, c);
-            return ou_error_return(L);
+            return client_error_return(L, c);
         }
         snprintf(message, sizeof message, "%s at byte %zu of %zu%s%s%s", derr.message, derr.offset,
                  r->body.len, is_json ? "" : " (Content-Type was ", is_json ? "" : r->content_type,
@@ -536,7 +638,7 @@ static int decode_page(lua_State *L, struct ou_client *c)
         ou_error_push(L, "decode", message);
         ou_error_setint(L, "offset", (int64_t)derr.offset);
         add_response_fields(L, c);
-        return ou_error_return(L);
+        return client_error_return(L, c);
     }
     if (lua_type(L, -1) == LUA_TTABLE) {
         lua_getfield(L, -1, "data");
@@ -551,7 +653,7 @@ static int decode_page(lua_State *L, struct ou_client *c)
              r->content_type[0] ? r->content_type : "absent");
     ou_error_push(L, "api", message);
     add_response_fields(L, c);
-    return ou_error_return(L);
+    return client_error_return(L, c);
 }
 
 /* A client with a Lua transport is driven from Lua (openai_usage.transport):
@@ -681,7 +783,7 @@ static int client_transport_request(lua_State *L)
     /* the headers libcurl sends; Accept-Encoding only for a transport that
      * decompresses, since the decoder reads plain JSON */
     lua_createtable(L, 0, 6);
-    lua_pushfstring(L, "Bearer %s", c->api_key);
+    lua_pushstring(L, c->bearer);
     lua_setfield(L, -2, "Authorization");
     set_field_string(L, "User-Agent", c->user_agent);
     set_field_string(L, "Accept", "application/json");
@@ -915,6 +1017,7 @@ static int client_last_transfer(lua_State *L)
     lua_setfield(L, -2, "status");
     if (t->resp.request_id[0]) {
         lua_pushstring(L, t->resp.request_id);
+        scrub_key(L, c);
         lua_setfield(L, -2, "request_id");
     }
     return 1;

@@ -2,13 +2,61 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#if defined(__GLIBC__) || defined(__linux__)
+#include <malloc.h>
+#define OU_WIPING_ALLOCATOR 1
+#endif
+
+#include "buf.h"
 
 struct ou_curl_api ou_curl;
 
 /* The sonames to try, most specific first. */
 static const char *const libraries[] = {"libcurl.so.4", "libcurl.so", "libcurl.4.dylib", "libcurl.dylib",
                                         NULL};
+
+#ifdef OU_WIPING_ALLOCATOR
+/* libcurl's memory, wiped before it is freed: its request buffer holds the
+ * Authorization header, and a freed block keeps its bytes until reused. */
+static void wiping_free(void *p)
+{
+    if (p) {
+        ou_wipe(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
+static void *wiping_realloc(void *p, size_t n)
+{
+    size_t have;
+    void *grown;
+    if (!p)
+        return malloc(n);
+    have = malloc_usable_size(p);
+    if (n <= have && n > 0)
+        return p;
+    grown = malloc(n ? n : 1);
+    if (!grown)
+        return NULL;
+    memcpy(grown, p, n < have ? n : have);
+    wiping_free(p);
+    return grown;
+}
+
+/* curl_global_init, with the allocator above when this is the first init
+ * in the process (libcurl keeps the first caller's functions). */
+static CURLcode global_init(void)
+{
+    return ou_curl.global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wiping_free, wiping_realloc, strdup, calloc);
+}
+#else
+static CURLcode global_init(void)
+{
+    return ou_curl.global_init(CURL_GLOBAL_DEFAULT);
+}
+#endif
 
 int ou_curl_load(char *err, size_t size)
 {
@@ -19,6 +67,7 @@ int ou_curl_load(char *err, size_t size)
         void **slot;
     } symbols[] = {
         {"curl_global_init", (void **)&ou_curl.global_init},
+        {"curl_global_init_mem", (void **)&ou_curl.global_init_mem},
         {"curl_easy_init", (void **)&ou_curl.easy_init},
         {"curl_easy_setopt", (void **)&ou_curl.easy_setopt},
         {"curl_easy_getinfo", (void **)&ou_curl.easy_getinfo},
@@ -53,7 +102,7 @@ int ou_curl_load(char *err, size_t size)
             return 0;
         }
     }
-    if (ou_curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    if (global_init() != CURLE_OK) {
         snprintf(err, size, "libcurl failed to initialise");
         return 0;
     }

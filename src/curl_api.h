@@ -13,6 +13,8 @@
 
 struct ou_curl_api {
     CURLcode (*global_init)(long flags);
+    CURLcode (*global_init_mem)(long flags, curl_malloc_callback m, curl_free_callback f,
+                                curl_realloc_callback r, curl_strdup_callback s, curl_calloc_callback c);
     CURL *(*easy_init)(void);
     CURLcode (*easy_setopt)(CURL *curl, CURLoption option, ...);
     CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);

@@ -429,6 +429,9 @@ void ou_transfer_release(struct ou_transfer *t)
         t->multi = NULL;
     }
     if (t->headers) {
+        /* the Authorization line holds the key: no copy outlives the client */
+        for (struct curl_slist *h = t->headers; h; h = h->next)
+            ou_wipe(h->data, strlen(h->data));
         curl_slist_free_all(t->headers);
         t->headers = NULL;
     }

@@ -750,7 +750,7 @@ FAULT_TYPES = {
     "error_type": (str, type(None)), "error_code": (str, type(None)), "error_param": (str, type(None)),
     "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
     "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
-    "null_bucket": (int,), "null_result": (list,), "empty_buckets": (int,),
+    "echo_key": (dict,), "null_bucket": (int,), "null_result": (list,), "empty_buckets": (int,),
 }
 
 
@@ -869,7 +869,8 @@ class Handler(BaseHTTPRequestHandler):
                 body = compressed
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("x-request-id", request_id or "req_" + secrets.token_hex(16))
+        if not any(name.lower() == "x-request-id" for name in (headers or {})):
+            self.send_header("x-request-id", request_id or "req_" + secrets.token_hex(16))
         if compress:
             self.send_header("Content-Encoding", "gzip")
         for name, value in (headers or {}).items():
@@ -1075,6 +1076,13 @@ class Handler(BaseHTTPRequestHandler):
             headers["Retry-After"] = str(fault["retry_after"])
         if "retry_after_ms" in fault:
             headers["retry-after-ms"] = str(fault["retry_after_ms"])
+        # a careless server: headers that carry the key it was sent
+        auth = self.headers.get("Authorization", "")
+        for name, template in (fault.get("echo_key") or {}).items():
+            headers[name] = str(template).replace("{key}", auth[7:] if auth.startswith("Bearer ") else auth)
+        content_type = fault.get("content_type", "application/json")
+        for name in [n for n in headers if n.lower() == "content-type"]:
+            content_type = headers.pop(name)
         if "body_hex" in fault:
             body = bytes.fromhex(fault["body_hex"])
         elif "body" in fault:
@@ -1087,7 +1095,7 @@ class Handler(BaseHTTPRequestHandler):
                             fault.get("error_param"), fault.get("error_code", code))
         # a raw body goes out byte for byte; an envelope like any API answer
         raw = "body" in fault or "body_hex" in fault
-        self.send_body(status, body, fault.get("content_type", "application/json"), headers, gzip_ok=not raw)
+        self.send_body(status, body, content_type, headers, gzip_ok=not raw)
 
     def send_truncated(self, status, body, keep, reset=False):
         self.close_connection = True

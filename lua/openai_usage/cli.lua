@@ -644,7 +644,7 @@ function M.run(argv, options)
   local now = options.now or os.time()
   local job, err = M.parse(argv, now)
   if not job then
-    stderr:write("openai-usage: ", tostring(err), "\n")
+    stderr:write("openai-usage: ", usage.printable(tostring(err)), "\n")
     return M.EXIT.usage
   end
   if job.help then
@@ -671,7 +671,7 @@ function M.run(argv, options)
   end
   local client, cerr = usage.new(client_options)
   if not client then
-    stderr:write("openai-usage: ", tostring(cerr), "\n")
+    stderr:write("openai-usage: ", usage.printable(tostring(cerr)), "\n")
     return M.EXIT.usage
   end
   local progress = job.progress
@@ -707,7 +707,7 @@ function M.run(argv, options)
   show(true)
   if not ok then
     client:close()
-    stderr:write("openai-usage: ", tostring(walk_err), "\n")
+    stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
     return M.EXIT.failed
   end
   local meta = {}
@@ -717,7 +717,7 @@ function M.run(argv, options)
     meta, cost_err = cost.apply(job, rows, client, M.shape)
     if not meta then
       client:close()
-      stderr:write("openai-usage: ", tostring(cost_err), "\n")
+      stderr:write("openai-usage: ", usage.printable(tostring(cost_err)), "\n")
       return M.EXIT.failed
     end
   end
@@ -726,7 +726,7 @@ function M.run(argv, options)
   if job.out then
     local written, werr = write_atomically(job.out, text)
     if not written then
-      stderr:write("openai-usage: --out: ", tostring(werr), "\n")
+      stderr:write("openai-usage: --out: ", usage.printable(tostring(werr)), "\n")
       return M.EXIT.output
     end
   else

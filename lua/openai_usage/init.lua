@@ -138,6 +138,10 @@ end
 
 M.error = core.error
 
+--- s as text a terminal only displays: control bytes (C0, DEL, C1, bytes
+-- that are not UTF-8) become \xHH or \u00HH, as tostring(err) shows them.
+M.printable = core.printable
+
 --- Monotonic wall-clock seconds (for timing; plain Lua has none).
 M.clock = core.clock
 
@@ -169,7 +173,8 @@ function M.next_cursor(page, seen, budget)
   if seen[cursor] then
     return nil, core.error {
       kind = "api",
-      message = "the API repeated the cursor " .. cursor .. "; stopping instead of looping",
+      -- not the cursor itself: a string from the response, unscrubbed here
+      message = ("the API repeated the cursor of an earlier page (%d bytes); stopping instead of looping"):format(#cursor),
     }
   end
   local over = budget and M.over_budget(budget)

@@ -20,8 +20,8 @@ local uv = vim.uv or vim.loop
 local running = {}
 
 local function notify(message, level)
-  -- one line, whatever the error table's message holds
-  vim.notify("openai-usage: " .. tostring(message):gsub("[\r\n]+", " "), level or levels.INFO)
+  -- one line, and no byte the terminal would obey, whatever a message holds
+  vim.notify("openai-usage: " .. usage.printable(tostring(message)), level or levels.INFO)
 end
 
 local function fail(err)

@@ -120,4 +120,17 @@ function M.assert_no_key(key, value, seen)
   end
 end
 
+--- Where text holds a run of at least least (default 12) bytes of key, any
+-- part of it (a key cut at a string cap leaves its start): the run found and
+-- its position, or nil.
+function M.find_key_run(key, text, least)
+  least = math.min(least or 12, #key)
+  for i = 1, #key - least + 1 do
+    local at = text:find(key:sub(i, i + least - 1), 1, true)
+    if at then
+      return key:sub(i, i + least - 1), at
+    end
+  end
+end
+
 return M
