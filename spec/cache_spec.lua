@@ -91,6 +91,39 @@ describe("page cache", function()
     c:close()
   end)
 
+  it("reads each settled page from disk once a walk: client:pages with or without prefetch, and async", function()
+    local c = assert(usage.new(srv:client_options { cache_dir = dir }))
+    assert.are.equal(dir, c.cache_dir)
+    local today = os.time() - os.time() % DAY
+    local params = { start_time = today - 9 * DAY, end_time = today - DAY, bucket_width = "1h", limit = 24 }
+    local first = walk(c, params)
+    assert.are.equal(8, #first)
+    assert.are.equal(8, c.cache.stores)
+    assert.are.equal(0, c.cache.hits)
+    srv:reset()
+    for _, options in ipairs { { prefetch = true }, { prefetch = false } } do
+      c.cache.hits = 0
+      local pages = {}
+      for page in c:pages("images", params, options) do
+        pages[#pages + 1] = page
+      end
+      assert.are.same(first, pages)
+      assert.are.equal(8, c.cache.hits, "prefetch " .. tostring(options.prefetch))
+    end
+    c.cache.hits = 0
+    local w = assert(require("openai_usage.async").pages(c, "images", params))
+    local deadline = usage.clock() + 30
+    while not w.done and usage.clock() < deadline do
+      w:step()
+    end
+    assert.is_nil(w.err)
+    assert.are.equal(8, w.cached)
+    assert.are.equal(8, c.cache.hits)
+    assert.are.equal(8, c.cache.stores, "a page read from disk is not written back")
+    assert.are.same({}, srv:requests())
+    c:close()
+  end)
+
   it("keeps integers integers and nulls absent through the disk", function()
     local c = assert(usage.new(srv:client_options { cache_dir = dir }))
     local today = os.time() - os.time() % DAY

@@ -477,6 +477,47 @@ describe("client", function()
   end)
 
   describe("resources", function()
+    it("is a Lua object: its settings are fields, the protocol is not part of it", function()
+      local c = client { settle_after = "2h", max_pages = 5, gc = false }
+      assert.are.equal("table", type(c))
+      assert.are.same({ true, false, 7200, 5 }, { c.prefetch, c.gc, c.settle_after, c.max_pages })
+      assert.is_nil(c.transport)
+      assert.is_nil(c.cache)
+      -- the background thread's and the Lua transport's calls belong to the walks
+      for _, name in ipairs { "prefetch", "poll", "collect", "request", "transport_request", "transport_answer",
+        "_walk_plan" } do
+        assert.are_not.equal("function", type(c[name]), name)
+      end
+      for _, name in ipairs { "images", "usage", "costs", "pages", "buckets", "results", "url", "last_transfer",
+        "cancel", "close" } do
+        assert.are.equal("function", type(c[name]), name)
+      end
+      -- the C handle's method table is not patched with the Lua layer's
+      local methods = require("openai_usage.core").client_methods
+      for _, name in ipairs { "images", "usage", "pages", "buckets", "results" } do
+        assert.is_nil(methods[name], name)
+      end
+      -- a setting read back as given, and a transport client never prefetches
+      local t = client { transport = function()
+        return 200, {}, '{"object":"page","data":[],"has_more":false}'
+      end }
+      assert.is_false(t.prefetch)
+      assert.are.equal("function", type(t.transport))
+      assert.are.same({}, assert(t:images { start_time = START }).data)
+      assert.is_string(usage.version)
+      t:close()
+      c:close()
+    end)
+
+    it("a method called with a dot is refused clearly", function()
+      local c = client()
+      local ok, err = pcall(c.images, { start_time = START })
+      assert.is_false(ok)
+      assert.matches("expected a client (call its methods with a colon), got a table", tostring(err), 1, true)
+      assert.are.same({}, srv:requests())
+      c:close()
+    end)
+
     it("tostring(client) never shows the key", function()
       local c = client()
       assert.matches("^openai_usage.client %(http://127.0.0.1:%d+/v1, api_key=<redacted>%)$", tostring(c))

@@ -2,6 +2,8 @@
 -- next_page; a repeating or missing cursor is an error, never a loop or a
 -- silently short walk.
 local usage = require "openai_usage"
+-- the C handle's protocol (prefetch, poll, collect): private to the walks
+local protocol = require "openai_usage.protocol"
 local standin = require "spec.support.standin"
 local util = require "spec.support.util"
 
@@ -158,44 +160,45 @@ describe("paging", function()
 
   it("poll() tells, without blocking, whether a prefetch has landed", function()
     srv:faults { { latency_ms = 400 } }
-    local token = assert(c:prefetch("images", params))
+    local h = protocol.of(c)
+    local token = assert(h:prefetch("images", params))
     local t0 = wall()
-    assert.is_false(c:poll(token)) -- still on the wire: answered at once
+    assert.is_false(h:poll(token)) -- still on the wire: answered at once
     assert.is_true(wall() - t0 < 0.2, "poll waited for the transfer")
     local polls = 1
-    while not c:poll(token) do
+    while not h:poll(token) do
       polls = polls + 1
       os.execute "sleep 0.05"
     end
     assert.is_true(polls > 2, ("the 400 ms transfer was done after %d polls"):format(polls))
-    local page = assert(c:collect(token))
+    local page = assert(h:collect(token))
     assert.are.equal("page", page.object)
-    assert.is_true(c:poll(token)) -- a collected token reads as finished
-    assert.is_false(c:collect(token)) -- and collect says it is gone
+    assert.is_true(h:poll(token)) -- a collected token reads as finished
+    assert.is_false(h:collect(token)) -- and collect says it is gone
   end)
 
   it("cancel() stops a prefetch at once, on the wire or waiting to retry", function()
     -- on the wire: the server would answer in 5 s
     srv:faults { { latency_ms = 5000 } }
-    local token = assert(c:prefetch("images", params))
+    local token = assert(protocol.of(c):prefetch("images", params))
     srv:await_requests(1)
     local t0 = wall()
     c:cancel()
     local took = wall() - t0
     assert.is_true(took < 0.3 * SLOW, ("cancelling took %.3f s"):format(took))
-    assert.is_false(c:collect(token)) -- the page is gone, not half-read
+    assert.is_false(protocol.of(c):collect(token)) -- the page is gone, not half-read
     -- between attempts: a 500, then a backoff of 3.75..5 s
     local slow = assert(usage.new { api_key = KEY, base_url = srv.url, retry_backoff = 5, retry_backoff_max = 5 })
     srv:reset()
     srv:faults { { status = 500 } }
-    token = assert(slow:prefetch("images", params))
+    token = assert(protocol.of(slow):prefetch("images", params))
     srv:await_requests(1)
     os.execute "sleep 0.1" -- its answer is in: the thread now sleeps
     t0 = wall()
     slow:cancel()
     took = wall() - t0
     assert.is_true(took < 0.3 * SLOW, ("cancelling the backoff took %.3f s"):format(took))
-    assert.is_false(slow:collect(token))
+    assert.is_false(protocol.of(slow):collect(token))
     assert.are.equal(1, #srv:requests(), "no attempt after the cancel")
     -- both clients go on as new
     assert.are.equal("page", assert(c:images(params)).object)
@@ -206,7 +209,7 @@ describe("paging", function()
   it("close() of a client with a prefetch on the wire does not wait for it", function()
     srv:faults { { latency_ms = 5000 } }
     local other = assert(usage.new { api_key = KEY, base_url = srv.url })
-    assert(other:prefetch("images", params))
+    assert(protocol.of(other):prefetch("images", params))
     os.execute "sleep 0.1"
     local t0 = wall()
     other:close()
@@ -475,6 +478,126 @@ describe("paging", function()
       assert.is_false(ok)
       assert.are.equal("invalid_argument", raised.kind)
       assert.matches("gc: expected a boolean, got a number", tostring(raised), 1, true)
+    end)
+  end)
+
+  describe("one walk engine", function()
+    local engine = require "openai_usage.walk"
+
+    -- A driver of its own, as another event loop would write one: each
+    -- page it is asked for is requested with client:usage; every page
+    -- fed, and the walk's error.
+    local function drive(client, walk_params, options, displace)
+      local walk = assert(engine.new(client, "images", walk_params, options))
+      local pages, displaced = {}, false
+      while true do
+        local need, x = walk:want()
+        if need == "done" then
+          return pages, x, walk
+        end
+        local page, err = x, nil
+        if need == "request" then
+          if displace and not displaced then
+            page, displaced = false, true -- as a transfer another request took over
+          else
+            page, err = client:usage("images", x)
+          end
+        end
+        page = walk:feed(page, err)
+        pages[#pages + 1] = page
+      end
+    end
+
+    local function blocking(client, walk_params, options)
+      local pages = {}
+      local ok, err = pcall(function()
+        for page in client:pages("images", walk_params, options) do
+          pages[#pages + 1] = page
+        end
+      end)
+      return pages, not ok and err or nil
+    end
+
+    it("a driver stepping walk:want and walk:feed gets client:pages's pages, then done", function()
+      local expected = blocking(c, params)
+      assert.are.equal(3, #expected)
+      srv:reset()
+      local pages, err, walk = drive(c, params)
+      assert.is_nil(err)
+      assert.are.same(expected, pages)
+      assert.are.equal(3, walk.pages)
+      assert.are.equal(3, #srv:requests())
+      -- a fed false (the transfer was displaced) changes nothing: the page is asked for again
+      srv:reset()
+      pages = drive(c, params, nil, true)
+      assert.are.same(expected, pages)
+      assert.are.equal(3, #srv:requests())
+    end)
+
+    local function shape(pages)
+      local out = {}
+      for i, page in ipairs(pages) do
+        out[i] = { #page.data, page.data[1] and page.data[1].start_time, page.has_more }
+      end
+      return out
+    end
+
+    it("ends with client:pages's errors: a repeated cursor, the page budget, max_pages", function()
+      for _, case in ipairs {
+        { settings = { cursor_loop = true }, pages = 2 },
+        { settings = { cursor_fresh = true }, pages = 74 },
+        { settings = {}, options = { max_pages = 2 }, pages = 2 },
+      } do
+        srv:reset()
+        srv:settings(case.settings)
+        local expected, blocking_err = blocking(c, params, case.options)
+        srv:reset()
+        srv:settings(case.settings)
+        local pages, err = drive(c, params, case.options)
+        assert.are.equal(case.pages, #expected)
+        -- the same buckets page by page (a fresh cursor differs from run to run)
+        assert.are.same(shape(expected), shape(pages))
+        assert.are.equal("api", err.kind)
+        assert.are.equal(tostring(blocking_err), tostring(err))
+        assert.are.equal(getmetatable(usage.error { kind = "api", message = "x" }), getmetatable(err))
+      end
+      srv:reset()
+      srv:settings { cursor_loop = false, cursor_fresh = false }
+    end)
+
+    it("stamps rows with their bucket's times in one place: client:results and walk.rows agree", function()
+      local expected = {}
+      for row in c:results("images", params) do
+        expected[#expected + 1] = row
+      end
+      local rows = {}
+      for _, page in ipairs((drive(c, params))) do
+        engine.rows(page, rows)
+      end
+      assert.is_true(#rows > 0)
+      assert.are.same(expected, rows)
+      assert.are.equal(START, rows[1].start_time)
+      assert.are.equal(START + 3600, rows[1].end_time)
+    end)
+
+    it("refuses bad arguments before anything is sent, as client:pages does", function()
+      for _, bad in ipairs {
+        { "images", { start_time = START, bucket_width = "2d" }, nil, "bucket_width" },
+        { "images", "start_time=1", nil, nil },
+        { "images", { start_time = "yesterday" }, nil, "start_time" },
+        { "images", params, { max_pages = 0 }, "max_pages" },
+      } do
+        local walk, err = engine.new(c, bad[1], bad[2], bad[3])
+        if walk then -- a bad query is refused when its first page is asked for
+          local need, query = walk:want()
+          assert.are.equal("request", need)
+          walk, err = c:usage("images", query)
+        end
+        assert.is_nil(walk)
+        assert.are.equal("invalid_argument", err.kind)
+        assert.are.equal(bad[4], err.param)
+      end
+      assert.are.same({}, srv:requests())
     end)
   end)
 

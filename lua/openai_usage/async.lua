@@ -1,9 +1,11 @@
 --- Walks the pages of a usage endpoint from an event loop, never waiting on
 -- the network. Each page's transfer runs on the client's background thread
--- (client:prefetch); walk:step() asks whether it has landed (client:poll,
--- which answers at once) and, when it has, decodes the page in the caller's
--- thread and starts the next transfer. Any loop can call step: a Neovim
--- timer (openai_usage.nvim), an OpenResty timer, a plain loop in a test.
+-- (its prefetch); walk:step() asks whether it has landed (a poll, which
+-- answers at once) and, when it has, decodes the page in the caller's
+-- thread and starts the next transfer. The walk itself is the one walk
+-- engine (openai_usage.walk) that client:pages steps too. Any loop can call
+-- step: a Neovim timer (openai_usage.nvim), an OpenResty timer, a plain
+-- loop in a test.
 --
 --   local walk = assert(async.pages(client, "images", params))
 --   -- then, every 10-20 ms:
@@ -17,33 +19,29 @@
 -- client:pages does: settled pages on disk are read instead of requested
 -- (walk.cached counts them), and pages of settled buckets are stored.
 local usage = require "openai_usage"
+local walk_engine = require "openai_usage.walk"
+local protocol = require "openai_usage.protocol"
+
+-- the one error constructor (openai_usage.error)
+local usage_error = usage.error
 
 local M = {}
 
-local Walk = {}
+-- An async walk is a walk (openai_usage.walk) this driver steps.
+local Walk = setmetatable({}, { __index = walk_engine.Walk })
 Walk.__index = Walk
 
-local function finish(walk, err)
-  walk.done, walk.err, walk.token, walk.landed = true, err, nil, nil
-end
-
--- Starts the transfer of walk.query, or takes its page from the cache;
--- false and the error when the client refuses it (parameters are validated
--- here, before anything is sent).
+-- Starts what the walk needs next: the transfer of its page, unless the
+-- page was read from the cache (then the next step hands it out). False
+-- and the error when the client refuses the transfer.
 local function start(walk)
-  -- only settled segments have a store
-  local store, rule = usage.segment_store(walk.plan, walk.index)
-  -- the URL names the page in the cache: read now, and stored under when it lands
-  local url = store and walk.client:url(walk.endpoint, walk.query)
-  walk.url, walk.store, walk.rule = url, store, rule
-  local page = url and store:get(url, rule)
-  if page then
-    walk.landed, walk.cached = page, walk.cached + 1
+  local need, query = walk:want()
+  if need ~= "request" then
     return true
   end
-  local token, err = walk.client:prefetch(walk.endpoint, walk.query)
+  local token, err = protocol.of(walk.client):prefetch(walk.endpoint, query)
   if not token then
-    finish(walk, err)
+    walk:finish(err)
     return false, err
   end
   walk.token = token
@@ -54,36 +52,14 @@ end
 -- options: max_pages (as client:pages takes it).
 -- @return walk, or nil and an error table (bad arguments: nothing was sent)
 function M.pages(client, endpoint, params, options)
-  if params ~= nil and type(params) ~= "table" then
-    return nil, usage.error { kind = "invalid_argument", message = "params: expected a table, got a " .. type(params) }
-  end
-  -- a relative time ("7d") is read once, so every page asks the same range
-  local timed, time_err = usage.with_times(endpoint, params)
-  if time_err then
-    return nil, time_err
-  end
-  local plan, plan_err = client:_walk_plan(endpoint, timed or {}, options)
-  if not plan then
-    return nil, plan_err
-  end
-  local walk = setmetatable({
-    client = client,
-    endpoint = endpoint,
-    plan = plan,
-    segments = plan.segments,
-    index = 1,
-    query = plan.segments[1],
-    seen = {},
-    pages = 0, -- pages handed out so far
-    cached = 0, -- of which read from the cache
-    done = false,
-  }, Walk)
-  if walk.query.page ~= nil then
-    walk.seen[walk.query.page] = true
-  end
-  local ok, err = start(walk)
-  if not ok then
+  local walk, err = walk_engine.new(client, endpoint, params, options)
+  if not walk then
     return nil, err
+  end
+  setmetatable(walk, Walk)
+  local ok, start_err = start(walk)
+  if not ok then
+    return nil, start_err
   end
   return walk
 end
@@ -93,52 +69,31 @@ end
 -- walk has failed. When walk.done is set the walk is over: walk.err holds
 -- the error if it failed (a failed transfer, or a page that says has_more
 -- without a cursor or repeats one, or a walk past its page budget, checked
--- by usage.next_cursor exactly as client:pages does; that page itself is
--- still returned).
+-- exactly as client:pages does: one walk engine; that page itself is still
+-- returned).
 function Walk:step()
   if self.done then
     return nil, self.err
   end
-  local page = self.landed
-  self.landed = nil
-  if not page then
-    if not self.client:poll(self.token) then
+  local need, page = self:want()
+  local err
+  if need == "request" then
+    local handle = protocol.of(self.client)
+    if not handle:poll(self.token) then
       return nil
     end
-    local err
-    page, err = self.client:collect(self.token)
+    -- false when another request took the handle meanwhile: asked again
+    page, err = handle:collect(self.token)
     self.token = nil
-    if page == false then -- another request took the handle meanwhile: ask again
-      local ok, start_err = start(self)
-      if not ok then
-        return nil, start_err
-      end
-      return nil
-    end
-    if not page then
-      finish(self, err)
-      return nil, err
-    end
-    if self.url then
-      self.store:put(self.url, page, os.time(), self.rule)
+  end
+  page, err = self:feed(page, err)
+  if not self.done then
+    local ok, start_err = start(self)
+    if not ok and not page then
+      return nil, start_err
     end
   end
-  self.pages = self.pages + 1
-  local cursor, cursor_err = usage.next_cursor(page, self.seen, self.plan.budget)
-  if cursor_err then
-    finish(self, cursor_err)
-  elseif cursor == nil and self.index < #self.segments then
-    -- the settled buckets are done: on to the unsettled ones, never cached
-    self.index = self.index + 1
-    self.query, self.seen = self.segments[self.index], {}
-    start(self)
-  elseif cursor == nil then
-    finish(self)
-  else
-    self.query.page = cursor
-    start(self)
-  end
-  return page
+  return page, err
 end
 
 --- Stops the walk: no more pages, and returns at once. A transfer still on
@@ -149,10 +104,10 @@ function Walk:cancel()
     return
   end
   local token = self.token
-  self.cancelled = true
-  finish(self)
+  self.cancelled, self.token = true, nil
+  self:finish()
   if token then
-    self.client:cancel()
+    protocol.of(self.client):cancel()
   end
 end
 
@@ -233,7 +188,7 @@ end
 -- 5.2+ or LuaJIT (Neovim, OpenResty): on 5.1, nil and an error.
 function M.task(client, fn)
   if not M.tasks_supported then
-    return nil, usage.error {
+    return nil, usage_error {
       kind = "invalid_argument",
       message = "async.task needs Lua 5.2+ or LuaJIT: Lua 5.1 cannot yield from inside a for loop's iterator",
     }
@@ -275,17 +230,6 @@ end
 
 --- The result rows of a page, each stamped with its bucket's start_time and
 -- end_time as client:results yields them, appended to rows (or a new list).
-function M.rows(page, rows)
-  rows = rows or {}
-  for _, bucket in ipairs(page.data or {}) do
-    for _, row in ipairs(bucket.results or {}) do
-      if type(row) == "table" then
-        row.start_time, row.end_time = bucket.start_time, bucket.end_time
-      end
-      rows[#rows + 1] = row
-    end
-  end
-  return rows
-end
+M.rows = walk_engine.rows
 
 return M

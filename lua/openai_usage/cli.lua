@@ -693,14 +693,8 @@ function M.run(argv, options)
   end
   local ok, walk_err = pcall(function()
     for page in client:pages(job.endpoint, job.params) do
-      pages = pages + 1
-      for _, bucket in ipairs(page.data or {}) do
-        buckets = buckets + 1
-        for _, row in ipairs(bucket.results or {}) do
-          row.start_time, row.end_time = bucket.start_time, bucket.end_time
-          rows[#rows + 1] = row
-        end
-      end
+      pages, buckets = pages + 1, buckets + #(page.data or {})
+      require("openai_usage.walk").rows(page, rows) -- stamped with their bucket's times
       show(false)
     end
   end)

@@ -17,19 +17,20 @@ local function parts(transport)
   return transport.request, transport.sleep or core.sleep
 end
 
---- Sends one request of client's for endpoint and params through transport,
--- retrying as the client is configured to.
+--- Sends one request of a client's for endpoint and params through
+-- transport, retrying as the client is configured to. handle is the
+-- client's C handle (openai_usage.protocol), which builds and judges.
 -- @return page, or nil and an error table
-function M.request(client, transport, endpoint, params)
+function M.request(handle, transport, endpoint, params)
   local send, sleep = parts(transport)
-  local req, err = client:transport_request(endpoint, params)
+  local req, err = handle:transport_request(endpoint, params)
   if not req then
     return nil, err
   end
   local attempt = 1
   while true do
     -- pcall: an error raised in the transport comes back as kind "transport"
-    local page, result = client:transport_answer(attempt, pcall(send, req))
+    local page, result = handle:transport_answer(attempt, pcall(send, req))
     if page ~= false then
       return page, result
     end
