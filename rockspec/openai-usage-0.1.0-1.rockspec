@@ -42,10 +42,12 @@ build = {
     ["openai_usage.json"] = "lua/openai_usage/json.lua",
     ["openai_usage.nvim"] = "lua/openai_usage/nvim.lua",
     ["openai_usage.prices"] = "lua/openai_usage/prices.lua",
+    ["openai_usage.protocol"] = "lua/openai_usage/protocol.lua",
     ["openai_usage.report"] = "lua/openai_usage/report.lua",
     ["openai_usage.time"] = "lua/openai_usage/time.lua",
     ["openai_usage.transport"] = "lua/openai_usage/transport.lua",
     ["openai_usage.transport.resty"] = "lua/openai_usage/transport/resty.lua",
+    ["openai_usage.walk"] = "lua/openai_usage/walk.lua",
     ["openai_usage.core"] = {
       sources = {
         "src/buf.c",
