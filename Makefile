@@ -9,6 +9,7 @@
 #   make bench                benchmarks, printed as ratios against named peers
 #   make check-memory         the suite under valgrind (no definite leaks, no errors); alias check-valgrind
 #   make check-asan           the suite with an ASan+UBSan build of the module
+#   make check-tsan           the threaded specs with a ThreadSanitizer build of the module
 #   make fuzz [FUZZ_SECONDS=60] libFuzzer runs of the decoder and the query encoder
 #   make check                test + check-asan + a 60 s fuzz run of each harness
 #   make lint                 clang-format check, cppcheck, clang-tidy
@@ -36,6 +37,10 @@ ifdef SANITIZE
 OUTDIR := build/sanitize
 SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 endif
+ifdef TSAN
+OUTDIR := build/tsan
+SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
+endif
 OBJDIR := $(if $(filter .,$(OUTDIR)),build/$(LUA_VERSION),$(OUTDIR))/obj
 MODULE := $(OUTDIR)/openai_usage/core.so
 
@@ -58,7 +63,7 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lu
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
-.PHONY: all install test test-all test-one report bench rules fuzz check check-valgrind check-memory check-asan deps lint clean uninstall
+.PHONY: all install test test-all test-one report bench rules fuzz check check-valgrind check-memory check-asan check-tsan deps lint clean uninstall
 
 all: $(MODULE)
 
@@ -145,6 +150,26 @@ check-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/sanitize/?.so;;" \
 	  OPENAI_USAGE_LUA="$(LUA)" $(BUSTED) $(BUSTED_ARGS) spec
+
+# The specs that run threads (prefetch, async, cancel, SIGINT, two Lua
+# states on two threads) against a ThreadSanitizer build of the module. The
+# interpreter is spec/support/lua_host.c built with TSan too: preloading the
+# runtime into lua5.4, as check-asan does for ASan, preloads it into every
+# shell the specs start, and sh crashes under it. Any report fails the run.
+TSAN_CC ?= $(CC)
+TSAN_SPECS := spec/threads_spec.lua spec/paging_spec.lua spec/async_spec.lua spec/connection_spec.lua \
+	spec/interrupt_spec.lua spec/client_spec.lua
+build/tsan/lua_host: spec/support/lua_host.c Makefile
+	@mkdir -p $(dir $@)
+	$(TSAN_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=thread $(WARN) $(shell $(PKG_CONFIG) --cflags lua5.4) \
+	  -o $@ $< $(shell $(PKG_CONFIG) --libs lua5.4)
+check-tsan: deps
+	@$(MAKE) --no-print-directory all TSAN=1 CC=$(TSAN_CC) LUA_VERSION=5.4 LUA_PKG=lua5.4 CFLAGS="-O1 -g"
+	@$(MAKE) --no-print-directory build/tsan/lua_host
+	TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
+	  LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/tsan/?.so;;" \
+	  OPENAI_USAGE_LUA=build/tsan/lua_host OPENAI_USAGE_TEST_CFLAGS="-fsanitize=thread" \
+	  build/tsan/lua_host /usr/bin/busted $(BUSTED_ARGS) $(TSAN_SPECS)
 
 # The whole suite on every Lua the module supports: 5.4, 5.3, 5.1 and LuaJIT 2.1.
 # LuaJIT: OpenResty's branch (luajit2), the one nginx's lua module needs; Debian's

@@ -331,6 +331,13 @@ describe("stand-in server", function()
     assert.are.equal(0, images(late[24])) -- nothing of the last hour yet
     assert.is_true(images(late[23]) < images(final[23])) -- half of the one before
     assert.is_true(images(late[23]) > 0)
+    -- late_until: the same cutoff as a fixed time
+    srv:reset()
+    srv:settings { late_until = NOW - 5400 }
+    local cut = page(hours).data
+    for i = 1, 24 do
+      assert.are.equal(images(late[i]), images(cut[i]))
+    end
   end)
 
   it("injects statuses with headers, and a queue of faults with counts", function()

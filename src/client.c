@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "decode.h"
 #include "error.h"
@@ -37,6 +38,7 @@ struct ou_client {
     unsigned long token; /* names the latest prefetch */
     enum ou_outcome outcome;
     atomic_int finished; /* set by the thread as its last act: poll reads it */
+    pid_t pid;           /* the process the handles belong to (see adopt_after_fork) */
 };
 
 static void *prefetch_main(void *arg)
@@ -60,6 +62,28 @@ static void join_prefetch(struct ou_client *c, int abort)
     c->running = 0;
 }
 
+/* A client used in a child of fork() (nginx's workers forked from a master
+ * that made it, a script or an editor that forks): the prefetch thread does
+ * not exist in this process, so it is never joined, and its unclaimed page
+ * is gone; the transfer drops the inherited libcurl handles, whose socket
+ * is the parent's too, and opens its own (ou_transfer_after_fork). Returns
+ * 0, with the client closed, when no new handle could be made. */
+static int adopt_after_fork(struct ou_client *c)
+{
+    int was_running = c->running;
+    if (c->pid == getpid())
+        return 1;
+    c->pid = getpid();
+    c->running = c->ready = 0;
+    if (c->lua_transport || !c->transfer.easy)
+        return 1;
+    if (!ou_transfer_after_fork(&c->transfer, was_running)) {
+        c->open = 0;
+        return 0;
+    }
+    return 1;
+}
+
 /* Every option core.new accepts; the Lua layer fills in the environment's
  * defaults before calling. */
 static const char *const option_names[] = {
@@ -73,6 +97,8 @@ static const char *const option_names[] = {
 
 static void client_release(struct ou_client *c)
 {
+    if (c->open && c->pid != getpid())
+        adopt_after_fork(c); /* never joins a thread of another process */
     join_prefetch(c, 1);
     c->ready = 0;
     ou_transfer_release(&c->transfer);
@@ -99,6 +125,8 @@ static int client_gc(lua_State *L)
 static struct ou_client *check_open(lua_State *L)
 {
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
+    if (c->open && !adopt_after_fork(c))
+        luaL_error(L, "openai_usage: could not make new libcurl handles after fork()");
     if (!c->open)
         luaL_error(L, "openai_usage: the client is closed");
     join_prefetch(c, 0);
@@ -303,6 +331,7 @@ static int finish_new(lua_State *L, struct ou_client *c, const char *base_url, c
     for (size_t n = strlen(c->base_url); n > 0 && c->base_url[n - 1] == '/'; n--)
         c->base_url[n - 1] = '\0';
     c->array_format = format && strcmp(format, "repeat") == 0 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS;
+    c->pid = getpid();
     c->open = 1;
     return 1;
 }
@@ -366,8 +395,8 @@ int ou_client_new(lua_State *L)
         !opt_number(L, 1, "connect_timeout", 5, 0.001, 3600, &connect_timeout) ||
         !opt_integer(L, 1, "max_retries", 2, 0, OU_MAX_RETRIES, &retries) ||
         !opt_integer(L, 1, "max_response_bytes", 64 << 20, 1, (int64_t)1 << 40, &max_body) ||
-        !opt_integer(L, 1, "low_speed_limit", 0, 0, (int64_t)1 << 30, &low_limit) ||
-        !opt_integer(L, 1, "low_speed_time", 0, 0, 86400, &low_time) ||
+        !opt_integer(L, 1, "low_speed_limit", OU_LOW_SPEED_LIMIT, 0, (int64_t)1 << 30, &low_limit) ||
+        !opt_integer(L, 1, "low_speed_time", OU_LOW_SPEED_TIME, 0, 86400, &low_time) ||
         !opt_number(L, 1, "retry_backoff", 0.5, 0, 60, &backoff) ||
         !opt_number(L, 1, "retry_backoff_max", 8, 0, 600, &backoff_max) ||
         !opt_number(L, 1, "retry_after_max", 120, 0, 86400, &wait_max))
@@ -716,6 +745,8 @@ static int client_poll(lua_State *L)
 {
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
     lua_Number token = luaL_checknumber(L, 2);
+    if (c->open)
+        adopt_after_fork(c);
     if (!c->open || !c->ready || (lua_Number)c->token != token || !c->running)
         lua_pushboolean(L, 1);
     else
@@ -742,6 +773,8 @@ static int client_collect(lua_State *L)
 static int client_cancel(lua_State *L)
 {
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
+    if (c->open)
+        adopt_after_fork(c);
     join_prefetch(c, 1);
     c->ready = 0;
     return 0;
@@ -775,7 +808,7 @@ static int client_transport_request(lua_State *L)
     if (!build_url(L, c, 2))
         return ou_error_return(L);
     ou_transfer_start(&c->transfer);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushliteral(L, "GET");
     lua_setfield(L, -2, "method");
     lua_pushlstring(L, c->url.data, c->url.len);
@@ -795,6 +828,9 @@ static int client_transport_request(lua_State *L)
     lua_setfield(L, -2, "timeout");
     lua_pushnumber(L, (lua_Number)o->connect_timeout_ms / 1000);
     lua_setfield(L, -2, "connect_timeout");
+    /* a transport's low-speed limit: the silence that ends an attempt */
+    ou_pushint64(L, OU_LOW_SPEED_TIME);
+    lua_setfield(L, -2, "stall_timeout");
     ou_pushint64(L, (int64_t)o->max_body);
     lua_setfield(L, -2, "max_response_bytes");
     return 1;

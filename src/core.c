@@ -165,6 +165,21 @@ static int core_sleep(lua_State *L)
     return 0;
 }
 
+/* core.catch_sigint() -> true: Ctrl-C stops every transfer within 0.1 s
+ * instead of the interpreter's default (for the CLI; no Lua runs in the
+ * handler). core.interrupted() -> whether SIGINT came since. */
+static int core_catch_sigint(lua_State *L)
+{
+    lua_pushboolean(L, ou_catch_sigint());
+    return 1;
+}
+
+static int core_interrupted(lua_State *L)
+{
+    lua_pushboolean(L, ou_interrupted());
+    return 1;
+}
+
 /* core.libcurl_version() -> "7.88.1" | nil, err (loads libcurl if needed) */
 static int core_libcurl_version(lua_State *L)
 {
@@ -188,6 +203,8 @@ static const luaL_Reg core_functions[] = {
     /* the escaping tostring(err) does, for the CLI's and Neovim's messages */
     {"printable", ou_printable_lua},
     {"sleep", core_sleep},
+    {"catch_sigint", core_catch_sigint},
+    {"interrupted", core_interrupted},
     {NULL, NULL},
 };
 

@@ -1,6 +1,7 @@
 #include "curl_api.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,9 +59,14 @@ static CURLcode global_init(void)
 }
 #endif
 
-int ou_curl_load(char *err, size_t size)
+/* The outcome of the one load: two Lua states on two threads may create
+ * their first clients at once, and curl_global_init is not thread-safe. */
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static int load_ok;
+static char load_error[256];
+
+static void load(void)
 {
-    static int loaded;
     void *lib = NULL;
     struct {
         const char *name;
@@ -72,6 +78,7 @@ int ou_curl_load(char *err, size_t size)
         {"curl_easy_setopt", (void **)&ou_curl.easy_setopt},
         {"curl_easy_getinfo", (void **)&ou_curl.easy_getinfo},
         {"curl_easy_cleanup", (void **)&ou_curl.easy_cleanup},
+        {"curl_easy_reset", (void **)&ou_curl.easy_reset},
         {"curl_easy_strerror", (void **)&ou_curl.easy_strerror},
         {"curl_slist_append", (void **)&ou_curl.slist_append},
         {"curl_slist_free_all", (void **)&ou_curl.slist_free_all},
@@ -86,27 +93,32 @@ int ou_curl_load(char *err, size_t size)
         {"curl_multi_info_read", (void **)&ou_curl.multi_info_read},
         {"curl_multi_cleanup", (void **)&ou_curl.multi_cleanup},
     };
-    if (loaded)
-        return 1;
     for (size_t i = 0; libraries[i] && !lib; i++)
         lib = dlopen(libraries[i], RTLD_LAZY | RTLD_LOCAL);
     if (!lib) {
-        snprintf(err, size, "could not load libcurl (%s)", dlerror());
-        return 0;
+        snprintf(load_error, sizeof load_error, "could not load libcurl (%s)", dlerror());
+        return;
     }
     for (size_t i = 0; i < sizeof symbols / sizeof symbols[0]; i++) {
         /* POSIX: a data pointer from dlsym converts to a function pointer */
         *symbols[i].slot = dlsym(lib, symbols[i].name);
         if (!*symbols[i].slot) {
-            snprintf(err, size, "libcurl lacks %s", symbols[i].name);
-            return 0;
+            snprintf(load_error, sizeof load_error, "libcurl lacks %s", symbols[i].name);
+            return;
         }
     }
     if (global_init() != CURLE_OK) {
-        snprintf(err, size, "libcurl failed to initialise");
-        return 0;
+        snprintf(load_error, sizeof load_error, "libcurl failed to initialise");
+        return;
     }
     /* the library stays loaded for the life of the process, like a linked one */
-    loaded = 1;
-    return 1;
+    load_ok = 1;
+}
+
+int ou_curl_load(char *err, size_t size)
+{
+    pthread_once(&load_once, load);
+    if (!load_ok)
+        snprintf(err, size, "%s", load_error);
+    return load_ok;
 }

@@ -19,6 +19,7 @@ struct ou_curl_api {
     CURLcode (*easy_setopt)(CURL *curl, CURLoption option, ...);
     CURLcode (*easy_getinfo)(CURL *curl, CURLINFO info, ...);
     void (*easy_cleanup)(CURL *curl);
+    void (*easy_reset)(CURL *curl);
     const char *(*easy_strerror)(CURLcode code);
     struct curl_slist *(*slist_append)(struct curl_slist *list, const char *string);
     void (*slist_free_all)(struct curl_slist *list);
@@ -40,7 +41,8 @@ struct ou_curl_api {
 extern struct ou_curl_api ou_curl;
 
 /* Loads libcurl and runs curl_global_init once. Returns 1, or 0 with a
- * reason in err. Safe to call again. */
+ * reason in err. Safe to call again and from any thread (pthread_once): the
+ * first call does the work, a failed load stays failed. */
 int ou_curl_load(char *err, size_t size);
 
 /* curl.h wraps these two in argument-count macros of its own */
@@ -51,6 +53,7 @@ int ou_curl_load(char *err, size_t size);
 #define curl_easy_setopt (*ou_curl.easy_setopt)
 #define curl_easy_getinfo (*ou_curl.easy_getinfo)
 #define curl_easy_cleanup (*ou_curl.easy_cleanup)
+#define curl_easy_reset (*ou_curl.easy_reset)
 #define curl_easy_strerror (*ou_curl.easy_strerror)
 #define curl_slist_append (*ou_curl.slist_append)
 #define curl_slist_free_all (*ou_curl.slist_free_all)

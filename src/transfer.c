@@ -2,11 +2,19 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
+
+/* Set by the SIGINT handler of ou_catch_sigint (a lock-free atomic: safe
+ * to store from a handler); every transfer loop of the process reads it. */
+static _Atomic int interrupted, catching;
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
@@ -116,26 +124,53 @@ void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opt
     memset(t, 0, sizeof *t);
     atomic_init(&t->abort_requested, 0);
     t->opts = *opts;
+    for (int i = 0; i < OU_MAX_SOCKETS; i++)
+        t->sockets[i] = -1;
     ou_response_reset(&t->resp);
     t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
 }
 
-int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
-                     const char *user_agent, const char *ca_file)
+/* libcurl opens and closes every socket through these, so the transfer
+ * knows which descriptors are its own (see ou_transfer_after_fork). */
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
-    CURL *e;
-    ou_transfer_setup(t, opts);
-    t->headers = headers;
-    e = t->easy = curl_easy_init();
-    t->multi = curl_multi_init();
-    if (!e || !t->multi) {
-        snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle");
-        return 0;
-    }
+    struct ou_transfer *t = clientp;
+    int fd = socket(addr->family, addr->socktype, addr->protocol);
+    (void)purpose;
+    for (int i = 0; fd >= 0 && i < OU_MAX_SOCKETS; i++)
+        if (t->sockets[i] < 0) {
+            t->sockets[i] = fd;
+            break;
+        }
+    return fd >= 0 ? fd : CURL_SOCKET_BAD;
+}
+
+static int close_socket(void *clientp, curl_socket_t fd)
+{
+    struct ou_transfer *t = clientp;
+    for (int i = 0; i < OU_MAX_SOCKETS; i++)
+        if (t->sockets[i] == fd)
+            t->sockets[i] = -1;
+    return close(fd);
+}
+
+static char *dup_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Every option the handle carries, set on a fresh or a reset handle. */
+static void apply_options(struct ou_transfer *t)
+{
+    CURL *e = t->easy;
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, user_agent);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, t->user_agent);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "gzip");
     /* never follow a redirect: it would carry the key to another place */
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -146,20 +181,40 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
 #endif
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+    if (t->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, t->ca_file);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, opts->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, opts->connect_timeout_ms);
-    if (opts->low_speed_limit > 0 && opts->low_speed_time > 0) {
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, opts->low_speed_limit);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, opts->low_speed_time);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, t->opts.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, t->opts.connect_timeout_ms);
+    if (t->opts.low_speed_limit > 0 && t->opts.low_speed_time > 0) {
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, t->opts.low_speed_limit);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, t->opts.low_speed_time);
     }
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, t);
+}
+
+int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts, struct curl_slist *headers,
+                     const char *user_agent, const char *ca_file)
+{
+    ou_transfer_setup(t, opts);
+    t->headers = headers;
+    t->user_agent = dup_string(user_agent);
+    t->ca_file = ca_file ? dup_string(ca_file) : NULL;
+    t->easy = curl_easy_init();
+    t->multi = curl_multi_init();
+    if (!t->easy || !t->multi || !t->user_agent || (ca_file && !t->ca_file)) {
+        snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle");
+        return 0;
+    }
+    apply_options(t);
     return 1;
 }
 
@@ -207,7 +262,7 @@ static double backoff(struct ou_transfer *t, int retry)
 
 void ou_sleep(double seconds, _Atomic int *abort)
 {
-    while (seconds > 0 && !(abort && atomic_load(abort))) {
+    while (seconds > 0 && !(abort && atomic_load(abort)) && !atomic_load(&interrupted)) {
         double slice = seconds < 0.05 ? seconds : 0.05;
         struct timespec ts;
         ts.tv_sec = (time_t)slice;
@@ -225,16 +280,55 @@ double ou_monotonic(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static void on_sigint(int sig)
+{
+    (void)sig;
+    atomic_store(&interrupted, 1);
+}
+
+int ou_catch_sigint(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0)
+        return 0;
+    atomic_store(&catching, 1);
+    return 1;
+}
+
+int ou_interrupted(void)
+{
+    return atomic_load(&interrupted);
+}
+
+/* Whether a transfer must stop now: cancelled, or the process interrupted. */
+static int stop_requested(struct ou_transfer *t)
+{
+    return atomic_load(&t->abort_requested) || atomic_load(&interrupted);
+}
+
+/* The longest a transfer loop waits in curl_multi_poll before it looks at
+ * the flags again: a handler cannot wake the poll (curl_multi_wakeup is not
+ * documented as async-signal-safe, and the signal may land on any thread),
+ * so with SIGINT caught the loop looks ten times a second. */
+static int poll_slice_ms(int wanted)
+{
+    int most = atomic_load(&catching) ? 100 : 1000;
+    return wanted < most ? wanted : most;
+}
+
 /* Sleeps between attempts in the multi handle, which holds no transfer
  * then: only ou_transfer_abort's wakeup ends the wait early. */
 static void pause_between_attempts(struct ou_transfer *t, double seconds)
 {
     double end = ou_monotonic() + seconds;
-    while (!atomic_load(&t->abort_requested)) {
+    while (!stop_requested(t)) {
         double left = end - ou_monotonic();
         if (left <= 0)
             break;
-        if (curl_multi_poll(t->multi, NULL, 0, (int)(left * 1000.0) + 1, NULL) != CURLM_OK) {
+        if (curl_multi_poll(t->multi, NULL, 0, poll_slice_ms((int)(left * 1000.0) + 1), NULL) != CURLM_OK) {
             ou_sleep(left, &t->abort_requested);
             break;
         }
@@ -250,7 +344,10 @@ void ou_transfer_abort(struct ou_transfer *t)
 
 static CURLcode aborted(struct ou_transfer *t)
 {
-    snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
+    if (atomic_load(&interrupted))
+        snprintf(t->errbuf, sizeof t->errbuf, "interrupted: the request was stopped by SIGINT");
+    else
+        snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
     return CURLE_ABORTED_BY_CALLBACK;
 }
 
@@ -263,7 +360,7 @@ static CURLcode perform(struct ou_transfer *t)
     CURLcode code = CURLE_OK;
     int running = 1, done = 0;
     CURLMcode mc;
-    if (atomic_load(&t->abort_requested)) /* cancelled before it began (in a wait between attempts) */
+    if (stop_requested(t)) /* cancelled before it began (in a wait between attempts) */
         return aborted(t);
     mc = curl_multi_add_handle(t->multi, t->easy);
     if (mc != CURLM_OK) {
@@ -282,10 +379,10 @@ static CURLcode perform(struct ou_transfer *t)
             break;
         if (mc == CURLM_OK && !running) /* gone without a word: not seen, but never loop on it */
             mc = CURLM_INTERNAL_ERROR;
-        if (mc == CURLM_OK && atomic_load(&t->abort_requested))
+        if (mc == CURLM_OK && stop_requested(t))
             code = aborted(t), done = 1;
         else if (mc == CURLM_OK)
-            mc = curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+            mc = curl_multi_poll(t->multi, NULL, 0, poll_slice_ms(1000), NULL);
         if (mc != CURLM_OK) {
             if (mc == CURLM_OUT_OF_MEMORY)
                 t->out_of_memory = 1;
@@ -349,7 +446,7 @@ int ou_transfer_retry(struct ou_transfer *t, enum ou_outcome *outcome, int trans
         retry = t->resp.should_retry >= 0 ? t->resp.should_retry : retryable_status(t->resp.status);
     else
         retry = (*outcome == OU_FAIL_NETWORK || *outcome == OU_FAIL_TIMEOUT) && transient;
-    if (!retry || t->attempts < 1 || t->attempts > t->opts.max_retries || atomic_load(&t->abort_requested))
+    if (!retry || t->attempts < 1 || t->attempts > t->opts.max_retries || stop_requested(t))
         return 0;
     if (*outcome == OU_FAIL_HTTP && t->resp.retry_after >= 0) {
         if (t->resp.retry_after > t->opts.retry_after_max) {
@@ -369,6 +466,13 @@ enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
     enum ou_outcome outcome;
     double delay = 0;
     ou_transfer_start(t);
+    /* libcurl 7.88 counts the reused connections that died under a request
+     * over the handle's whole life, not per request (curl PR #19066): the
+     * sixth a server's idle timeout closed failed a request, whatever
+     * max_retries said. A reset zeroes that count; the connection stays in
+     * the multi handle's cache, so reuse is not lost. */
+    curl_easy_reset(t->easy);
+    apply_options(t);
     for (;;) {
         outcome = attempt(t, url);
         t->attempts++;
@@ -418,6 +522,46 @@ const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome out
     return out;
 }
 
+/* What children of fork() abandoned: kept reachable, never freed. */
+struct abandoned {
+    CURL *easy;
+    CURLM *multi;
+    char *body;
+    struct abandoned *next;
+};
+static struct abandoned *abandoned;
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int ou_transfer_after_fork(struct ou_transfer *t, int thread_was_running)
+{
+    struct abandoned *a = malloc(sizeof *a);
+    for (int i = 0; i < OU_MAX_SOCKETS; i++) {
+        if (t->sockets[i] >= 0)
+            close(t->sockets[i]);
+        t->sockets[i] = -1;
+    }
+    if (a) {
+        a->easy = t->easy;
+        a->multi = t->multi;
+        a->body = thread_was_running ? t->resp.body.data : NULL;
+        pthread_mutex_lock(&abandoned_lock);
+        a->next = abandoned;
+        abandoned = a;
+        pthread_mutex_unlock(&abandoned_lock);
+    }
+    if (thread_was_running) /* the thread may have been growing it */
+        memset(&t->resp.body, 0, sizeof t->resp.body);
+    atomic_store(&t->abort_requested, 0);
+    t->easy = curl_easy_init();
+    t->multi = curl_multi_init();
+    if (!t->easy || !t->multi) {
+        snprintf(t->errbuf, sizeof t->errbuf, "could not create a libcurl handle after fork()");
+        return 0;
+    }
+    apply_options(t);
+    return 1;
+}
+
 void ou_transfer_release(struct ou_transfer *t)
 {
     if (t->easy) {
@@ -435,5 +579,8 @@ void ou_transfer_release(struct ou_transfer *t)
         curl_slist_free_all(t->headers);
         t->headers = NULL;
     }
+    free(t->user_agent);
+    free(t->ca_file);
+    t->user_agent = t->ca_file = NULL;
     ou_buf_free(&t->resp.body);
 }

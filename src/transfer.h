@@ -12,6 +12,11 @@
 #include "buf.h"
 
 #define OU_MAX_RETRIES 10
+#define OU_MAX_SOCKETS 8
+/* A stalled server ends an attempt: fewer than 1 byte/s for 60 s (unless
+ * the client sets low_speed_limit/low_speed_time; 0 turns it off). */
+#define OU_LOW_SPEED_LIMIT 1
+#define OU_LOW_SPEED_TIME 60
 
 struct ou_transfer_opts {
     long timeout_ms;         /* total, per attempt */
@@ -54,6 +59,10 @@ struct ou_transfer {
     /* set from another thread to stop a transfer running in the background */
     _Atomic int abort_requested;
     struct curl_slist *headers; /* owned */
+    char *user_agent, *ca_file; /* owned: reapplied after each curl_easy_reset */
+    /* the sockets libcurl opened for us and has not closed (-1: a free
+     * slot), so that a child of fork() can drop its copies of them */
+    int sockets[OU_MAX_SOCKETS];
     struct ou_transfer_opts opts;
     struct ou_response resp;
     char errbuf[CURL_ERROR_SIZE];
@@ -107,6 +116,13 @@ void ou_response_reset(struct ou_response *r);
  * that the retry policy or the errors read, whoever received it. */
 void ou_response_header(struct ou_response *r, const char *name, size_t nlen, const char *value, size_t vlen);
 
+/* Installs a SIGINT handler (the CLI's choice, never the library's) that
+ * only sets a flag: every transfer of the process then stops within 0.1 s
+ * as a network failure ("interrupted"), and no retry or sleep follows.
+ * Returns 1, or 0 when sigaction failed. ou_interrupted tells whether it came. */
+int ou_catch_sigint(void);
+int ou_interrupted(void);
+
 /* Sleeps, in 50 ms slices so that a set *abort (may be NULL) cuts it short. */
 void ou_sleep(double seconds, _Atomic int *abort);
 
@@ -115,6 +131,17 @@ double ou_monotonic(void);
 
 /* A message for a failed outcome (never contains request headers). */
 const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size);
+
+/* In a child of fork(): the inherited handles share their connection's
+ * socket with the parent, and a prefetch thread may have been inside them
+ * at the fork, so they are never called again: the child closes its copies
+ * of the sockets (close() sends nothing; the parent's connection lives on),
+ * abandons the easy and multi handles (and, when a thread was running, the
+ * body buffer it was filling) on a process-wide list, never freed, and
+ * creates handles of its own. curl_easy_cleanup/curl_multi_cleanup would
+ * close the connection on the shared socket, over TLS sending close_notify
+ * into the parent's session. Returns 1, or 0 with a reason in t->errbuf. */
+int ou_transfer_after_fork(struct ou_transfer *t, int thread_was_running);
 
 /* Frees the handle, the header list and the body; safe to call twice. */
 void ou_transfer_release(struct ou_transfer *t);

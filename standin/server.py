@@ -18,6 +18,7 @@ import itertools
 import json
 import os
 import secrets
+import select
 import socket
 import ssl
 import struct
@@ -743,6 +744,7 @@ FAULT_ERRORS = {
 SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
     "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
+    "late_until": (int,), "idle_close_ms": (int, float, type(None)),
 }
 FAULT_TYPES = {
     "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
@@ -751,6 +753,7 @@ FAULT_TYPES = {
     "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
     "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
     "echo_key": (dict,), "null_bucket": (int,), "null_result": (list,), "empty_buckets": (int,),
+    "stall_after": (int,),
 }
 
 
@@ -799,6 +802,7 @@ class State:
         self.fixture_cache = {}
         self.gzip_cache = {}
         self.active_drips = 0
+        self.idle_closes = 0
 
     def now(self):
         return self.fixed_now if self.fixed_now is not None else int(time.time())
@@ -807,7 +811,8 @@ class State:
         with self.lock:
             return {"ok": True, "requests": len(self.records), "active_drips": self.active_drips,
                     "faults_pending": sum(f.get("times", 1) for f in self.faults),
-                    "settings": dict(self.settings), "now": self.now(), "connections": self.next_connection}
+                    "settings": dict(self.settings), "now": self.now(), "connections": self.next_connection,
+                    "idle_closes": self.idle_closes}
 
     def take_fault(self):
         with self.lock:
@@ -839,6 +844,25 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.state.lock:
             self.server.state.next_connection += 1
             self.connection_id = self.server.state.next_connection
+
+    def handle_one_request(self):
+        # idle_close_ms: a kept-alive connection idle for longer than that is
+        # forgotten without a word, as a load balancer's idle timeout does: no
+        # FIN that the client could see before reusing it; the next request on
+        # it is met with a RST, unread and unanswered
+        idle_ms = self.server.state.settings.get("idle_close_ms")
+        answered = getattr(self, "answered_at", None)
+        if idle_ms and answered is not None:
+            try:
+                select.select([self.connection], [], [], self.timeout)
+            except (OSError, ValueError):
+                pass
+            if (time.time() - answered) * 1000 > idle_ms:
+                with self.server.state.lock:
+                    self.server.state.idle_closes += 1
+                return self.abort_connection()
+        super().handle_one_request()
+        self.answered_at = time.time()
 
     def finish(self):
         try:
@@ -999,6 +1023,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_truncated(status, body, int(fault["reset_after"]), reset=True)
         if "drip_bytes_per_sec" in fault:
             return self.send_drip(status, body, int(fault["drip_bytes_per_sec"]))
+        if "stall_after" in fault:
+            return self.send_stall(status, body, int(fault["stall_after"]))
         self.send_body(status, body)
 
     def read_json_body_safely(self):
@@ -1031,6 +1057,9 @@ class Handler(BaseHTTPRequestHandler):
         now = state.now()
         cursor_loop = "fresh" if state.settings.get("cursor_fresh") else bool(state.settings.get("cursor_loop"))
         late = max(0, state.settings.get("late_seconds", state.late_seconds))
+        if "late_until" in state.settings:
+            # usage up to a fixed time, however long the client takes
+            late = max(late, now - state.settings["late_until"])
         try:
             usage_query = UsageQuery(endpoint, query, now, cursor_loop)
         except BadRequest as e:
@@ -1113,6 +1142,32 @@ class Handler(BaseHTTPRequestHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def send_stall(self, status, body, keep):
+        """Headers and `keep` bytes of the body, then silence on an open
+        connection until the client goes away (or 120 s); counted as a drip."""
+        state = self.server.state
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with state.lock:
+            state.active_drips += 1
+        try:
+            self.wfile.write(body[:keep])
+            self.wfile.flush()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self.connection], [], [], 0.1)
+                if ready and not self.connection.recv(4096):
+                    break
+        except OSError:
+            pass
+        finally:
+            with state.lock:
+                state.active_drips -= 1
 
     def send_drip(self, status, body, rate):
         """The body at about `rate` bytes a second; stops when the client goes away."""

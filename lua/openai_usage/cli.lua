@@ -3,6 +3,7 @@
 -- the Neovim plugin share this module. The filters it offers and their help
 -- come from the rule table, so every endpoint gets its own.
 local usage = require "openai_usage"
+local core = require "openai_usage.core"
 local report = require "openai_usage.report"
 local time = require "openai_usage.time"
 local format = require "openai_usage.format"
@@ -10,7 +11,7 @@ local format = require "openai_usage.format"
 local M = {}
 
 --- Exit codes, as documented in --help.
-M.EXIT = { ok = 0, failed = 1, usage = 2, output = 3 }
+M.EXIT = { ok = 0, failed = 1, usage = 2, output = 3, interrupted = 130 }
 
 local function fail(message)
   return nil, setmetatable({ kind = "usage", message = message }, {
@@ -75,6 +76,7 @@ local OPTIONS = {
     .. "(default 1h for usage, 2d for costs: the API revises late data)" },
   { "--max-pages N", "stop with an error after N pages if the API has more" },
   { "--base-url URL", "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
+  { "--timeout SECONDS", "give up an attempt after that long (default 600; also after 60 s\nwithout a byte)" },
   { "--progress", "show the progress line even when stderr is not a terminal" },
   { "--no-progress", "never show it" },
   { "-h, --help", "this help; with an endpoint, its filters too" },
@@ -143,6 +145,7 @@ function M.help(endpoint)
   lines[#lines + 1] = "  1  a request failed (network, timeout, HTTP or API error)"
   lines[#lines + 1] = "  2  bad arguments or configuration (nothing was sent)"
   lines[#lines + 1] = "  3  the report could not be written (--out)"
+  lines[#lines + 1] = "  130  interrupted (Ctrl-C): the transfer stopped, nothing was written"
   lines[#lines + 1] = ""
   lines[#lines + 1] = "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html"
   return table.concat(lines, "\n") .. "\n"
@@ -165,6 +168,7 @@ local VALUED = {
   ["--settle-after"] = "settle_after",
   ["--max-pages"] = "max_pages",
   ["--base-url"] = "base_url",
+  ["--timeout"] = "timeout",
 }
 
 -- One note for each value of an open filter (sizes, sources) that its
@@ -254,6 +258,13 @@ function M.parse(argv, now)
   end
   if job.help or job.version then
     return job
+  end
+  if job.timeout ~= nil then
+    local seconds = tonumber(job.timeout)
+    if not seconds or seconds <= 0 or seconds ~= seconds then
+      return fail(('--timeout: "%s" is not a number of seconds above 0'):format(job.timeout))
+    end
+    job.timeout = seconds
   end
   if not job.endpoint then
     return fail("name an endpoint: " .. table.concat(endpoints(), ", "))
@@ -636,10 +647,14 @@ end
 
 --- Runs the command: argv (a list of strings); options.stdout/stderr (file
 -- handles, default io's), options.now (Unix seconds), options.client (client
--- options under the command line's, e.g. api_key and base_url). Returns the
--- exit code.
+-- options under the command line's, e.g. api_key and base_url),
+-- options.catch_sigint (bin/openai-usage's: Ctrl-C stops the transfer and
+-- exits 130). Returns the exit code.
 function M.run(argv, options)
   options = options or {}
+  if options.catch_sigint then
+    core.catch_sigint()
+  end
   local stdout, stderr = options.stdout or io.stdout, options.stderr or io.stderr
   local now = options.now or os.time()
   local job, err = M.parse(argv, now)
@@ -660,6 +675,7 @@ function M.run(argv, options)
   end
   local client_options = {
     base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
+    timeout = job.timeout,
   }
   for k, v in pairs(options.client or {}) do
     client_options[k] = client_options[k] or v
@@ -699,6 +715,16 @@ function M.run(argv, options)
     end
   end)
   show(true)
+  -- Ctrl-C (bin/openai-usage catches it): the transfer stopped; exit 130
+  -- and write nothing, whichever step it came in
+  local function interrupted()
+    client:close()
+    stderr:write("openai-usage: interrupted\n")
+    return M.EXIT.interrupted
+  end
+  if core.interrupted() then
+    return interrupted()
+  end
   if not ok then
     client:close()
     stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
@@ -709,14 +735,23 @@ function M.run(argv, options)
     local cost = require "openai_usage.cost"
     local cost_err
     meta, cost_err = cost.apply(job, rows, client, M.shape)
-    if not meta then
+    if not meta and core.interrupted() then
+      return interrupted()
+    elseif not meta then
       client:close()
       stderr:write("openai-usage: ", usage.printable(tostring(cost_err)), "\n")
       return M.EXIT.failed
     end
   end
+  if core.interrupted() then
+    return interrupted()
+  end
   client:close()
   local text = M.render(job, rows, meta)
+  if core.interrupted() then -- while the report was being shaped: nothing is written
+    stderr:write("openai-usage: interrupted\n")
+    return M.EXIT.interrupted
+  end
   if job.out then
     local written, werr = write_atomically(job.out, text)
     if not written then

@@ -71,18 +71,23 @@ local function request_text(u, headers)
   return table.concat(lines, "\r\n")
 end
 
--- Milliseconds left before deadline (at least 1: 0 would mean "no timeout").
-local function left_ms(deadline)
+-- Milliseconds left before deadline (at least 1: 0 would mean "no timeout"),
+-- and at most stall seconds when given: a read that waits that long without
+-- a byte ends the attempt, as libcurl's low-speed limit does.
+local function left_ms(deadline, stall)
   local ms = math.floor((deadline - ngx.now()) * 1000)
+  if stall and stall > 0 and ms > stall * 1000 then
+    ms = math.floor(stall * 1000)
+  end
   return ms > 0 and ms or 1
 end
 
 -- Reads the status line and headers of one response (skipping 1xx ones).
 -- Returns status, headers (lower-case names; a repeated one as a list),
 -- the HTTP version, or nil, err.
-local function read_head(sock, where, deadline)
+local function read_head(sock, where, deadline, stall)
   while true do
-    sock:settimeout(left_ms(deadline))
+    sock:settimeout(left_ms(deadline, stall))
     local line, err = sock:receive "*l"
     if not line then
       return failure("reading the status line from " .. where, err)
@@ -249,7 +254,7 @@ end
 local function exchange(req, u, settings, deadline)
   local where = u.host .. ":" .. u.port
   local sock = ngx.socket.tcp()
-  sock:settimeouts(math.max(1, math.floor(req.connect_timeout * 1000)), left_ms(deadline), left_ms(deadline))
+  sock:settimeouts(math.max(1, math.floor(req.connect_timeout * 1000)), left_ms(deadline), left_ms(deadline, req.stall_timeout))
   local ok, err = sock:connect(settings.hosts[u.host] or u.host, u.port, {
     pool = u.scheme .. "://" .. where,
     pool_size = settings.pool_size,
@@ -280,13 +285,13 @@ local function exchange(req, u, settings, deadline)
     local _, why = failure("sending to " .. where, serr)
     return nil, why, reused and serr ~= "timeout"
   end
-  local status, headers, version = read_head(sock, where, deadline)
+  local status, headers, version = read_head(sock, where, deadline, req.stall_timeout)
   if not status then
     sock:close()
     -- a timeout is a slow server, not a stale connection (timeouts are tables)
     return nil, headers, reused and type(headers) == "string"
   end
-  sock:settimeout(left_ms(deadline))
+  sock:settimeout(left_ms(deadline, req.stall_timeout))
   local body, reusable = read_body(sock, status, headers, where, req.max_response_bytes + 1)
   if not body then
     sock:close()
