@@ -8,7 +8,8 @@ M.DEFAULT = "openai_usage.prices"
 
 local function check(prices, where)
   if type(prices) ~= "table" or type(prices.images) ~= "table" then
-    return nil, where .. ": a price table returns { date = ..., images = { [model] = { [quality] = { [size] = price } } } }"
+    return nil, where
+      .. ": a price table returns { date = ..., images = { [model] = { [quality] = { [size] = price } } } }"
   end
   if type(prices.date) ~= "string" then
     return nil, where .. ": the price table needs a date (the day its prices were read)"
@@ -179,11 +180,11 @@ function M.apply(job, rows, client, shape)
   end
   local unpriced, missing = M.estimate(rows, prices, quality)
   local shaped = shape(job, rows)
-  local note = ("cost: an estimate at %s quality (the Usage API does not report quality), prices of %s from %s (%s)"):format(
-    quality, prices.date, label, prices.currency or "usd")
+  local note = ("cost: an estimate at %s quality (the Usage API does not report quality), prices of %s from %s (%s)")
+    :format(quality, prices.date, label, prices.currency or "usd")
   if unpriced > 0 then
-    note = note .. ("; %s images had no price (%s)"):format(require("openai_usage.format").thousands(("%d"):format(unpriced)),
-      table.concat(sorted(missing), "; "))
+    local count = require("openai_usage.format").thousands(("%d"):format(unpriced))
+    note = note .. ("; %s images had no price (%s)"):format(count, table.concat(sorted(missing), "; "))
   end
   if costs_note then
     note = note .. "; " .. costs_note
