@@ -10,6 +10,8 @@
 #include "error.h"
 #include "query.h"
 #include "rules.h"
+#include "request.h"
+#include "retry.h"
 #include "transfer.h"
 
 struct ou_client {
@@ -27,10 +29,17 @@ struct ou_client {
     int transport_gzip; /* the transport decompresses gzip: ask for it */
     char *user_agent, *organization, *project;
     enum ou_array_format array_format;
-    struct ou_buf url;
+    /* the libcurl handle's record: the blocking request's, or the
+     * prefetch's (a Lua transport's requests each have their own) */
+    struct ou_request rec;
+    struct ou_buf scratch; /* client:url()'s, never the record's */
+    /* what the latest finished request did, client-wide; per coroutine in
+     * the weak table at stats_ref (thread -> struct ou_request_stats) */
+    struct ou_request_stats last;
+    int stats_ref;
     int open;
     /* A prefetch: the next page's transfer running on its own thread while
-     * Lua works. Only that thread touches transfer and url until it is
+     * Lua works. Only that thread touches transfer and rec until it is
      * joined; it makes no Lua call. */
     pthread_t thread;
     int running;         /* the thread exists and is not joined yet */
@@ -44,13 +53,13 @@ struct ou_client {
 static void *prefetch_main(void *arg)
 {
     struct ou_client *c = arg;
-    c->outcome = ou_transfer_get(&c->transfer, c->url.data);
+    c->outcome = ou_transfer_get(&c->transfer, &c->rec);
     atomic_store(&c->finished, 1);
     return NULL;
 }
 
 /* Waits for a background transfer (stopping it first when abort is set).
- * After this, the calling thread owns transfer and url again. */
+ * After this, the calling thread owns transfer and rec again. */
 static void join_prefetch(struct ou_client *c, int abort)
 {
     if (!c->running)
@@ -77,7 +86,7 @@ static int adopt_after_fork(struct ou_client *c)
     c->running = c->ready = 0;
     if (c->lua_transport || !c->transfer.easy)
         return 1;
-    if (!ou_transfer_after_fork(&c->transfer, was_running)) {
+    if (!ou_transfer_after_fork(&c->transfer, was_running ? &c->rec : NULL)) {
         c->open = 0;
         return 0;
     }
@@ -95,14 +104,17 @@ static const char *const option_names[] = {
 };
 #define NOPTIONS (sizeof option_names / sizeof option_names[0])
 
-static void client_release(struct ou_client *c)
+static void client_release(lua_State *L, struct ou_client *c)
 {
     if (c->open && c->pid != getpid())
         adopt_after_fork(c); /* never joins a thread of another process */
     join_prefetch(c, 1);
     c->ready = 0;
     ou_transfer_release(&c->transfer);
-    ou_buf_free(&c->url);
+    ou_request_free(&c->rec);
+    ou_buf_free(&c->scratch);
+    luaL_unref(L, LUA_REGISTRYINDEX, c->stats_ref);
+    c->stats_ref = LUA_NOREF;
     if (c->bearer) {
         ou_wipe(c->bearer, strlen(c->bearer));
         free(c->bearer);
@@ -118,17 +130,26 @@ static void client_release(struct ou_client *c)
 
 static int client_gc(lua_State *L)
 {
-    client_release(luaL_checkudata(L, 1, OU_CLIENT_MT));
+    client_release(L, luaL_checkudata(L, 1, OU_CLIENT_MT));
     return 0;
 }
 
-static struct ou_client *check_open(lua_State *L)
+/* The client at 1, open, its handles this process's; a prefetch may still
+ * be on the wire (for what needs neither the handle nor its record). */
+static struct ou_client *check_usable(lua_State *L)
 {
     struct ou_client *c = luaL_checkudata(L, 1, OU_CLIENT_MT);
     if (c->open && !adopt_after_fork(c))
         luaL_error(L, "openai_usage: could not make new libcurl handles after fork()");
     if (!c->open)
         luaL_error(L, "openai_usage: the client is closed");
+    return c;
+}
+
+/* The same, with the handle and its record free: a prefetch is joined. */
+static struct ou_client *check_open(lua_State *L)
+{
+    struct ou_client *c = check_usable(L);
     join_prefetch(c, 0);
     return c;
 }
@@ -325,7 +346,7 @@ static int finish_new(lua_State *L, struct ou_client *c, const char *base_url, c
 {
     c->base_url = dup_string(base_url);
     if (!c->base_url) {
-        client_release(c);
+        client_release(L, c);
         return luaL_error(L, "openai_usage: out of memory");
     }
     for (size_t n = strlen(c->base_url); n > 0 && c->base_url[n - 1] == '/'; n--)
@@ -423,6 +444,8 @@ int ou_client_new(lua_State *L)
 
     c = lua_newuserdata(L, sizeof *c);
     memset(c, 0, sizeof *c);
+    ou_request_init(&c->rec);
+    c->stats_ref = LUA_NOREF;
     luaL_getmetatable(L, OU_CLIENT_MT);
     lua_setmetatable(L, -2);
 
@@ -443,7 +466,7 @@ int ou_client_new(lua_State *L)
         c->organization = organization ? dup_string(organization) : NULL;
         c->project = project ? dup_string(project) : NULL;
         if (!c->user_agent || (organization && !c->organization) || (project && !c->project)) {
-            client_release(c);
+            client_release(L, c);
             return luaL_error(L, "openai_usage: out of memory");
         }
         return finish_new(L, c, base_url, format);
@@ -456,7 +479,7 @@ int ou_client_new(lua_State *L)
     /* the handle owns the list from here on, whatever happens next */
     if (!ou_transfer_init(&c->transfer, &topts, headers, user_agent, ca_file) || !ok) {
         ou_error_push(L, "invalid_argument", ok ? c->transfer.errbuf : "could not build the request headers");
-        client_release(c);
+        client_release(L, c);
         return ou_error_return(L);
     }
     return finish_new(L, c, base_url, format);
@@ -465,23 +488,65 @@ int ou_client_new(lua_State *L)
 /* --- requests ----------------------------------------------------------- */
 
 /* Builds the full URL for endpoint (at idx) and params (at idx + 1) into
- * c->url. Returns 1, or 0 with an error pushed. */
-static int build_url(lua_State *L, struct ou_client *c, int idx)
+ * url. Returns 1, or 0 with an error pushed. */
+static int build_url(lua_State *L, const struct ou_client *c, int idx, struct ou_buf *url)
 {
     const struct ou_endpoint_rule *ep = ou_query_endpoint(L, idx);
     if (!ep)
         return 0;
-    ou_buf_clear(&c->url);
-    if (!ou_buf_addstr(&c->url, c->base_url) || !ou_buf_addstr(&c->url, ep->path) ||
-        !ou_buf_addchar(&c->url, '?'))
+    ou_buf_clear(url);
+    if (!ou_buf_addstr(url, c->base_url) || !ou_buf_addstr(url, ep->path) || !ou_buf_addchar(url, '?'))
         luaL_error(L, "openai_usage: out of memory");
-    if (!ou_query_encode(L, idx + 1, ep, c->array_format, &c->url))
+    if (!ou_query_encode(L, idx + 1, ep, c->array_format, url))
         return 0;
-    if (c->url.data[c->url.len - 1] == '?')
-        c->url.len--;
-    if (!ou_buf_cstr(&c->url))
+    if (url->data[url->len - 1] == '?')
+        url->len--;
+    if (!ou_buf_cstr(url))
         luaL_error(L, "openai_usage: out of memory");
     return 1;
+}
+
+/* Keeps what the request of rec did, now over, for last_transfer: the
+ * client's latest, and the calling coroutine's own. */
+static void publish(lua_State *L, struct ou_client *c, const struct ou_request *rec)
+{
+    struct ou_request_stats *mine;
+    ou_request_stats(rec, &c->last);
+    if (c->stats_ref == LUA_NOREF) {
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "k");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        c->stats_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->stats_ref);
+    lua_pushthread(L);
+    lua_rawget(L, -2);
+    mine = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (!mine) {
+        lua_pushthread(L);
+        mine = lua_newuserdata(L, sizeof *mine);
+        lua_rawset(L, -3);
+    }
+    *mine = c->last;
+    lua_pop(L, 1);
+}
+
+/* The stats last_transfer reports to the calling coroutine: its own
+ * latest request's, or the client's when it has made none. */
+static const struct ou_request_stats *stats_for_caller(lua_State *L, const struct ou_client *c)
+{
+    const struct ou_request_stats *mine = NULL;
+    if (c->stats_ref == LUA_NOREF)
+        return &c->last;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->stats_ref);
+    lua_pushthread(L);
+    lua_rawget(L, -2);
+    mine = lua_touserdata(L, -1);
+    lua_pop(L, 2); /* the table holds the userdata: mine stays valid until the next Lua call */
+    return mine ? mine : &c->last;
 }
 
 /* A run this long of the key's bytes is the key, cut: every string we keep
@@ -581,9 +646,9 @@ static void copy_field(lua_State *L, int err, int envelope, const char *key)
  * retry-after it asked for and, from the OpenAI error envelope of an HTTP
  * error status (the first 64 KiB of its body), message, type, code and
  * param. A 2xx body is never read for one. */
-static void add_response_fields(lua_State *L, struct ou_client *c)
+static void add_response_fields(lua_State *L, const struct ou_request *rec)
 {
-    const struct ou_response *r = &c->transfer.resp;
+    const struct ou_response *r = &rec->resp;
     struct ou_decode_limits limits = {32, 4096, 0}; /* an envelope is a dozen values */
     struct ou_decode_error derr = {0, {0}, 0};
     int err = lua_gettop(L);
@@ -594,7 +659,7 @@ static void add_response_fields(lua_State *L, struct ou_client *c)
         ou_error_setstring(L, "request_id", r->request_id);
     if (r->retry_after >= 0)
         ou_error_setnumber(L, "retry_after", r->retry_after);
-    ou_error_setint(L, "attempts", c->transfer.attempts);
+    ou_error_setint(L, "attempts", rec->attempts);
     if (r->status < 400 || len == 0 || !ou_decode(L, r->body.data, len, &limits, &derr))
         return;
     if (lua_type(L, -1) == LUA_TTABLE) {
@@ -610,23 +675,24 @@ static void add_response_fields(lua_State *L, struct ou_client *c)
     lua_settop(L, err);
 }
 
-static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outcome)
+static int fail_outcome(lua_State *L, struct ou_client *c, const struct ou_request *rec,
+                        enum ou_outcome outcome)
 {
-    char message[CURL_ERROR_SIZE + 256];
+    char message[OU_REASON_SIZE + 256];
     const char *kind = outcome == OU_FAIL_TIMEOUT                                  ? "timeout"
                        : (outcome == OU_FAIL_HTTP || outcome == OU_FAIL_WAIT_LONG) ? "http"
                        : outcome == OU_FAIL_TRANSPORT                              ? "transport"
                                                                                    : "network";
-    ou_transfer_message(&c->transfer, outcome, message, sizeof message);
+    ou_request_message(rec, &c->transfer.opts, outcome, message, sizeof message);
     lua_pushstring(L, message);
     scrub_key(L, c);
     ou_error_push(L, kind, lua_tostring(L, -1));
     lua_remove(L, -2);
-    add_response_fields(L, c);
-    if (outcome == OU_FAIL_HTTP && c->transfer.attempts > 1) {
+    add_response_fields(L, rec);
+    if (outcome == OU_FAIL_HTTP && rec->attempts > 1) {
         /* the server's own message replaced ours: keep the retry count */
         lua_getfield(L, -1, "message");
-        lua_pushfstring(L, "%s (after %d attempts)", lua_tostring(L, -1), c->transfer.attempts);
+        lua_pushfstring(L, "%s (after %d attempts)", lua_tostring(L, -1), rec->attempts);
         lua_setfield(L, -3, "message");
         lua_pop(L, 1);
     }
@@ -644,9 +710,9 @@ static int fail_outcome(lua_State *L, struct ou_client *c, enum ou_outcome outco
  * of max_response_bytes; real pages take 17 or more bytes a value, while a
  * flood of {} would cost some 60 times its bytes in Lua memory). */
 #define OU_PAGE_BYTES_PER_VALUE 16
-static int decode_page(lua_State *L, struct ou_client *c)
+static int decode_page(lua_State *L, struct ou_client *c, const struct ou_request *rec)
 {
-    const struct ou_response *r = &c->transfer.resp;
+    const struct ou_response *r = &rec->resp;
     struct ou_decode_limits limits = {OU_DECODE_MAX_DEPTH, 0, 1};
     struct ou_decode_error derr = {0, {0}, 0};
     char message[512];
@@ -658,7 +724,7 @@ static int decode_page(lua_State *L, struct ou_client *c)
         if (derr.page_error) {
             ou_error_push(L, "api", derr.message);
             ou_error_setint(L, "offset", (int64_t)derr.offset);
-            add_response_fields(L, c);
+            add_response_fields(L, rec);
             return client_error_return(L, c);
         }
         snprintf(message, sizeof message, "%s at byte %zu of %zu%s%s%s", derr.message, derr.offset,
@@ -666,7 +732,7 @@ static int decode_page(lua_State *L, struct ou_client *c)
                  is_json ? "" : ")");
         ou_error_push(L, "decode", message);
         ou_error_setint(L, "offset", (int64_t)derr.offset);
-        add_response_fields(L, c);
+        add_response_fields(L, rec);
         return client_error_return(L, c);
     }
     if (lua_type(L, -1) == LUA_TTABLE) {
@@ -681,7 +747,7 @@ static int decode_page(lua_State *L, struct ou_client *c)
     snprintf(message, sizeof message, "the response is not a usage page (no \"data\" list; Content-Type %s)",
              r->content_type[0] ? r->content_type : "absent");
     ou_error_push(L, "api", message);
-    add_response_fields(L, c);
+    add_response_fields(L, rec);
     return client_error_return(L, c);
 }
 
@@ -707,12 +773,13 @@ static int client_request(lua_State *L)
     if (c->lua_transport)
         return needs_libcurl(L, "request");
     c->ready = 0;
-    if (!build_url(L, c, 2))
+    if (!build_url(L, c, 2, &c->rec.url))
         return ou_error_return(L);
-    outcome = ou_transfer_get(&c->transfer, c->url.data);
+    outcome = ou_transfer_get(&c->transfer, &c->rec);
+    publish(L, c, &c->rec);
     if (outcome != OU_OK)
-        return fail_outcome(L, c, outcome);
-    return decode_page(L, c);
+        return fail_outcome(L, c, &c->rec, outcome);
+    return decode_page(L, c, &c->rec);
 }
 
 /* client:prefetch(endpoint, params) -> token | nil, err: validates now,
@@ -724,7 +791,7 @@ static int client_prefetch(lua_State *L)
     if (c->lua_transport)
         return needs_libcurl(L, "prefetch");
     c->ready = 0;
-    if (!build_url(L, c, 2))
+    if (!build_url(L, c, 2, &c->rec.url))
         return ou_error_return(L);
     c->token++;
     c->ready = 1;
@@ -764,9 +831,10 @@ static int client_collect(lua_State *L)
         return 1;
     }
     c->ready = 0;
+    publish(L, c, &c->rec);
     if (c->outcome != OU_OK)
-        return fail_outcome(L, c, c->outcome);
-    return decode_page(L, c);
+        return fail_outcome(L, c, &c->rec, c->outcome);
+    return decode_page(L, c, &c->rec);
 }
 
 /* client:cancel() stops a prefetch nobody will collect (a loop left early). */
@@ -795,23 +863,36 @@ static void set_field_string(lua_State *L, const char *key, const char *value)
     lua_setfield(L, -2, key);
 }
 
-/* client:transport_request(endpoint, params) -> req | nil, err: validates
- * and encodes now; req = {method, url, headers, timeout, connect_timeout,
- * max_response_bytes}. Starts the request's counters. */
+static int record_gc(lua_State *L)
+{
+    ou_request_free(luaL_checkudata(L, 1, OU_REQUEST_MT));
+    return 0;
+}
+
+/* client:transport_request(endpoint, params) -> req, record | nil, err:
+ * validates and encodes now; req = {method, url, headers, timeout,
+ * connect_timeout, max_response_bytes} is what the transport sends; record
+ * (a userdata) is this request's own, which each transport_answer takes:
+ * concurrent requests on one client (cosockets) never share one. */
 static int client_transport_request(lua_State *L)
 {
     struct ou_client *c = check_open(L);
     const struct ou_transfer_opts *o = &c->transfer.opts;
+    struct ou_request *rec;
     lua_settop(L, 3);
     if (!c->lua_transport)
         return luaL_error(L, "openai_usage: transport_request: this client has no transport");
-    if (!build_url(L, c, 2))
+    rec = lua_newuserdata(L, sizeof *rec);
+    ou_request_init(rec);
+    luaL_getmetatable(L, OU_REQUEST_MT);
+    lua_setmetatable(L, -2);
+    if (!build_url(L, c, 2, &rec->url))
         return ou_error_return(L);
-    ou_transfer_start(&c->transfer);
+    ou_request_start(rec);
     lua_createtable(L, 0, 7);
     lua_pushliteral(L, "GET");
     lua_setfield(L, -2, "method");
-    lua_pushlstring(L, c->url.data, c->url.len);
+    lua_pushlstring(L, rec->url.data, rec->url.len);
     lua_setfield(L, -2, "url");
     /* the headers libcurl sends; Accept-Encoding only for a transport that
      * decompresses, since the decoder reads plain JSON */
@@ -833,24 +914,26 @@ static int client_transport_request(lua_State *L)
     lua_setfield(L, -2, "stall_timeout");
     ou_pushint64(L, (int64_t)o->max_body);
     lua_setfield(L, -2, "max_response_bytes");
-    return 1;
+    lua_insert(L, -2);
+    return 2;
 }
 
 /* Keeps the reason for a failed attempt in errbuf, the key scrubbed first
  * (errbuf truncates: a cut key would no longer be found). Pops the string. */
-static void keep_reason(lua_State *L, struct ou_client *c)
+static void keep_reason(lua_State *L, const struct ou_client *c, struct ou_request *rec)
 {
     scrub_key(L, c);
-    snprintf(c->transfer.errbuf, sizeof c->transfer.errbuf, "%s", lua_tostring(L, -1));
+    snprintf(rec->reason, sizeof rec->reason, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
 }
 
 /* A transport that raised or answered something unusable: not retried.
  * fmt may hold one %s, for detail. */
-static enum ou_outcome transport_fault(lua_State *L, struct ou_client *c, const char *fmt, const char *detail)
+static enum ou_outcome transport_fault(lua_State *L, const struct ou_client *c, struct ou_request *rec,
+                                       const char *fmt, const char *detail)
 {
     lua_pushfstring(L, fmt, detail ? detail : "");
-    keep_reason(L, c);
+    keep_reason(L, c, rec);
     return OU_FAIL_TRANSPORT;
 }
 
@@ -875,15 +958,15 @@ static const char *error_text(lua_State *L, int idx)
 
 /* The answer's headers (a table at idx): name -> string, number or a list
  * of strings; names in any case. */
-static enum ou_outcome take_headers(lua_State *L, struct ou_client *c, int idx)
+static enum ou_outcome take_headers(lua_State *L, const struct ou_client *c, struct ou_request *rec, int idx)
 {
-    struct ou_response *r = &c->transfer.resp;
+    struct ou_response *r = &rec->resp;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         size_t nlen, vlen;
         const char *name, *value;
         if (lua_type(L, -2) != LUA_TSTRING)
-            return transport_fault(L, c,
+            return transport_fault(L, c, rec,
                                    "the transport returned a header name that is a %s; expected strings",
                                    luaL_typename(L, -2));
         name = lua_tolstring(L, -2, &nlen);
@@ -901,14 +984,15 @@ static enum ou_outcome take_headers(lua_State *L, struct ou_client *c, int idx)
                 }
                 if (lua_type(L, -1) != LUA_TSTRING)
                     return transport_fault(
-                        L, c, "the transport returned a header value list holding a %s; expected strings",
+                        L, c, rec,
+                        "the transport returned a header value list holding a %s; expected strings",
                         luaL_typename(L, -1));
                 value = lua_tolstring(L, -1, &vlen);
                 ou_response_header(r, name, nlen, value, vlen);
                 lua_pop(L, 1);
             }
         } else {
-            return transport_fault(L, c,
+            return transport_fault(L, c, rec,
                                    "the transport returned a header value that is a %s; expected a string",
                                    luaL_typename(L, -1));
         }
@@ -920,21 +1004,21 @@ static enum ou_outcome take_headers(lua_State *L, struct ou_client *c, int idx)
 /* Reads one attempt's result, as the driver's pcall gave it (stack: 3 its
  * ok, 4 status or nil, 5 headers or the error, 6 body), into the response.
  * *transient is set for a failure the retry policy may retry. */
-static enum ou_outcome take_answer(lua_State *L, struct ou_client *c, int *transient)
+static enum ou_outcome take_answer(lua_State *L, const struct ou_client *c, struct ou_request *rec,
+                                   int *transient)
 {
-    struct ou_transfer *t = &c->transfer;
     const char *body;
     size_t len;
     int64_t status;
     enum ou_outcome outcome;
     if (!lua_toboolean(L, 3))
-        return transport_fault(L, c, "the transport raised an error: %s", error_text(L, 4));
+        return transport_fault(L, c, rec, "the transport raised an error: %s", error_text(L, 4));
     if (lua_isnil(L, 4)) {
         /* nil, err: the transport could not get an answer (refused, reset,
          * timed out): retried like libcurl's connection failures, unless
          * err = {retry = false} says it will not pass (TLS verification) */
         if (lua_isnil(L, 5))
-            return transport_fault(L, c, "the transport returned nil without an error", NULL);
+            return transport_fault(L, c, rec, "the transport returned nil without an error", NULL);
         outcome = OU_FAIL_NETWORK;
         *transient = 1;
         if (lua_type(L, 5) == LUA_TTABLE) {
@@ -947,88 +1031,93 @@ static enum ou_outcome take_answer(lua_State *L, struct ou_client *c, int *trans
             lua_pop(L, 2);
         }
         error_text(L, 5);
-        keep_reason(L, c);
+        keep_reason(L, c, rec);
         return outcome;
     }
     if (lua_type(L, 4) != LUA_TNUMBER)
-        return transport_fault(L, c, "the transport returned a %s as the status; expected a number",
+        return transport_fault(L, c, rec, "the transport returned a %s as the status; expected a number",
                                luaL_typename(L, 4));
     if (!ou_toint64(L, 4, &status) || status < 100 || status > 599)
-        return transport_fault(L, c, "the transport returned status %s; expected an HTTP status 100..599",
+        return transport_fault(L, c, rec,
+                               "the transport returned status %s; expected an HTTP status 100..599",
                                error_text(L, 4));
     if (lua_type(L, 5) != LUA_TTABLE)
-        return transport_fault(L, c, "the transport returned a %s as the headers; expected a table",
+        return transport_fault(L, c, rec, "the transport returned a %s as the headers; expected a table",
                                luaL_typename(L, 5));
     if (lua_type(L, 6) != LUA_TSTRING)
-        return transport_fault(L, c, "the transport returned a %s as the body; expected a string",
+        return transport_fault(L, c, rec, "the transport returned a %s as the body; expected a string",
                                luaL_typename(L, 6));
-    t->resp.status = (long)status;
-    if ((outcome = take_headers(L, c, 5)) != OU_OK)
+    rec->resp.status = (long)status;
+    if ((outcome = take_headers(L, c, rec, 5)) != OU_OK)
         return outcome;
     body = lua_tolstring(L, 6, &len);
-    t->wire_bytes += (long long)len;
-    if (len > t->opts.max_body)
+    rec->wire_bytes += (long long)len;
+    if (len > c->transfer.opts.max_body)
         return OU_FAIL_TOO_LARGE;
     /* gzip's magic bytes: no JSON text starts so, and the decoder cannot inflate */
     if (len >= 2 && (unsigned char)body[0] == 0x1f && (unsigned char)body[1] == 0x8b)
         return transport_fault(
-            L, c,
+            L, c, rec,
             "the transport returned a gzip-compressed body; a transport that asks for gzip "
             "must decompress it (and say gzip = true)",
             NULL);
-    if (!ou_buf_add(&t->resp.body, body, len))
+    if (!ou_buf_add(&rec->resp.body, body, len))
         return OU_FAIL_NOMEM;
-    return ou_transfer_status_outcome(t);
+    return ou_request_status_outcome(rec);
 }
 
-/* client:transport_answer(attempt, ok, status, headers, body) or
- * (attempt, ok, nil, err), ok being pcall's -> page | nil, err when the
- * request is over, or false, delay: sleep delay seconds, then attempt again. */
+/* client:transport_answer(record, ok, status, headers, body) or
+ * (record, ok, nil, err), ok being pcall's, record transport_request's ->
+ * page | nil, err when the request is over, or false, delay: sleep delay
+ * seconds, then attempt again. */
 static int client_transport_answer(lua_State *L)
 {
     struct ou_client *c = check_open(L);
+    struct ou_request *rec = luaL_checkudata(L, 2, OU_REQUEST_MT);
     enum ou_outcome outcome;
-    int64_t attempt;
     int transient = 0;
     double delay = 0;
     lua_settop(L, 6);
     if (!c->lua_transport)
         return luaL_error(L, "openai_usage: transport_answer: this client has no transport");
-    if (!ou_toint64(L, 2, &attempt) || attempt < 1 || attempt > OU_MAX_RETRIES + 1)
-        return luaL_argerror(L, 2, "an attempt number 1..11");
-    /* a client shared by concurrent requests (one per nginx worker): the
-     * attempt number comes from the request's own loop */
-    c->transfer.attempts = (int)attempt;
-    ou_transfer_begin_attempt(&c->transfer);
-    outcome = take_answer(L, c, &transient);
+    if (rec->attempts > OU_MAX_RETRIES)
+        return luaL_argerror(L, 2, "a request that is over");
+    rec->attempts++;
+    ou_request_begin_attempt(rec);
+    outcome = take_answer(L, c, rec, &transient);
     lua_settop(L, 6);
-    if (ou_transfer_retry(&c->transfer, &outcome, transient, &delay)) {
+    if (ou_retry(&c->transfer.opts, &c->transfer.rng, rec, &outcome, transient, &delay)) {
         lua_pushboolean(L, 0);
         lua_pushnumber(L, (lua_Number)delay);
         return 2;
     }
+    publish(L, c, rec);
     if (outcome != OU_OK)
-        return fail_outcome(L, c, outcome);
-    return decode_page(L, c);
+        return fail_outcome(L, c, rec, outcome);
+    return decode_page(L, c, rec);
 }
 
-/* client:url(endpoint, params) -> the URL a request would GET | nil, err */
+/* client:url(endpoint, params) -> the URL a request would GET | nil, err.
+ * Pure computation: it never waits for a prefetch on the wire. */
 static int client_url(lua_State *L)
 {
-    struct ou_client *c = check_open(L);
+    struct ou_client *c = check_usable(L);
     lua_settop(L, 3);
-    if (!build_url(L, c, 2))
+    if (!build_url(L, c, 2, &c->scratch))
         return ou_error_return(L);
-    lua_pushlstring(L, c->url.data, c->url.len);
+    lua_pushlstring(L, c->scratch.data, c->scratch.len);
     return 1;
 }
 
-/* client:last_transfer() -> what the last request did: attempts, the
- * delays slept between them, connections opened, bytes on the wire. */
+/* client:last_transfer() -> what the last request the calling coroutine
+ * finished did (the client's last, if that coroutine finished none):
+ * attempts, the delays slept between them, connections opened, bytes on
+ * the wire. Never waits for a prefetch on the wire. */
 static int client_last_transfer(lua_State *L)
 {
-    struct ou_client *c = check_open(L);
-    const struct ou_transfer *t = &c->transfer;
+    struct ou_client *c = check_usable(L);
+    struct ou_request_stats stats = *stats_for_caller(L, c);
+    const struct ou_request_stats *t = &stats;
     lua_createtable(L, 0, 8);
     ou_pushint64(L, t->attempts);
     lua_setfield(L, -2, "attempts");
@@ -1044,15 +1133,15 @@ static int client_last_transfer(lua_State *L)
     }
     ou_pushint64(L, t->wire_bytes);
     lua_setfield(L, -2, "wire_bytes");
-    ou_pushint64(L, (int64_t)t->resp.body.len);
+    ou_pushint64(L, (int64_t)t->body_bytes);
     lua_setfield(L, -2, "body_bytes");
-    /* what the client holds in C between requests: body and URL buffers */
-    ou_pushint64(L, (int64_t)(t->resp.body.cap + c->url.cap));
+    /* what the request held in C: its body and URL buffers */
+    ou_pushint64(L, (int64_t)t->buffer_bytes);
     lua_setfield(L, -2, "buffer_bytes");
-    ou_pushint64(L, t->resp.status);
+    ou_pushint64(L, t->status);
     lua_setfield(L, -2, "status");
-    if (t->resp.request_id[0]) {
-        lua_pushstring(L, t->resp.request_id);
+    if (t->request_id[0]) {
+        lua_pushstring(L, t->request_id);
         scrub_key(L, c);
         lua_setfield(L, -2, "request_id");
     }
@@ -1061,7 +1150,7 @@ static int client_last_transfer(lua_State *L)
 
 static int client_close(lua_State *L)
 {
-    client_release(luaL_checkudata(L, 1, OU_CLIENT_MT));
+    client_release(L, luaL_checkudata(L, 1, OU_CLIENT_MT));
     return 0;
 }
 
@@ -1091,6 +1180,10 @@ static const luaL_Reg client_methods[] = {
 
 void ou_client_open(lua_State *L)
 {
+    luaL_newmetatable(L, OU_REQUEST_MT);
+    lua_pushcfunction(L, record_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_newmetatable(L, OU_CLIENT_MT);
     lua_pushcfunction(L, client_gc);
     lua_setfield(L, -2, "__gc");

@@ -5,6 +5,8 @@
 #include "compat.h"
 
 #define OU_CLIENT_MT "openai_usage.client"
+/* one request's record through a Lua transport (struct ou_request) */
+#define OU_REQUEST_MT "openai_usage.request"
 #define OU_VERSION "0.1.0"
 
 /* core.new(options) -> client | nil, err */

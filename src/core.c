@@ -9,8 +9,8 @@
 #include "decode.h"
 #include "error.h"
 #include "query.h"
+#include "retry.h"
 #include "rules.h"
-#include "transfer.h"
 
 /* core.decode(text [, max_depth]) -> value | nil, err */
 static int core_decode(lua_State *L)
