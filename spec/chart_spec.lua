@@ -2,6 +2,9 @@
 -- parsed documents (strict XML through python3) and as pictures rendered by
 -- headless Chromium.
 local chart = require "openai_usage.chart"
+local html = require "openai_usage.html"
+local txt = require "openai_usage.text"
+local time = require "openai_usage.time"
 local cjson = require "cjson"
 local util = require "spec.support.util"
 
@@ -283,7 +286,7 @@ describe("chart", function()
       assert.equal("1,000", whole[2].text)
       local costs = all(svg_tree(chart.bars({ { name = "a", usd = 12.5 } }, {
         label = "name", value = "usd", format = function(v)
-          return "$" .. chart.number(v, 2)
+          return "$" .. txt.number(v, 2)
         end,
       })), "text", "value")
       assert.equal("$12.50", costs[1].text)
@@ -310,6 +313,20 @@ describe("chart", function()
       end
       assert.equal(long .. ": 5", all(tree, "g", "row")[1].children[1].text)
       assert.equal("short", all(tree, "text", "label")[2].text)
+    end)
+
+    it("gives a label the room of the terminal cells its characters take: wide ones an em, marks none", function()
+      local function bar_x(label)
+        local svg = chart.bars({ { name = label, n = 1 } }, { label = "name", value = "n" })
+        return num(all(svg_tree(svg), "rect", "bar")[1], "x")
+      end
+      -- U+231A (watch) and U+4E2D (CJK) both take two cells; U+0483 is a combining mark
+      local watch, han, mark = ("\226\140\154"):rep(6), ("\228\184\173"):rep(6), "e" .. ("\210\131"):rep(6)
+      assert.equal(txt.width(watch), txt.width(han))
+      assert.equal(bar_x(han), bar_x(watch))
+      assert.equal(1, txt.width(mark))
+      assert.equal(bar_x "e", bar_x(mark))
+      assert.is_true(bar_x(han) > bar_x "e")
     end)
 
     it("draws zero as no length and negative values to the left of zero, in another colour", function()
@@ -501,8 +518,10 @@ describe("chart", function()
       end
       -- across a year's end and a leap day
       for _, t in ipairs { 1735603200, 1709164800, 951782400, 4107542400 } do
-        assert.equal(os.date("!%Y-%m-%d", t), chart.time_label(t, true))
-        assert.equal(os.date("!%m-%d %H:%M", t + 45296), chart.time_label(t + 45296, false))
+        assert.equal(os.date("!%Y-%m-%d", t), time.axis_label(t, DAY))
+        assert.equal(os.date("!%m-%d %H:%M", t + 45296), time.axis_label(t + 45296, DAY))
+        assert.equal(os.date("!%m-%d %H:%M", t), time.axis_label(t, 3600))
+        assert.equal(os.date("!%Y-%m-%d %H:%M", t + 45296), time.label(t + 45296, DAY))
       end
     end)
 
@@ -609,7 +628,72 @@ describe("chart", function()
     end)
   end)
 
-  describe("html", function()
+  describe("layout", function()
+    -- the SVG writes a coordinate with at most two decimals
+    local function near(a, b)
+      return math.abs(a - b) <= 0.005 + 1e-9
+    end
+
+    it("gives the geometry the stacked SVG is drawn from, column by column and segment by segment", function()
+      local rows = daily_rows(6, { "gpt-image-1", "dall-e-3", "dall-e-2" })
+      rows[#rows + 1] = { start_time = T0 + DAY, end_time = T0 + 2 * DAY, model = "dall-e-3", images = -4 }
+      local opts = { series = "model", value = "images", title = "per day" }
+      local layout = chart.layout.stacked(rows, opts)
+      local tree = svg_tree(chart.stacked(rows, opts))
+      assert.equal(num(tree, "width"), layout.width)
+      assert.equal(num(tree, "height"), layout.height)
+      local buckets = all(tree, "g", "bucket")
+      assert.equal(6, #layout.columns)
+      assert.equal(#layout.columns, #buckets)
+      local drawn = 0
+      for i, column in ipairs(layout.columns) do
+        local segs = all(buckets[i], "rect", "seg")
+        assert.equal(#column.segments, #segs)
+        for j, seg in ipairs(column.segments) do
+          assert.is_true(near(column.x, num(segs[j], "x")))
+          assert.is_true(near(column.width, num(segs[j], "width")))
+          assert.is_true(near(seg.y, num(segs[j], "y")))
+          assert.is_true(near(seg.height, num(segs[j], "height")))
+          assert.equal(seg.color, segs[j].attrs.fill)
+          assert.equal(seg.tooltip, segs[j].children[1].text)
+          drawn = drawn + 1
+        end
+      end
+      assert.equal(#all(tree, "rect", "seg"), drawn)
+      local times = all(tree, "text", "time")
+      assert.equal(#layout.labels, #times)
+      for i, label in ipairs(layout.labels) do
+        assert.equal(label.text, times[i].text)
+        assert.is_true(near(label.x, num(times[i], "x")))
+      end
+      assert.is_nil(chart.layout.stacked({}, opts))
+      local ok, err = pcall(chart.layout.stacked, rows, { value = "images", height = 5 })
+      assert.is_false(ok)
+      assert.equal("invalid_argument", err.kind)
+    end)
+
+    it("gives the geometry the bar SVG is drawn from, bar by bar", function()
+      local rows = { { k = "up", v = 40 }, { k = "zero", v = 0 }, { k = "down", v = -25 }, { k = "missing" } }
+      local layout = chart.layout.bars(rows, { label = "k", value = "v" })
+      local tree = svg_tree(chart.bars(rows, { label = "k", value = "v" }))
+      local bars = all(tree, "rect", "bar")
+      local n = 0
+      for _, item in ipairs(layout.items) do
+        if item.bar then
+          n = n + 1
+          assert.is_true(near(item.bar.x, num(bars[n], "x")))
+          assert.is_true(near(item.bar.width, num(bars[n], "width")))
+          assert.is_true(near(item.bar.y, num(bars[n], "y")))
+        end
+      end
+      assert.equal(#bars, n)
+      assert.equal(3, n)
+      assert.equal(#layout.ticks, #all(tree, "text", "tick"))
+      assert.is_nil(chart.layout.bars({}, { value = "v" }))
+    end)
+  end)
+
+  describe("html.page", function()
     local rows = {
       { model = "gpt-image-1", images = 1234567, share = 91.27 },
       { model = "<b>bold</b> & \"co\"", images = 118000, share = 8.73 },
@@ -621,13 +705,13 @@ describe("chart", function()
     }
 
     it("is a standalone HTML5 page: doctype, charset, inline CSS, no script, nothing fetched", function()
-      local html = chart.html {
+      local page_text = html.page {
         title = "Usage", subtitle = "images", sections = {
           { heading = "By model", svg = chart.bars(rows, { label = "model", value = "images" }),
             table = { columns = columns, rows = rows }, note = "estimates" },
         },
       }
-      local page = parse("html", html)
+      local page = parse("html", page_text)
       assert.same({}, page.errors)
       assert.equal("doctype html", page.doctype:lower())
       local tags = {}
@@ -645,16 +729,16 @@ describe("chart", function()
       assert.equal(1, tags.style)
       assert.equal(1, tags.svg)
       assert.equal(1, tags.table)
-      assert.is_nil(html:find("url(", 1, true))
-      assert.is_nil(html:find("@import", 1, true))
-      assert.truthy(html:find('<meta charset="utf-8">', 1, true))
+      assert.is_nil(page_text:find("url(", 1, true))
+      assert.is_nil(page_text:find("@import", 1, true))
+      assert.truthy(page_text:find('<meta charset="utf-8">', 1, true))
       assert.equal(1, #page.svgs)
       check_svg_root(page.svgs[1])
     end)
 
     it("escapes the title, subtitle, headings, cells and notes", function()
       local nasty = "<script>alert('x')</script> & \"q\" \195\188"
-      local page = parse("html", chart.html {
+      local page = parse("html", html.page {
         title = nasty, subtitle = { nasty, "line two" }, sections = {
           { heading = nasty, table = { columns = { { key = 1, label = nasty } }, rows = { { nasty } } }, note = nasty },
         },
@@ -673,7 +757,7 @@ describe("chart", function()
     end)
 
     it("right-aligns numbers with thousands separators", function()
-      local page = parse("html", chart.html {
+      local page = parse("html", html.page {
         sections = { { table = { columns = columns, rows = rows, footer = { model = "Total", images = 1352567 } } } },
       })
       local cells = {}
@@ -698,7 +782,7 @@ describe("chart", function()
     end)
 
     it("takes the columns from the rows when none are given", function()
-      local page = parse("html", chart.html { sections = { { table = { rows = rows } } } })
+      local page = parse("html", html.page { sections = { { table = { rows = rows } } } })
       local head, body = {}, {}
       for _, e in ipairs(page.elements) do
         if e.tag == "th" then
@@ -707,19 +791,23 @@ describe("chart", function()
           body[#body + 1] = e
         end
       end
-      assert.same({ "images", "model", "share" }, head)
-      assert.equal("1,234,567", body[1].text)
-      assert.equal("num", body[1].attrs.class)
+      -- in the order the report formats give the same rows: text, then numbers
+      assert.same({ "model", "images", "share" }, head)
+      assert.same(require("openai_usage.format").columns(rows), head)
+      assert.equal("gpt-image-1", body[1].text)
+      assert.is_nil(body[1].attrs.class)
+      assert.equal("1,234,567", body[2].text)
+      assert.equal("num", body[2].attrs.class)
       assert.equal("91.27", body[3].text)
     end)
 
     it("is a page even with nothing in it, and refuses what is not a document", function()
-      local page = parse("html", chart.html {})
+      local page = parse("html", html.page {})
       assert.same({}, page.errors)
-      local ok, err = pcall(chart.html, "x")
+      local ok, err = pcall(html.page, "x")
       assert.is_false(ok)
       assert.equal("invalid_argument", err.kind)
-      ok, err = pcall(chart.html, { sections = { 5 } })
+      ok, err = pcall(html.page, { sections = { 5 } })
       assert.is_false(ok)
       assert.truthy(tostring(err):find("section 1", 1, true))
     end)
@@ -728,6 +816,7 @@ describe("chart", function()
   it("gives the same bytes for the same rows in another process, time zone and C locale", function()
     local fixture = [[
       local chart = require "openai_usage.chart"
+      local html = require "openai_usage.html"
       local rows = {}
       for d = 0, 40 do
         for i, m in ipairs { "a", "b", "c", "d", "e", "f", "g", "h", "i" } do
@@ -738,7 +827,7 @@ describe("chart", function()
       local by = { { model = "x \226\128\148 y", usd = 1234.5678 }, { model = "z", usd = 0.125 } }
       return chart.stacked(rows, { series = "model", value = "usd", title = "t" })
         .. chart.bars(by, { label = "model", value = "usd" })
-        .. chart.html { title = "r", sections = { { table = { rows = by } } } }
+        .. html.page { title = "r", sections = { { table = { rows = by } } } }
     ]]
     local here = assert((loadstring or load)(fixture))()
     local dir = tmpdir()
@@ -784,7 +873,7 @@ describe("chart", function()
     it("shows the HTML report: every series colour in proportion to its segments, and the table", function()
       local rows = daily_rows(14, { "gpt-image-1", "dall-e-3", "dall-e-2", "gpt-image-1-mini" }, 6)
       local svg = chart.stacked(rows, { series = "model", value = "images", title = "Images per day" })
-      local html = chart.html {
+      local page_text = html.page {
         title = "OpenAI usage", subtitle = "images, 14 days", sections = {
           { heading = "Per day", svg = svg },
           { heading = "By model", table = { rows = { { model = "gpt-image-1", images = 12345 } } } },
@@ -803,7 +892,7 @@ describe("chart", function()
       end
       table.sort(wanted)
       local path = tmpdir() .. "/report.html"
-      write(path, html)
+      write(path, page_text)
       local stats = pixels(screenshot(path, 1000, 800), wanted)
       assert.equal("FFFFFF", stats.background)
       assert.equal(4, #wanted)

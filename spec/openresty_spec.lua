@@ -350,13 +350,24 @@ ngx.say(cjson.encode(out))
 
   -- A failed handshake as nginx reports it, then the reason as the
   -- transport reads it back where lua-resty-core raises instead.
+  -- lua-resty-core itself raises now and then (a handshake that ends within
+  -- its first call): then nginx's own report is not to be had from that
+  -- socket, so another connection is tried, up to 20 (a spec that failed
+  -- about one run in twelve when it took the first).
   local HANDSHAKE_LUA = [[
 local resty = require "openai_usage.transport.resty"
-local sock = ngx.socket.tcp()
-assert(sock:connect("127.0.0.1", tonumber(ngx.var.arg_port)))
-local session, reported = sock:sslhandshake(nil, ngx.var.arg_name, true)
-ngx.say(session and "accepted" or reported)
-ngx.say(resty._raised_handshake_error(sock, "raised"))
+for _ = 1, 20 do
+  local sock = ngx.socket.tcp()
+  assert(sock:connect("127.0.0.1", tonumber(ngx.var.arg_port)))
+  local returned, session, reported = pcall(sock.sslhandshake, sock, nil, ngx.var.arg_name, true)
+  if returned then
+    ngx.say(session and "accepted" or reported)
+    ngx.say(resty._raised_handshake_error(sock, "raised"))
+    return
+  end
+  sock:close()
+end
+ngx.say("lua-resty-core raised on 20 handshakes in a row")
 ]]
 
   describe("over https", function()

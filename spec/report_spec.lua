@@ -3,6 +3,7 @@
 local report = require "openai_usage.report"
 local format = require "openai_usage.format"
 local time = require "openai_usage.time"
+local txt = require "openai_usage.text"
 local util = require "spec.support.util"
 
 local D = 86400
@@ -214,6 +215,63 @@ describe("report steps", function()
     ok, err = pcall(report.rebucket, images(), "1d", { offset = 90000 })
     assert.matches("offset", tostring(err))
   end)
+
+  it("raises one error value from steps, formats and charts: the core's fields and its one line", function()
+    local chart = require "openai_usage.chart"
+    local core_error = require("openai_usage").error
+    local raised = {}
+    for _, call in ipairs {
+      { report.top, images(), -1, "images" },
+      { report.series, images(), { width = "2x" } },
+      { format.render, images(), "xlsx" },
+      { chart.bars, images(), {} },
+      { chart.stacked, images(), { value = "images", height = 5 } },
+    } do
+      local ok, err = pcall((unpack or table.unpack)(call))
+      assert.is_false(ok)
+      assert.are.equal("invalid_argument", err.kind)
+      assert.are.equal("string", type(err.message))
+      -- the same text the C core gives an error of the same fields
+      assert.are.equal(tostring(core_error { kind = err.kind, message = err.message }), tostring(err))
+      assert.are.equal("openai_usage: invalid_argument: " .. err.message, tostring(err))
+      raised[#raised + 1] = getmetatable(err)
+    end
+    for i = 2, #raised do
+      assert.are.equal(raised[1], raised[i])
+    end
+    local errors = require "openai_usage.errors"
+    local fields = {
+      kind = "http", status = 429, code = "rate_limit", request_id = "req_1",
+      message = "slow\r\ndown \27[31m \194\155 \255 \195\169",
+    }
+    local copy = {}
+    for k, v in pairs(fields) do
+      copy[k] = v
+    end
+    assert.are.equal(tostring(core_error(copy)), tostring(errors.new(fields)))
+    assert.are.equal("openai_usage: http 429 (rate_limit): slow\\x0d\\x0adown \\x1b[31m \\u009b \\xff \195\169"
+      .. " [request_id req_1]", tostring(errors.new(fields)))
+    -- text.printable is the core's usage.printable, byte for byte
+    local printable, seed = require("openai_usage").printable, 7
+    for _ = 1, 300 do
+      local bytes = {}
+      for i = 1, 12 do
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        bytes[i] = string.char(seed % 256)
+      end
+      local s = table.concat(bytes) .. "\226\130\172\240\159\152\128\237\160\128\194\133"
+      assert.are.equal(printable(s), txt.printable(s))
+    end
+    -- a number as the message, a float status, no kind: as the core prints them
+    for _, odd in ipairs { { message = 5, status = 500.0 }, { message = {}, status = 1.5 } } do
+      local c = {}
+      for k, v in pairs(odd) do
+        c[k] = v
+      end
+      c.kind, odd.kind = "x", "x"
+      assert.are.equal(tostring(core_error(c)), tostring(errors.new(odd)))
+    end
+  end)
 end)
 
 describe("report times", function()
@@ -278,18 +336,63 @@ describe("report output", function()
   it("table: widths count terminal cells of UTF-8 (wide CJK, combining marks)", function()
     local r = { { name = "日本", n = 1 }, { name = "e\204\129t\195\169", n = 22 }, { name = "abcd", n = 333 } }
     r.columns = { "name", "n" }
-    local text = format.render(r, "table", {})
+    local out = format.render(r, "table", {})
     local lines = {}
-    for line in text:gmatch "([^\n]*)\n" do
+    for line in out:gmatch "([^\n]*)\n" do
       lines[#lines + 1] = line
     end
     -- every line ends its number at the same terminal column
-    local w = format.display_width(lines[1])
+    local w = txt.width(lines[1])
     for i = 3, #lines do
-      assert.are.equal(w, format.display_width(lines[i]), lines[i])
+      assert.are.equal(w, txt.width(lines[i]), lines[i])
     end
-    assert.are.equal(4, format.display_width "日本")
-    assert.are.equal(3, format.display_width "e\204\129t\195\169" - 0)
+    assert.are.equal(4, txt.width "日本")
+    assert.are.equal(3, txt.width "e\204\129t\195\169" - 0)
+  end)
+
+  it("table and chart read bytes that are not UTF-8 the same way: each is one U+FFFD, one cell", function()
+    local chart = require "openai_usage.chart"
+    -- a stray continuation byte, a surrogate, an overlong "/", a code past U+10FFFF
+    local bad = "ok\133 \237\160\128 \192\175 \244\144\128\128 \195\169"
+    local R = "\239\191\189"
+    local expected = "ok" .. R .. " " .. R:rep(3) .. " " .. R:rep(2) .. " " .. R:rep(4) .. " \195\169"
+    local r = { { name = bad, n = 1 }, { name = "plain", n = 22 } }
+    r.columns = { "name", "n" }
+    local lines = {}
+    for line in format.render(r, "table", {}):gmatch "([^\n]*)\n" do
+      lines[#lines + 1] = line
+    end
+    assert.are.equal(expected, lines[3]:match "^(.-)%s+1$")
+    assert.are.equal(2 + 1 + 1 + 3 + 1 + 2 + 1 + 4 + 1 + 1, txt.width(expected))
+    -- every line ends its number at the same terminal column, counted over what was written
+    for i = 3, #lines do
+      assert.are.equal(txt.width(lines[1]), txt.width(lines[i]), lines[i])
+    end
+    assert.are.equal("| name | n |\n| --- | ---: |\n| " .. expected .. " | 1 |\n| plain | 22 |\n", format.render(r, "md", {}))
+    -- the chart shows the same characters in its label's tooltip
+    local svg = chart.bars(r, { value = "n", label = "name" })
+    assert.truthy(svg:find("<title>" .. expected .. ": 1</title>", 1, true), svg)
+    -- and cuts them as whole characters
+    local cut = txt.truncate(bad, 6)
+    assert.are.equal("ok" .. R .. " " .. R .. "\226\128\166", cut)
+  end)
+
+  it("writes a number for people the same way in a table and in a chart, never as -0.00", function()
+    local chart = require "openai_usage.chart"
+    local r = { { name = "a", usd = -0.001 }, { name = "b", usd = 1234.5 } }
+    r.columns = { "name", "usd" }
+    local lines = {}
+    for line in format.render(r, "table", {}):gmatch "([^\n]*)\n" do
+      lines[#lines + 1] = line
+    end
+    assert.are.equal("a         0.00", lines[3])
+    assert.are.equal("b     1,234.50", lines[4])
+    local svg = chart.bars(r, { label = "name", value = "usd" })
+    for i, row in ipairs(r) do
+      local shown = lines[i + 2]:match "(%S+)$"
+      assert.are.equal(txt.number(row.usd, 2), shown)
+      assert.truthy(svg:find("<title>" .. row.name .. ": " .. shown .. "</title>", 1, true), svg)
+    end
   end)
 
   it("md: a pipe table with numbers aligned right and pipes escaped", function()

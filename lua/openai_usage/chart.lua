@@ -1,19 +1,25 @@
 --- Charts for reports (pure Lua, no dependencies): an SVG bar chart by
--- group, an SVG stacked column time series, and a standalone HTML page that
--- holds charts, tables and notes.
+-- group and an SVG stacked column time series (openai_usage.html puts them
+-- on a page).
 --   chart.bars(rows, {label = {"model", "size"}, value = "images", title = ...})
 --   chart.stacked(rows, {series = "model", value = "images", title = ...})
---   chart.html{title = ..., subtitle = ..., sections = {{heading =, svg =, table =, note =}}}
+-- Each is laid out first (plain tables of pixels and texts, which
+-- chart.layout gives too), then written with openai_usage.svg.
 -- The output is deterministic (same input, same bytes: nothing depends on
 -- table order, the clock, the time zone or the locale) and every text from
 -- the data is escaped, so the result can be cached, compared and embedded.
+local errors = require "openai_usage.errors"
+local svg = require "openai_usage.svg"
+local text = require "openai_usage.text"
+local time = require "openai_usage.time"
+
 local M = {}
 
-local floor, ceil, abs, huge = math.floor, math.ceil, math.abs, math.huge
+local floor, ceil, abs = math.floor, math.ceil, math.abs
 local concat, sort = table.concat, table.sort
 
-M.NONE = "(none)"
-M.OTHER = "(other)"
+M.NONE = text.NONE
+M.OTHER = text.OTHER
 
 -- Okabe and Ito's palette, which people with any common colour-vision
 -- deficiency can tell apart; black is left out (it reads as text) and
@@ -25,46 +31,15 @@ M.NEGATIVE_COLOR = "#D55E00"
 local FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'DejaVu Sans', Arial, sans-serif"
 local INK, MUTED, GRID, AXIS = "#222222", "#666666", "#E6E6E6", "#999999"
 
-local error_meta = {
-  __tostring = function(e)
-    return e.message
-  end,
-}
-
 -- Bad arguments come from programs, not data, so they raise (as the report
--- steps do) at the caller's line; data never makes a chart fail.
-local function raise(message)
-  error(setmetatable({ kind = "invalid_argument", message = message }, error_meta), 3)
-end
+-- steps do); data never makes a chart fail.
+local raise = errors.invalid
 
-local function is_integer(v)
-  if math.type then
-    return math.type(v) == "integer"
-  end
-  return false
-end
-
--- A finite number, or nil for anything else (nil, text, NaN, infinities).
-local function finite(v)
-  if type(v) == "number" and v == v and v ~= huge and v ~= -huge then
-    return v
-  end
-end
-
-local function integral(v)
-  return is_integer(v) or v == floor(v)
-end
-
--- string.format with a fraction, always with a point: printf follows the C
--- locale a script may have set with os.setlocale ("2,5" in de_DE).
-local function decimal(pattern, v)
-  return (pattern:format(v):gsub("[^%d%-%+e%.]+", "."))
-end
-
-local REPLACEMENT = "\239\191\189" -- U+FFFD
+local finite, integral = text.finite, text.integral
 
 -- Advance widths in em of DejaVu Sans (the widest of the usual sans-serif
--- fonts, so a layout that fits it fits the others).
+-- fonts, so a layout that fits it fits the others); beyond ASCII, a
+-- character two terminal cells wide takes a full em, one of none no room.
 local NARROW = {}
 for c in ("il.,:;'|!`ijI"):gmatch "." do
   NARROW[c:byte()] = 0.3
@@ -72,6 +47,8 @@ end
 for c in ("frt()[]{}-/\\\" "):gmatch "." do
   NARROW[c:byte()] = 0.38
 end
+
+local EM_OF_CELLS = { [0] = 0, 0.68, 1.0 }
 
 local function advance(c)
   if c < 0x80 then
@@ -86,226 +63,53 @@ local function advance(c)
     end
     return 0.62
   end
-  -- East Asian wide ranges and emoji: a full em
-  if (c >= 0x1100 and c <= 0x115F) or (c >= 0x2E80 and c <= 0xA4CF) or (c >= 0xAC00 and c <= 0xD7A3)
-    or (c >= 0xF900 and c <= 0xFAFF) or (c >= 0xFE30 and c <= 0xFE4F) or (c >= 0xFF00 and c <= 0xFF60)
-    or (c >= 0xFFE0 and c <= 0xFFE6) or (c >= 0x1F300 and c <= 0x1FAFF) or (c >= 0x20000 and c <= 0x3FFFD) then
-    return 1.0
-  end
-  if (c >= 0x0300 and c <= 0x036F) or (c >= 0x200B and c <= 0x200F) or (c >= 0xFE00 and c <= 0xFE0F) then
-    return 0
-  end
-  return 0.68
-end
-
--- The characters of UTF-8 text: a list of strings and a list of their
--- widths in em. A byte that starts no valid sequence, and a character XML
--- cannot carry, become U+FFFD; tabs and line breaks a space (labels are one
--- line). So whatever the data holds, the SVG stays well-formed.
-local function characters(s)
-  local list, widths = {}, {}
-  local i, n = 1, #s
-  while i <= n do
-    local b = s:byte(i)
-    local len, lo, hi = 1, 0x80, 0xBF
-    if b >= 0xC2 and b <= 0xDF then
-      len = 2
-    elseif b == 0xE0 then
-      len, lo = 3, 0xA0
-    elseif b == 0xED then -- no UTF-16 surrogates
-      len, hi = 3, 0x9F
-    elseif b >= 0xE1 and b <= 0xEF then
-      len = 3
-    elseif b == 0xF0 then
-      len, lo = 4, 0x90
-    elseif b >= 0xF1 and b <= 0xF3 then
-      len = 4
-    elseif b == 0xF4 then
-      len, hi = 4, 0x8F
-    elseif b >= 0x80 then
-      len = 0 -- a continuation byte or C0, C1, F5..FF: never a start
-    end
-    local ch, code
-    if len == 1 then
-      if b == 9 or b == 10 or b == 13 then
-        ch, code = " ", 32
-      elseif b < 0x20 or b == 0x7F then
-        ch, code = REPLACEMENT, 0xFFFD
-      else
-        ch, code = string.char(b), b
-      end
-    elseif len > 1 and i + len - 1 <= n then
-      local c2 = s:byte(i + 1)
-      local ok = c2 >= lo and c2 <= hi
-      code = (b % (2 ^ (7 - len))) * 64 + (c2 - 0x80)
-      for k = i + 2, i + len - 1 do
-        local cb = s:byte(k)
-        ok = ok and cb >= 0x80 and cb <= 0xBF
-        code = code * 64 + (cb - 0x80)
-      end
-      if ok and code ~= 0xFFFE and code ~= 0xFFFF then
-        ch = s:sub(i, i + len - 1)
-      else
-        len = 1
-      end
-    end
-    if not ch then
-      ch, code, len = REPLACEMENT, 0xFFFD, 1
-    end
-    list[#list + 1] = ch
-    widths[#widths + 1] = advance(code)
-    i = i + len
-  end
-  return list, widths
-end
-
-local ENTITY = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;", ["'"] = "&#39;" }
-
---- Text made safe for XML and HTML, in content and in quoted attributes.
-function M.escape(s)
-  local list = characters(tostring(s))
-  return (concat(list):gsub("[&<>\"']", ENTITY))
+  return EM_OF_CELLS[text.cells(c)]
 end
 
 local function text_width(s, size)
-  local _, widths = characters(s)
   local w = 0
-  for _, x in ipairs(widths) do
-    w = w + x
-  end
+  text.each_char(text.xml(s), function(code)
+    w = w + advance(code)
+  end)
   return w * size
 end
 
 --- Text cut to fit width pixels at font size, by whole UTF-8 characters,
 -- ending with an ellipsis when cut. Returns the text and whether it was cut.
-function M.truncate(s, width, size)
-  local list, widths = characters(s)
-  local total = 0
-  for _, w in ipairs(widths) do
-    total = total + w
-  end
-  if total * size <= width then
-    return concat(list), false
-  end
-  local room = width / size - advance(0x2026)
-  local used, n = 0, 0
-  while n < #list and used + widths[n + 1] <= room do
-    n = n + 1
-    used = used + widths[n]
-  end
-  while n > 0 and list[n] == " " do
-    n = n - 1
-  end
-  return concat(list, "", 1, n) .. "\226\128\166", true
+local function truncate(s, width, size)
+  return text.truncate(text.xml(s), width, advance, size)
 end
 
---- "1234567" -> "1,234,567"; a sign and a fraction are kept.
-local function thousands(text)
-  local sign, int, rest = text:match "^([-+]?)(%d+)(.*)$"
-  if not int then
-    return text
-  end
-  int = int:reverse():gsub("(%d%d%d)", "%1,"):reverse():gsub("^,", "")
-  return sign .. int .. rest
+local number, label_text = text.number, text.label
+
+local element, text_element = svg.element, svg.text_element
+
+-- The title line, cut to fit: bold runs about a tenth wider than the
+-- regular widths measured.
+local function draw_title(out, title, width, pad)
+  local shown = truncate(title, (width - 2 * pad) / 1.1, 15)
+  out[#out + 1] = text_element("text", {
+    "class", "title", "x", pad, "y", pad + 14, "font-size", 15, "font-weight", "bold",
+  }, shown)
 end
 
---- A number for people: thousands separators; whole numbers without a
--- fraction, others with decimals digits (default 2).
-function M.number(v, decimals)
-  local text
-  if decimals == nil and integral(v) or decimals == 0 then
-    if is_integer(v) then
-      text = ("%d"):format(v)
-    else
-      text = ("%.0f"):format(v)
-    end
-  else
-    text = decimal("%." .. (decimals or 2) .. "f", v)
+-- The start of a chart's document: its <title> is the chart's title, or
+-- what it shows when it has none.
+local function start(width, height, title, what)
+  local out = svg.start(width, height, title ~= "" and title or what, FONT, INK)
+  if title ~= "" then
+    draw_title(out, title, width, 12)
   end
-  if text:match "^%-[0.]+$" then
-    text = text:sub(2)
-  end
-  return thousands(text)
-end
-
--- A label's text from any field value: nil is "(none)" (or opts.none).
-local function label_text(v, none)
-  if v == nil then
-    return none or M.NONE
-  elseif type(v) == "number" then
-    if v ~= v then
-      return "NaN" -- printf spells it "nan" or "-nan" by platform
-    elseif not finite(v) then
-      return v > 0 and "\226\136\158" or "-\226\136\158"
-    elseif integral(v) then
-      return is_integer(v) and ("%d"):format(v) or ("%.0f"):format(v)
-    end
-    return decimal("%.14g", v)
-  end
-  return tostring(v)
-end
-
--- A coordinate: at most two decimals, no trailing zeros, never "-0".
-local function coord(x)
-  local s = decimal("%.2f", x)
-  s = s:gsub("0+$", ""):gsub("%.$", "")
-  if s == "-0" then
-    return "0"
-  end
-  return s
-end
-
-local function attrs(list)
-  local out = {}
-  for i = 1, #list, 2 do
-    local v = list[i + 1]
-    if v ~= nil then
-      if type(v) == "number" then
-        v = coord(v)
-      else
-        v = M.escape(v)
-      end
-      out[#out + 1] = (" %s=\"%s\""):format(list[i], v)
-    end
-  end
-  return concat(out)
-end
-
-local function element(name, list, content)
-  if content == nil then
-    return "<" .. name .. attrs(list) .. "/>"
-  end
-  return "<" .. name .. attrs(list) .. ">" .. content .. "</" .. name .. ">"
-end
-
-local function svg_open(width, height, title)
-  return {
-    ('<svg xmlns="http://www.w3.org/2000/svg" width="%s" height="%s" viewBox="0 0 %s %s" role="img"'):format(
-      coord(width), coord(height), coord(width), coord(height))
-      .. (' font-family="%s" font-size="12" fill="%s">'):format(M.escape(FONT), INK),
-    element("title", {}, M.escape(title)),
-    element("rect", { "width", width, "height", height, "fill", "#FFFFFF" }),
-  }
-end
-
-local function svg_title(out, title, width, pad)
-  -- bold runs about a tenth wider than the regular widths measured
-  local shown = M.truncate(title, (width - 2 * pad) / 1.1, 15)
-  out[#out + 1] = element("text", { "class", "title", "x", pad, "y", pad + 14, "font-size", 15, "font-weight", "bold" },
-    M.escape(shown))
+  return out
 end
 
 local function no_data(title, width)
   local height = 160
-  local out = svg_open(width, height, title ~= "" and title or "no data")
-  if title ~= "" then
-    svg_title(out, title, width, 12)
-  end
+  local out = start(width, height, title, "no data")
   out[#out + 1] = element("text", {
     "class", "empty", "x", width / 2, "y", height / 2 + 5, "text-anchor", "middle", "font-size", 14, "fill", MUTED,
   }, "no data")
-  out[#out + 1] = "</svg>\n"
-  return concat(out, "\n")
+  return svg.finish(out)
 end
 
 -- Steps of an axis, as multiples of a power of ten.
@@ -399,7 +203,142 @@ local function value_text(v, opts, whole)
   if opts.format then
     return tostring(opts.format(v))
   end
-  return M.number(v, whole and 0 or opts.decimals or 2)
+  return number(v, whole and 0 or opts.decimals or 2)
+end
+
+-- Bars: one item per row, its label, value and value's text; whether all
+-- values are whole, and the range they cover (zero included).
+local function bar_items(rows, opts, fields)
+  local items, whole, lo, hi = {}, true, 0, 0
+  for i, row in ipairs(rows) do
+    local parts = {}
+    for k, name in ipairs(fields) do
+      parts[k] = label_text(row[name], opts.none)
+    end
+    local label = #fields > 0 and concat(parts, " \194\183 ") or ("#" .. i)
+    local v = finite(row[opts.value])
+    if v then
+      whole = whole and integral(v)
+      lo, hi = math.min(lo, v), math.max(hi, v)
+    end
+    items[i] = { label = label, value = v }
+  end
+  for _, item in ipairs(items) do
+    item.text = item.value and value_text(item.value, opts, whole) or "\226\128\148"
+  end
+  return items, whole, lo, hi
+end
+
+local function widest(items, field, size)
+  local w = 0
+  for _, item in ipairs(items) do
+    w = math.max(w, text_width(item[field], size))
+  end
+  return w
+end
+
+local BARS = { pad = 12, label_size = 12, value_size = 11, tick_size = 11, pitch = 24, bar_h = 16 }
+
+-- Where everything of a bar chart goes, in pixels: the plot's x range,
+-- the ticks, and per row its label, bar and value text.
+local function layout_bars(rows, opts, fields, width, title)
+  local k = BARS
+  local pad = k.pad
+  local items, whole, lo, hi = bar_items(rows, opts, fields)
+  local value_w = ceil(widest(items, "text", k.value_size)) + 8
+  -- labels take at most a third of the width, the plot at least 40 %
+  local label_w = math.min(ceil(widest(items, "label", k.label_size)), floor(width / 3))
+  local left_room = lo < 0 and value_w or 0
+  local x0 = pad + label_w + 10 + left_room
+  local x1 = width - pad - value_w
+
+  local values, decimals = M.ticks(lo, hi, math.max(3, math.min(8, floor((x1 - x0) / 90))), whole)
+  local first, last = values[1], values[#values]
+  local tick_half = 0
+  for _, t in ipairs(values) do
+    tick_half = math.max(tick_half, text_width(number(t, decimals), k.tick_size) / 2)
+  end
+  x1 = math.min(x1, width - pad - ceil(tick_half))
+  local scale = (x1 - x0) / (last - first)
+  local function x_of(v)
+    return x0 + (v - first) * scale
+  end
+  local zero = x_of(0)
+
+  local title_h = title ~= "" and 28 or 0
+  local top = pad + title_h + 4
+  local axis_y = top + #items * k.pitch + 4
+  local ticks = {}
+  for i, t in ipairs(values) do
+    ticks[i] = { value = t, x = x_of(t), text = number(t, decimals) }
+  end
+  for i, item in ipairs(items) do
+    local y = top + (i - 1) * k.pitch
+    item.shown = truncate(item.label, label_w, k.label_size)
+    item.label_x, item.text_y = pad + label_w, y + k.pitch / 2 + 4
+    local v = item.value
+    if v then
+      local a, b = zero, x_of(v)
+      if b < a then
+        a, b = b, a
+      end
+      item.bar = { x = a, y = y + (k.pitch - k.bar_h) / 2, width = b - a, height = k.bar_h, negative = v < 0 }
+    end
+    local end_x = v and x_of(v) or zero
+    item.value_x = (v and v < 0) and end_x - 4 or end_x + 4
+    item.value_anchor = (v and v < 0) and "end" or "start"
+  end
+  local caption = opts.value_label or opts.value
+  return {
+    width = width, height = axis_y + 34 + pad, title = title, x0 = x0, x1 = x1, top = top, axis_y = axis_y,
+    ticks = ticks, items = items, caption = truncate(caption, x1 - x0, k.tick_size),
+  }
+end
+
+local function draw_bars(layout, opts)
+  local k, l = BARS, layout
+  local out = start(l.width, l.height, l.title, opts.value)
+  out[#out + 1] = '<g class="grid">'
+  for _, t in ipairs(l.ticks) do
+    out[#out + 1] = element("line", {
+      "x1", t.x, "y1", l.top - 4, "x2", t.x, "y2", l.axis_y, "stroke", t.value == 0 and AXIS or GRID, "stroke-width", 1,
+    })
+  end
+  out[#out + 1] = "</g>"
+  local color, negative = opts.color or M.PALETTE[1], opts.negative_color or M.NEGATIVE_COLOR
+  for _, item in ipairs(l.items) do
+    out[#out + 1] = '<g class="row">'
+    out[#out + 1] = text_element("title", {}, item.label .. ": " .. item.text)
+    out[#out + 1] = text_element("text", {
+      "class", "label", "x", item.label_x, "y", item.text_y, "text-anchor", "end",
+    }, item.shown)
+    local bar = item.bar
+    if bar then
+      out[#out + 1] = element("rect", {
+        "class", "bar", "x", bar.x, "y", bar.y, "width", bar.width, "height", bar.height,
+        "fill", bar.negative and negative or color,
+      })
+    end
+    out[#out + 1] = text_element("text", {
+      "class", "value", "x", item.value_x, "y", item.text_y,
+      "text-anchor", item.value_anchor, "font-size", k.value_size, "fill", MUTED,
+    }, item.text)
+    out[#out + 1] = "</g>"
+  end
+  out[#out + 1] = '<g class="axis" font-size="' .. k.tick_size .. '" fill="' .. MUTED .. '">'
+  out[#out + 1] = element("line", { "x1", l.x0, "y1", l.axis_y, "x2", l.x1, "y2", l.axis_y, "stroke", AXIS })
+  for _, t in ipairs(l.ticks) do
+    out[#out + 1] = element("line", {
+      "class", "tick", "x1", t.x, "y1", l.axis_y, "x2", t.x, "y2", l.axis_y + 4, "stroke", AXIS,
+    })
+    out[#out + 1] = text_element("text", { "class", "tick", "x", t.x, "y", l.axis_y + 16, "text-anchor", "middle" },
+      t.text)
+  end
+  out[#out + 1] = text_element("text", {
+    "class", "caption", "x", l.x1, "y", l.axis_y + 30, "text-anchor", "end",
+  }, l.caption)
+  out[#out + 1] = "</g>"
+  return svg.finish(out)
 end
 
 --- A horizontal bar chart, one bar per row in the order given.
@@ -416,136 +355,7 @@ function M.bars(rows, opts)
   if #rows == 0 then
     return no_data(title, width)
   end
-
-  local pad, label_size, value_size, tick_size = 12, 12, 11, 11
-  local items, whole, lo, hi = {}, true, 0, 0
-  for i, row in ipairs(rows) do
-    local parts = {}
-    for k, name in ipairs(fields) do
-      parts[k] = label_text(row[name], opts.none)
-    end
-    local label = #fields > 0 and concat(parts, " \194\183 ") or ("#" .. i)
-    local v = finite(row[opts.value])
-    if v then
-      whole = whole and integral(v)
-      lo, hi = math.min(lo, v), math.max(hi, v)
-    end
-    items[i] = { label = label, value = v }
-  end
-  local value_w = 0
-  for _, item in ipairs(items) do
-    item.text = item.value and value_text(item.value, opts, whole) or "\226\128\148"
-    value_w = math.max(value_w, text_width(item.text, value_size))
-  end
-  value_w = ceil(value_w) + 8
-  local label_w = 0
-  for _, item in ipairs(items) do
-    label_w = math.max(label_w, text_width(item.label, label_size))
-  end
-  -- labels take at most a third of the width, the plot at least 40 %
-  label_w = math.min(ceil(label_w), floor(width / 3))
-  local left_room = lo < 0 and value_w or 0
-  local x0 = pad + label_w + 10 + left_room
-  local x1 = width - pad - value_w
-
-  local ticks, decimals = M.ticks(lo, hi, math.max(3, math.min(8, floor((x1 - x0) / 90))), whole)
-  local first, last = ticks[1], ticks[#ticks]
-  local tick_half = 0
-  for _, t in ipairs(ticks) do
-    tick_half = math.max(tick_half, text_width(M.number(t, decimals), tick_size) / 2)
-  end
-  x1 = math.min(x1, width - pad - ceil(tick_half))
-  local scale = (x1 - x0) / (last - first)
-  local function x_of(v)
-    return x0 + (v - first) * scale
-  end
-  local zero = x_of(0)
-
-  local title_h = title ~= "" and 28 or 0
-  local pitch, bar_h = 24, 16
-  local top = pad + title_h + 4
-  local axis_y = top + #items * pitch + 4
-  local height = axis_y + 34 + pad
-
-  local out = svg_open(width, height, title ~= "" and title or opts.value)
-  if title ~= "" then
-    svg_title(out, title, width, pad)
-  end
-  out[#out + 1] = '<g class="grid">'
-  for _, t in ipairs(ticks) do
-    local x = x_of(t)
-    out[#out + 1] = element("line", {
-      "x1", x, "y1", top - 4, "x2", x, "y2", axis_y, "stroke", t == 0 and AXIS or GRID, "stroke-width", 1,
-    })
-  end
-  out[#out + 1] = "</g>"
-  local color, negative = opts.color or M.PALETTE[1], opts.negative_color or M.NEGATIVE_COLOR
-  for i, item in ipairs(items) do
-    local y = top + (i - 1) * pitch
-    local shown = M.truncate(item.label, label_w, label_size)
-    out[#out + 1] = '<g class="row">'
-    out[#out + 1] = element("title", {}, M.escape(item.label .. ": " .. item.text))
-    out[#out + 1] = element("text", {
-      "class", "label", "x", pad + label_w, "y", y + pitch / 2 + 4, "text-anchor", "end",
-    }, M.escape(shown))
-    local v = item.value
-    if v then
-      local a, b = zero, x_of(v)
-      if b < a then
-        a, b = b, a
-      end
-      out[#out + 1] = element("rect", {
-        "class", "bar", "x", a, "y", y + (pitch - bar_h) / 2, "width", b - a, "height", bar_h,
-        "fill", v < 0 and negative or color,
-      })
-    end
-    local end_x = v and x_of(v) or zero
-    out[#out + 1] = element("text", {
-      "class", "value", "x", (v and v < 0) and end_x - 4 or end_x + 4, "y", y + pitch / 2 + 4,
-      "text-anchor", (v and v < 0) and "end" or "start", "font-size", value_size, "fill", MUTED,
-    }, M.escape(item.text))
-    out[#out + 1] = "</g>"
-  end
-  out[#out + 1] = '<g class="axis" font-size="' .. tick_size .. '" fill="' .. MUTED .. '">'
-  out[#out + 1] = element("line", { "x1", x0, "y1", axis_y, "x2", x1, "y2", axis_y, "stroke", AXIS })
-  for _, t in ipairs(ticks) do
-    local x = x_of(t)
-    out[#out + 1] = element("line", { "class", "tick", "x1", x, "y1", axis_y, "x2", x, "y2", axis_y + 4, "stroke", AXIS })
-    out[#out + 1] = element("text", { "class", "tick", "x", x, "y", axis_y + 16, "text-anchor", "middle" },
-      M.escape(M.number(t, decimals)))
-  end
-  local caption = opts.value_label or opts.value
-  out[#out + 1] = element("text", { "class", "caption", "x", x1, "y", axis_y + 30, "text-anchor", "end" },
-    M.escape(M.truncate(caption, x1 - x0, tick_size)))
-  out[#out + 1] = "</g>"
-  out[#out + 1] = "</svg>\n"
-  return concat(out, "\n")
-end
-
--- Days since 1970-01-01 -> year, month, day (proleptic Gregorian; Howard
--- Hinnant's civil_from_days), so dates never depend on os.date or TZ.
-local function civil(days)
-  local z = days + 719468
-  local era = floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
-  local mp = floor((5 * doy + 2) / 153)
-  local d = doy - floor((153 * mp + 2) / 5) + 1
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
-  return y, m, d
-end
-
---- A UTC time label: "2024-11-01" for whole days, "11-01 13:00" otherwise.
-function M.time_label(t, days)
-  local day = floor(t / 86400)
-  local s = t - day * 86400
-  local y, m, d = civil(day)
-  if days then
-    return ("%04d-%02d-%02d"):format(y, m, d)
-  end
-  return ("%02d-%02d %02d:%02d"):format(m, d, floor(s / 3600), floor(s % 3600 / 60))
+  return draw_bars(layout_bars(rows, opts, fields, width, title), opts)
 end
 
 -- Label spacings in seconds, so thinned labels fall on round times.
@@ -572,17 +382,9 @@ local function infer_width(rows, time_field, times)
   return best or 86400
 end
 
---- A stacked column chart over time: one column per bucket, one segment
--- per series. opts: value (field), series (field giving the segment;
--- without it one series), time (field of Unix seconds, default
--- "start_time"), width_seconds (bucket width, inferred when absent), title,
--- width and height (pixels, default 720 x 360), max_series (segments shown,
--- "(other)" included, default 7), max_buckets (default 2000), colors (series
--- name -> colour), none, other, decimals, format, value_label.
--- Missing buckets between the first and the last show as empty columns.
-function M.stacked(rows, opts)
-  check_rows(rows, opts or {}, "stacked")
-  opts = opts or {}
+-- Stacked: the options, checked, with their defaults.
+local function stacked_settings(rows, opts)
+  check_rows(rows, opts, "stacked")
   local time_field = opts.time == nil and "start_time" or opts.time
   if type(time_field) ~= "string" then
     raise "chart.stacked: opts.time must name a field of Unix seconds"
@@ -590,33 +392,42 @@ function M.stacked(rows, opts)
   if opts.series ~= nil and type(opts.series) ~= "string" then
     raise "chart.stacked: opts.series must name a field"
   end
-  local width = opts.width or 720
   local height = opts.height or 360
   if not finite(height) or height < 160 or height > 10000 then
     raise(("chart.stacked: height %s is not a number of pixels from 160 to 10000"):format(tostring(opts.height)))
   end
-  local title = opts.title and tostring(opts.title) or ""
   local max_series = opts.max_series or #M.PALETTE
   if not finite(max_series) or max_series < 1 then
     raise "chart.stacked: max_series must be at least 1"
   end
+  return {
+    time_field = time_field, width = opts.width or 720, height = height, max_series = max_series,
+    title = opts.title and tostring(opts.title) or "",
+  }
+end
 
-  -- the rows that can be placed: a time and a value
+-- The rows that can be placed (a time and a value) with their series, and
+-- their distinct times, sorted.
+local function place_rows(rows, opts, time_field)
   local placed, seen, times = {}, {}, {}
   for _, row in ipairs(rows) do
     local t, v = finite(row[time_field]), finite(row[opts.value])
     if t and v then
-      placed[#placed + 1] = { t = t, v = v, series = opts.series and label_text(row[opts.series], opts.none) or opts.value }
+      local series = opts.series and label_text(row[opts.series], opts.none) or opts.value
+      placed[#placed + 1] = { t = t, v = v, series = series }
       if not seen[t] then
         seen[t] = true
         times[#times + 1] = t
       end
     end
   end
-  if #placed == 0 then
-    return no_data(title, width)
-  end
   sort(times)
+  return placed, times
+end
+
+-- The buckets from the first time to the last: the first, the width and
+-- how many, within opts.max_buckets.
+local function bucket_grid(rows, opts, time_field, times)
   local step = opts.width_seconds
   if step ~= nil and (not finite(step) or step <= 0) then
     raise(("chart.stacked: width_seconds %s is not a positive number"):format(tostring(step)))
@@ -630,10 +441,14 @@ function M.stacked(rows, opts)
   end
   if count > max_buckets then
     raise(("chart.stacked: %s buckets of %s s are too many to draw (at most %s); chart wider buckets"):format(
-      M.number(count), M.number(step), M.number(max_buckets)))
+      number(count), number(step), number(max_buckets)))
   end
+  return { t0 = t0, step = step, count = count }
+end
 
-  -- series by total, largest first; the tail becomes "(other)"
+-- The series in the order drawn: by total, largest first, the tail past
+-- max_series - 1 summed as "(other)"; each with its colour.
+local function rank_series(placed, opts, max_series)
   local totals, names, whole = {}, {}, true
   for _, p in ipairs(placed) do
     if not totals[p.series] then
@@ -649,9 +464,9 @@ function M.stacked(rows, opts)
     end
     return a < b
   end)
-  local other = opts.other or M.OTHER
-  local rank, grouped = {}, false
+  local grouped = false
   if #names > max_series then
+    local other = opts.other or M.OTHER
     local kept, rest = {}, 0
     for i, name in ipairs(names) do
       if i < max_series then
@@ -664,13 +479,11 @@ function M.stacked(rows, opts)
     totals[other] = rest
     names, grouped = kept, true
   end
-  for i, name in ipairs(names) do
-    rank[name] = i
-  end
-  local colors = {}
+  local rank, colors = {}, {}
   local custom = type(opts.colors) == "table" and opts.colors or {}
   local palette_i = 0
   for i, name in ipairs(names) do
+    rank[name] = i
     if custom[name] then
       colors[i] = tostring(custom[name])
     elseif grouped and i == #names then
@@ -680,22 +493,26 @@ function M.stacked(rows, opts)
       colors[i] = M.PALETTE[(palette_i - 1) % #M.PALETTE + 1]
     end
   end
+  return { names = names, totals = totals, rank = rank, colors = colors, whole = whole }
+end
 
-  -- values per bucket and series
+-- The value of each series in each bucket, each bucket's total, and the
+-- range the stacks cover (positives up from zero, negatives down).
+local function fill_buckets(placed, grid, series)
   local buckets = {}
-  for b = 1, count do
-    buckets[b] = { t = t0 + (b - 1) * step, values = {} }
+  for b = 1, grid.count do
+    buckets[b] = { t = grid.t0 + (b - 1) * grid.step, values = {} }
   end
   for _, p in ipairs(placed) do
-    local b = floor((p.t - t0) / step) + 1
-    local s = rank[p.series] or #names
+    local b = floor((p.t - grid.t0) / grid.step) + 1
+    local s = series.rank[p.series] or #series.names
     local values = buckets[b].values
     values[s] = (values[s] or 0) + p.v
   end
   local lo, hi = 0, 0
   for _, bucket in ipairs(buckets) do
     local up, down = 0, 0
-    for s = 1, #names do
+    for s = 1, #series.names do
       local v = bucket.values[s]
       if v and v > 0 then
         up = up + v
@@ -706,40 +523,35 @@ function M.stacked(rows, opts)
     bucket.total = up + down
     lo, hi = math.min(lo, down), math.max(hi, up)
   end
+  return buckets, lo, hi
+end
 
-  local pad, tick_size, label_size = 12, 11, 11
-  local title_h = title ~= "" and 28 or 0
+local STACKED = { pad = 12, tick_size = 11, label_size = 11 }
 
-  -- the legend wraps onto as many lines as it needs
-  local legend, line_x, line = {}, pad, 0
-  for i, name in ipairs(names) do
-    local shown = M.truncate(name, 200, label_size)
-    local w = 14 + text_width(shown, label_size)
-    if line_x > pad and line_x + w > width - pad then
-      line, line_x = line + 1, pad
+-- The legend, wrapped onto as many lines as it needs: per series its x,
+-- line and shown text; and the number of lines.
+local function layout_legend(series, opts, width)
+  local k = STACKED
+  local legend, line_x, line = {}, k.pad, 0
+  for i, name in ipairs(series.names) do
+    local shown = truncate(name, 200, k.label_size)
+    local w = 14 + text_width(shown, k.label_size)
+    if line_x > k.pad and line_x + w > width - k.pad then
+      line, line_x = line + 1, k.pad
     end
-    legend[i] = { x = line_x, line = line, text = shown, full = name }
+    legend[i] = {
+      x = line_x, line = line, text = shown, color = series.colors[i],
+      tooltip = name .. ": " .. value_text(series.totals[name] or 0, opts, series.whole),
+    }
     line_x = line_x + w + 16
   end
-  local legend_top = pad + title_h
-  local legend_h = (line + 1) * 18
-  local plot_top = legend_top + legend_h + 22
-  local plot_bottom = height - pad - 24
-  if plot_bottom - plot_top < 100 then
-    plot_bottom = plot_top + 100
-    height = plot_bottom + pad + 24
-  end
+  return legend, line + 1
+end
 
-  local ticks, decimals = M.ticks(lo, hi, math.max(3, math.min(8, floor((plot_bottom - plot_top) / 50))), whole)
-  local first, last = ticks[1], ticks[#ticks]
-  local tick_w = 0
-  for _, t in ipairs(ticks) do
-    tick_w = math.max(tick_w, text_width(M.number(t, decimals), tick_size))
-  end
-
-  -- x labels: dates for whole UTC days, else month-day hour:minute
-  local days = step % 86400 == 0 and t0 % 86400 == 0
-  local label_half = text_width(M.time_label(t0, days), label_size) / 2 + 1
+-- The x axis: the plot's left and right edges, the pitch of a column and
+-- the width of its bar, given the room the tick and time labels need.
+local function layout_columns(grid, width, tick_w, label_half)
+  local pad, count = STACKED.pad, grid.count
   local x0 = pad + math.max(ceil(tick_w) + 6, label_half)
   local x1 = width - pad
   if label_half > (x1 - x0) / count / 2 then
@@ -757,76 +569,47 @@ function M.stacked(rows, opts)
   elseif pitch < 5 then
     bar_w = pitch - 1
   end
-  local yscale = (plot_bottom - plot_top) / (last - first)
-  local function y_of(v)
-    return plot_bottom - (v - first) * yscale
-  end
+  return x0, x1, pitch, bar_w
+end
+
+-- The segments of one column: positive values stack up from zero,
+-- negative ones down; the edges are rounded once so neighbouring segments
+-- meet without seams.
+local function column_segments(bucket, series, opts, y_of)
   local function round2(y)
     return floor(y * 100 + 0.5) / 100
   end
-
-  local out = svg_open(width, height, title ~= "" and title or opts.value)
-  if title ~= "" then
-    svg_title(out, title, width, pad)
-  end
-  out[#out + 1] = ('<g class="legend" font-size="%d">'):format(label_size)
-  for i, item in ipairs(legend) do
-    local y = legend_top + item.line * 18
-    out[#out + 1] = '<g class="legend-item">'
-    out[#out + 1] = element("title", {}, M.escape(item.full .. ": " .. value_text(totals[item.full] or 0, opts, whole)))
-    out[#out + 1] = element("rect", { "x", item.x, "y", y + 3, "width", 10, "height", 10, "fill", colors[i] })
-    out[#out + 1] = element("text", { "x", item.x + 14, "y", y + 12 }, M.escape(item.text))
-    out[#out + 1] = "</g>"
-  end
-  out[#out + 1] = "</g>"
-  local caption = opts.value_label or opts.value
-  out[#out + 1] = element("text", {
-    "class", "caption", "x", pad, "y", plot_top - 10, "font-size", tick_size, "fill", MUTED,
-  }, M.escape(M.truncate(caption, width - 2 * pad, tick_size)))
-
-  out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(tick_size, MUTED)
-  for _, t in ipairs(ticks) do
-    local y = y_of(t)
-    out[#out + 1] = element("line", {
-      "class", "grid", "x1", x0, "y1", y, "x2", x1, "y2", y, "stroke", t == 0 and AXIS or GRID,
-    })
-    out[#out + 1] = element("text", { "class", "tick", "x", x0 - 6, "y", y + 4, "text-anchor", "end" },
-      M.escape(M.number(t, decimals)))
-  end
-  out[#out + 1] = "</g>"
-
-  for b, bucket in ipairs(buckets) do
-    local left = x0 + (b - 1) * pitch + (pitch - bar_w) / 2
-    local when = M.time_label(bucket.t, days)
-    out[#out + 1] = '<g class="bucket">'
-    out[#out + 1] = element("title", {}, M.escape(when .. ": " .. value_text(bucket.total, opts, whole)))
-    -- positive values stack up from zero, negative ones down; the edges are
-    -- rounded once so neighbouring segments meet without seams
-    local up, down = 0, 0
-    for s = 1, #names do
-      local v = bucket.values[s]
-      if v and v ~= 0 then
-        local from, to
-        if v > 0 then
-          from, to = up, up + v
-          up = to
-        else
-          from, to = down, down + v
-          down = to
-        end
-        local ya, yb = round2(y_of(from)), round2(y_of(to))
-        if yb > ya then
-          ya, yb = yb, ya
-        end
-        out[#out + 1] = element("rect", {
-          "class", "seg", "x", left, "y", yb, "width", bar_w, "height", ya - yb, "fill", colors[s],
-        }, element("title", {}, M.escape(names[s] .. ": " .. value_text(v, opts, whole))))
+  local segments = {}
+  local up, down = 0, 0
+  for s = 1, #series.names do
+    local v = bucket.values[s]
+    if v and v ~= 0 then
+      local from, to
+      if v > 0 then
+        from, to = up, up + v
+        up = to
+      else
+        from, to = down, down + v
+        down = to
       end
+      local ya, yb = round2(y_of(from)), round2(y_of(to))
+      if yb > ya then
+        ya, yb = yb, ya
+      end
+      segments[#segments + 1] = {
+        y = yb, height = ya - yb, color = series.colors[s],
+        tooltip = series.names[s] .. ": " .. value_text(v, opts, series.whole),
+      }
     end
-    out[#out + 1] = "</g>"
   end
+  return segments
+end
 
-  -- thin the time labels to a round spacing at least one label wide
+-- Which columns get a time label: a round spacing at least one label
+-- wide, anchored on a round time when the spacing divides a day. Gives
+-- the first column labelled and the spacing in columns.
+local function thin_labels(grid, pitch, label_half)
+  local step, t0 = grid.step, grid.t0
   local need = ceil((2 * label_half + 8) / pitch)
   local every = need
   for _, s in ipairs(LABEL_STEPS) do
@@ -848,178 +631,164 @@ function M.stacked(rows, opts)
       end
     end
   end
-  out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(label_size, MUTED)
-  out[#out + 1] = element("line", { "x1", x0, "y1", plot_bottom, "x2", x1, "y2", plot_bottom, "stroke", AXIS })
-  for b = anchor + 1, count, every do
-    local x = x0 + (b - 0.5) * pitch
-    out[#out + 1] = element("line", {
-      "class", "tick", "x1", x, "y1", plot_bottom, "x2", x, "y2", plot_bottom + 4, "stroke", AXIS,
-    })
-    out[#out + 1] = element("text", { "class", "time", "x", x, "y", plot_bottom + 17, "text-anchor", "middle" },
-      M.escape(M.time_label(buckets[b].t, days)))
+  return anchor + 1, every
+end
+
+-- Where everything of a stacked chart goes, in pixels: legend, plot
+-- frame, value ticks, columns with their segments, and time labels.
+local function layout_stacked(settings, grid, series, buckets, lo, hi, opts)
+  local k = STACKED
+  local pad, width, height = k.pad, settings.width, settings.height
+  local title_h = settings.title ~= "" and 28 or 0
+  local legend, legend_lines = layout_legend(series, opts, width)
+  local legend_top = pad + title_h
+  local plot_top = legend_top + legend_lines * 18 + 22
+  local plot_bottom = height - pad - 24
+  if plot_bottom - plot_top < 100 then
+    plot_bottom = plot_top + 100
+    height = plot_bottom + pad + 24
+  end
+
+  local values, decimals = M.ticks(lo, hi, math.max(3, math.min(8, floor((plot_bottom - plot_top) / 50))), series.whole)
+  local first, last = values[1], values[#values]
+  local tick_w = 0
+  for _, t in ipairs(values) do
+    tick_w = math.max(tick_w, text_width(number(t, decimals), k.tick_size))
+  end
+  -- x labels: dates for whole UTC days, else month-day hour:minute
+  local label_half = text_width(time.axis_label(grid.t0, grid.step), k.label_size) / 2 + 1
+  local x0, x1, pitch, bar_w = layout_columns(grid, width, tick_w, label_half)
+  local yscale = (plot_bottom - plot_top) / (last - first)
+  local function y_of(v)
+    return plot_bottom - (v - first) * yscale
+  end
+
+  local ticks = {}
+  for i, t in ipairs(values) do
+    ticks[i] = { value = t, y = y_of(t), text = number(t, decimals) }
+  end
+  for _, item in ipairs(legend) do
+    item.y = legend_top + item.line * 18
+  end
+  local columns = {}
+  for b, bucket in ipairs(buckets) do
+    columns[b] = {
+      x = x0 + (b - 1) * pitch + (pitch - bar_w) / 2, width = bar_w,
+      tooltip = time.axis_label(bucket.t, grid.step) .. ": " .. value_text(bucket.total, opts, series.whole),
+      segments = column_segments(bucket, series, opts, y_of),
+    }
+  end
+  local labels = {}
+  local from, every = thin_labels(grid, pitch, label_half)
+  for b = from, grid.count, every do
+    labels[#labels + 1] = { x = x0 + (b - 0.5) * pitch, text = time.axis_label(buckets[b].t, grid.step) }
+  end
+  local caption = opts.value_label or opts.value
+  return {
+    width = width, height = height, title = settings.title, legend = legend, x0 = x0, x1 = x1,
+    plot_top = plot_top, plot_bottom = plot_bottom, ticks = ticks, columns = columns, labels = labels,
+    caption = truncate(caption, width - 2 * pad, k.tick_size),
+  }
+end
+
+local function draw_stacked(layout, opts)
+  local k, l = STACKED, layout
+  local out = start(l.width, l.height, l.title, opts.value)
+  out[#out + 1] = ('<g class="legend" font-size="%d">'):format(k.label_size)
+  for _, item in ipairs(l.legend) do
+    out[#out + 1] = '<g class="legend-item">'
+    out[#out + 1] = text_element("title", {}, item.tooltip)
+    out[#out + 1] = element("rect", { "x", item.x, "y", item.y + 3, "width", 10, "height", 10, "fill", item.color })
+    out[#out + 1] = text_element("text", { "x", item.x + 14, "y", item.y + 12 }, item.text)
+    out[#out + 1] = "</g>"
   end
   out[#out + 1] = "</g>"
-  out[#out + 1] = "</svg>\n"
-  return concat(out, "\n")
+  out[#out + 1] = text_element("text", {
+    "class", "caption", "x", k.pad, "y", l.plot_top - 10, "font-size", k.tick_size, "fill", MUTED,
+  }, l.caption)
+
+  out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(k.tick_size, MUTED)
+  for _, t in ipairs(l.ticks) do
+    out[#out + 1] = element("line", {
+      "class", "grid", "x1", l.x0, "y1", t.y, "x2", l.x1, "y2", t.y, "stroke", t.value == 0 and AXIS or GRID,
+    })
+    out[#out + 1] = text_element("text", { "class", "tick", "x", l.x0 - 6, "y", t.y + 4, "text-anchor", "end" }, t.text)
+  end
+  out[#out + 1] = "</g>"
+
+  for _, column in ipairs(l.columns) do
+    out[#out + 1] = '<g class="bucket">'
+    out[#out + 1] = text_element("title", {}, column.tooltip)
+    for _, seg in ipairs(column.segments) do
+      out[#out + 1] = element("rect", {
+        "class", "seg", "x", column.x, "y", seg.y, "width", column.width, "height", seg.height, "fill", seg.color,
+      }, text_element("title", {}, seg.tooltip))
+    end
+    out[#out + 1] = "</g>"
+  end
+
+  local bottom = l.plot_bottom
+  out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(k.label_size, MUTED)
+  out[#out + 1] = element("line", { "x1", l.x0, "y1", bottom, "x2", l.x1, "y2", bottom, "stroke", AXIS })
+  for _, label in ipairs(l.labels) do
+    out[#out + 1] = element("line", {
+      "class", "tick", "x1", label.x, "y1", bottom, "x2", label.x, "y2", bottom + 4, "stroke", AXIS,
+    })
+    out[#out + 1] = text_element("text", { "class", "time", "x", label.x, "y", bottom + 17, "text-anchor", "middle" },
+      label.text)
+  end
+  out[#out + 1] = "</g>"
+  return svg.finish(out)
 end
 
-local CSS = [[
-body{margin:0;background:#fff;color:#222;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
-main{max-width:980px;margin:0 auto;padding:24px 20px 40px}
-h1{font-size:22px;margin:0 0 4px}
-.subtitle{color:#666;margin:0 0 20px}
-section{margin:28px 0}
-h2{font-size:17px;margin:0 0 10px}
-figure{margin:0 0 14px}
-figure svg{max-width:100%;height:auto;display:block}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{padding:4px 12px;border-bottom:1px solid #e6e6e6;text-align:left;vertical-align:top}
-th{border-bottom:2px solid #bbb;font-weight:600}
-tbody tr:nth-child(even){background:#f7f7f7}
-tfoot td{border-top:2px solid #bbb;font-weight:600}
-.num{text-align:right;white-space:nowrap}
-.note{color:#666;font-size:13px}
-]]
-
-local function lines(value)
-  if type(value) == "table" then
-    local out = {}
-    for i, line in ipairs(value) do
-      out[i] = M.escape(line)
-    end
-    return concat(out, "<br>")
+-- The layout of a stacked chart, or nil when no row can be placed.
+local function stacked_layout(rows, opts)
+  local settings = stacked_settings(rows, opts)
+  local placed, times = place_rows(rows, opts, settings.time_field)
+  if #placed == 0 then
+    return nil, settings
   end
-  return M.escape(value)
+  local grid = bucket_grid(rows, opts, settings.time_field, times)
+  local series = rank_series(placed, opts, settings.max_series)
+  local buckets, lo, hi = fill_buckets(placed, grid, series)
+  return layout_stacked(settings, grid, series, buckets, lo, hi, opts), settings
 end
 
-local function cell(v, column)
-  if v == nil then
-    return ""
+--- A stacked column chart over time: one column per bucket, one segment
+-- per series. opts: value (field), series (field giving the segment;
+-- without it one series), time (field of Unix seconds, default
+-- "start_time"), width_seconds (bucket width, inferred when absent), title,
+-- width and height (pixels, default 720 x 360), max_series (segments shown,
+-- "(other)" included, default 7), max_buckets (default 2000), colors (series
+-- name -> colour), none, other, decimals, format, value_label.
+-- Missing buckets between the first and the last show as empty columns.
+function M.stacked(rows, opts)
+  opts = opts or {}
+  local layout, settings = stacked_layout(rows, opts)
+  if not layout then
+    return no_data(settings.title, settings.width)
   end
-  if column.format then
-    return M.escape(column.format(v))
-  end
-  if finite(v) then
-    return M.escape(M.number(v, column.decimals))
-  end
-  return M.escape(label_text(v))
+  return draw_stacked(layout, opts)
 end
 
--- Columns when the caller gave none: the keys of the rows, sorted, numeric
--- when every value is a number.
-local function columns_of(rows)
-  local numeric, keys = {}, {}
-  for _, row in ipairs(rows) do
-    for k, v in pairs(row) do
-      if numeric[k] == nil then
-        keys[#keys + 1] = k
-        numeric[k] = true
-      end
-      numeric[k] = numeric[k] and type(v) == "number"
-    end
+--- The geometry a chart is drawn from, in pixels, for a caller that draws
+-- it some other way: chart.layout.bars(rows, opts) and
+-- chart.layout.stacked(rows, opts) check opts as chart.bars and
+-- chart.stacked do and give a table (nil when there is nothing to draw).
+M.layout = {}
+
+function M.layout.bars(rows, opts)
+  opts = opts or {}
+  check_rows(rows, opts, "bars")
+  if #rows == 0 then
+    return nil
   end
-  sort(keys, function(a, b)
-    if type(a) ~= type(b) then
-      return type(a) == "number"
-    end
-    return a < b
-  end)
-  local columns = {}
-  for i, k in ipairs(keys) do
-    columns[i] = { key = k, label = tostring(k), numeric = numeric[k] }
-  end
-  return columns
+  return layout_bars(rows, opts, field_list(opts.label, "bars"), opts.width or 720,
+    opts.title and tostring(opts.title) or "")
 end
 
-local function html_table(out, t)
-  local rows = t.rows or {}
-  local columns = t.columns or columns_of(rows)
-  out[#out + 1] = "<table>"
-  if t.caption then
-    out[#out + 1] = "<caption>" .. M.escape(t.caption) .. "</caption>"
-  end
-  local head = {}
-  for i, c in ipairs(columns) do
-    head[i] = (c.numeric and '<th class="num">' or "<th>") .. M.escape(c.label or label_text(c.key)) .. "</th>"
-  end
-  out[#out + 1] = "<thead><tr>" .. concat(head) .. "</tr></thead>"
-  local function line(row)
-    local cells = {}
-    for i, c in ipairs(columns) do
-      cells[i] = (c.numeric and '<td class="num">' or "<td>") .. cell(row[c.key], c) .. "</td>"
-    end
-    return "<tr>" .. concat(cells) .. "</tr>"
-  end
-  out[#out + 1] = "<tbody>"
-  for _, row in ipairs(rows) do
-    out[#out + 1] = line(row)
-  end
-  out[#out + 1] = "</tbody>"
-  if t.footer then
-    out[#out + 1] = "<tfoot>" .. line(t.footer) .. "</tfoot>"
-  end
-  out[#out + 1] = "</table>"
-end
-
--- An SVG from chart.* is embedded as it is; a prolog some other tool put
--- before it would be stray text inside HTML.
-local function inline_svg(svg)
-  svg = tostring(svg):gsub("^%s*<%?xml.-%?>%s*", ""):gsub("^%s*<!DOCTYPE[^>]*>%s*", "")
-  return svg
-end
-
---- A standalone HTML5 page: doc.title, doc.subtitle (text or a list of
--- lines), doc.sections = list of {heading, svg, table = {columns = {{key,
--- label, numeric, decimals, format}}, rows, footer, caption}, note}. Inline
--- CSS only: no scripts, nothing fetched.
-function M.html(doc)
-  if type(doc) ~= "table" then
-    raise(("chart.html: expected a document table, got a %s"):format(type(doc)))
-  end
-  local sections = doc.sections or {}
-  if type(sections) ~= "table" then
-    raise "chart.html: doc.sections must be a list"
-  end
-  local title = doc.title and tostring(doc.title) or "Report"
-  local out = {
-    "<!DOCTYPE html>",
-    '<html lang="en">',
-    "<head>",
-    '<meta charset="utf-8">',
-    '<meta name="viewport" content="width=device-width, initial-scale=1">',
-    "<title>" .. M.escape(title) .. "</title>",
-    "<style>\n" .. CSS .. "</style>",
-    "</head>",
-    "<body>",
-    "<main>",
-    "<h1>" .. M.escape(title) .. "</h1>",
-  }
-  if doc.subtitle then
-    out[#out + 1] = '<p class="subtitle">' .. lines(doc.subtitle) .. "</p>"
-  end
-  for i, section in ipairs(sections) do
-    if type(section) ~= "table" then
-      raise(("chart.html: section %d is a %s, not a table"):format(i, type(section)))
-    end
-    out[#out + 1] = "<section>"
-    if section.heading then
-      out[#out + 1] = "<h2>" .. M.escape(section.heading) .. "</h2>"
-    end
-    if section.svg then
-      out[#out + 1] = "<figure>\n" .. inline_svg(section.svg) .. "</figure>"
-    end
-    if section.table then
-      html_table(out, section.table)
-    end
-    if section.note then
-      out[#out + 1] = '<p class="note">' .. lines(section.note) .. "</p>"
-    end
-    out[#out + 1] = "</section>"
-  end
-  out[#out + 1] = "</main>"
-  out[#out + 1] = "</body>"
-  out[#out + 1] = "</html>\n"
-  return concat(out, "\n")
+function M.layout.stacked(rows, opts)
+  return (stacked_layout(rows, opts or {}))
 end
 
 return M

@@ -7,28 +7,22 @@
 -- order its fields are shown in; every step keeps it up to date.
 local time = require "openai_usage.time"
 local format = require "openai_usage.format"
+local errors = require "openai_usage.errors"
+local text = require "openai_usage.text"
 
 local M = {}
 
-M.NONE = "(none)"
-M.OTHER = "(other)"
+M.NONE = text.NONE
+M.OTHER = text.OTHER
 M.time = time.parse
 M.width = time.width
 
 local floor = math.floor
 local TIME_FIELD = { start_time = true, end_time = true }
 
-local error_meta = {
-  __tostring = function(e)
-    return e.message
-  end,
-}
-
--- Steps are given bad arguments by programs, not by the API: raising says
--- where (the caller's line), which nil, err would lose in a chain of calls.
-local function raise(message, level)
-  error(setmetatable({ kind = "invalid_argument", message = message }, error_meta), (level or 1) + 2)
-end
+-- Steps are given bad arguments by programs, not by the API: they raise,
+-- naming the step, which nil, err would lose in a chain of calls.
+local raise = errors.invalid
 
 local function list(names, what)
   if names == nil then
@@ -42,7 +36,7 @@ local function list(names, what)
     return out
   end
   if type(names) ~= "table" then
-    raise(("%s: expected a list of field names or \"a,b\", got a %s"):format(what, type(names)), 2)
+    raise(("%s: expected a list of field names or \"a,b\", got a %s"):format(what, type(names)))
   end
   return names
 end
@@ -92,13 +86,19 @@ function M.rows(source)
   return out
 end
 
-local function sorted_keys(set)
-  local keys = {}
-  for k in pairs(set) do
-    keys[#keys + 1] = k
+-- The fields of rows with a value that keep(field, value) accepts, sorted.
+local function fields_where(rows, keep)
+  local seen, names = {}, {}
+  for _, row in ipairs(rows) do
+    for k, v in pairs(row) do
+      if not seen[k] and keep(k, v) then
+        seen[k] = true
+        names[#names + 1] = k
+      end
+    end
   end
-  table.sort(keys)
-  return keys
+  table.sort(names)
+  return names
 end
 
 --- The numeric fields of rows, start_time and end_time aside, sorted.
@@ -119,28 +119,16 @@ function M.numeric_fields(rows)
     end
     return out
   end
-  local set = {}
-  for _, row in ipairs(rows) do
-    for k, v in pairs(row) do
-      if is_number(v) and not TIME_FIELD[k] then
-        set[k] = true
-      end
-    end
-  end
-  return sorted_keys(set)
+  return fields_where(rows, function(k, v)
+    return is_number(v) and not TIME_FIELD[k]
+  end)
 end
 
 --- The text fields of rows ("object" aside), sorted.
 function M.label_fields(rows)
-  local set = {}
-  for _, row in ipairs(rows) do
-    for k, v in pairs(row) do
-      if type(v) ~= "number" and k ~= "object" then
-        set[k] = true
-      end
-    end
-  end
-  return sorted_keys(set)
+  return fields_where(rows, function(k, v)
+    return type(v) ~= "number" and k ~= "object"
+  end)
 end
 
 local function concat(a, b)
@@ -198,13 +186,19 @@ local function fold(g, row, sums, levels, latest)
   end
 end
 
+-- A row's value of a group field, none when it has none.
+local function group_value(row, f, none)
+  local v = row[f]
+  if v == nil then
+    return none
+  end
+  return v
+end
+
 local function key_of(row, by, none)
   local parts = {}
   for i, f in ipairs(by) do
-    local v = row[f]
-    if v == nil then
-      v = none
-    end
+    local v = group_value(row, f, none)
     parts[i] = type(v) .. ":" .. tostring(v)
   end
   return table.concat(parts, "\0")
@@ -235,11 +229,7 @@ function M.group(rows, by, sums, opts)
     if not g then
       g = zero_sums(sums)
       for _, f in ipairs(by) do
-        local v = row[f]
-        if v == nil then
-          v = none
-        end
-        g[f] = v
+        g[f] = group_value(row, f, none)
       end
       if opts.count then
         g[opts.count] = 0
@@ -498,7 +488,7 @@ end
 local function checked(read, value, what)
   local v, err = read(value)
   if not v then
-    raise(what .. ": " .. err, 2)
+    raise(what .. ": " .. err)
   end
   return v
 end
@@ -511,16 +501,9 @@ local function time_of(value, what)
   return checked(time.parse, value, what)
 end
 
---- A time series with no holes: one row per bucket of spec.width (default
--- one day) from spec.start to spec.stop (exclusive) and per group of
--- spec.by (fields; optional), summing spec.value (a field or list; default
--- every numeric field). Buckets with no row read 0. Rows outside the range
--- are left out. Buckets are aligned on start.
-function M.series(rows, spec)
-  spec = spec or {}
-  local w = width_of(spec.width or 86400, "series: width")
-  local by = list(spec.by, "series: by") or {}
-  local sums = list(spec.value, "series: value") or M.numeric_fields(rows)
+-- The range of a series: spec.start and spec.stop, or for either not
+-- given, the first row's bucket start or the last row's bucket end.
+local function series_range(rows, spec, w)
   local start, stop = spec.start, spec.stop
   if start == nil or stop == nil then
     for _, row in ipairs(rows) do
@@ -535,6 +518,20 @@ function M.series(rows, spec)
       end
     end
   end
+  return start, stop
+end
+
+--- A time series with no holes: one row per bucket of spec.width (default
+-- one day) from spec.start to spec.stop (exclusive) and per group of
+-- spec.by (fields; optional), summing spec.value (a field or list; default
+-- every numeric field). Buckets with no row read 0. Rows outside the range
+-- are left out. Buckets are aligned on start.
+function M.series(rows, spec)
+  spec = spec or {}
+  local w = width_of(spec.width or 86400, "series: width")
+  local by = list(spec.by, "series: by") or {}
+  local sums = list(spec.value, "series: value") or M.numeric_fields(rows)
+  local start, stop = series_range(rows, spec, w)
   if start == nil then
     return with_columns({}, concat(concat({ "start_time", "end_time" }, by), sums))
   end
@@ -549,11 +546,7 @@ function M.series(rows, spec)
       if not group_index[key] then
         local g = {}
         for _, f in ipairs(by) do
-          local v = row[f]
-          if v == nil then
-            v = none
-          end
-          g[f] = v
+          g[f] = group_value(row, f, none)
         end
         group_index[key] = g
         groups[#groups + 1] = key

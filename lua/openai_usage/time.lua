@@ -52,10 +52,6 @@ local function days_in_month(y, m)
   return M.days_from_civil(next_y, next_m, 1) - M.days_from_civil(y, m, 1)
 end
 
-local function fail(message)
-  return nil, message
-end
-
 local ACCEPTED = 'Unix seconds, "2024-11-01", "2024-11-01T12:00:00Z", or a relative "90m", "24h", "7d"'
 
 --- Unix seconds from a number, "1730419200", "2024-11-01",
@@ -65,12 +61,12 @@ local ACCEPTED = 'Unix seconds, "2024-11-01", "2024-11-01T12:00:00Z", or a relat
 function M.parse(value, now)
   if type(value) == "number" then
     if value ~= value or value == math.huge or value == -math.huge or value < 0 or value ~= floor(value) then
-      return fail(("time %s: must be a whole, non-negative number of Unix seconds"):format(tostring(value)))
+      return nil, ("time %s: must be a whole, non-negative number of Unix seconds"):format(tostring(value))
     end
     return integer(value)
   end
   if type(value) ~= "string" then
-    return fail(("time: expected %s, got a %s"):format(ACCEPTED, type(value)))
+    return nil, ("time: expected %s, got a %s"):format(ACCEPTED, type(value))
   end
   local text = value:match "^%s*(.-)%s*$"
   if text:match "^%d+$" then
@@ -81,39 +77,39 @@ function M.parse(value, now)
     now = now or os.time()
     local t = now - tonumber(amount) * UNIT[unit]
     if t < 0 then
-      return fail(('time "%s": reaches before 1970'):format(text))
+      return nil, ('time "%s": reaches before 1970'):format(text)
     end
     return integer(t)
   end
   local y, mo, d, rest = text:match "^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$"
   if not y then
-    return fail(('time "%s": expected %s'):format(text, ACCEPTED))
+    return nil, ('time "%s": expected %s'):format(text, ACCEPTED)
   end
   y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
   if mo < 1 or mo > 12 or d < 1 or d > days_in_month(y, mo) then
-    return fail(('time "%s": no such date'):format(text))
+    return nil, ('time "%s": no such date'):format(text)
   end
   local h, mi, s = 0, 0, 0
   if rest ~= "" then
     local hh, mm, tail = rest:match "^[T ](%d%d):(%d%d)(.*)$"
     if not hh then
-      return fail(('time "%s": expected %s'):format(text, ACCEPTED))
+      return nil, ('time "%s": expected %s'):format(text, ACCEPTED)
     end
     local ss, zone = tail:match "^:(%d%d)(.*)$"
     if ss then
       tail = zone
     end
     if tail ~= "Z" and tail ~= "+00:00" and tail ~= "" then
-      return fail(('time "%s": only UTC is accepted (end it with Z)'):format(text))
+      return nil, ('time "%s": only UTC is accepted (end it with Z)'):format(text)
     end
     h, mi, s = tonumber(hh), tonumber(mm), tonumber(ss or "0")
     if h > 23 or mi > 59 or s > 59 then
-      return fail(('time "%s": no such time of day'):format(text))
+      return nil, ('time "%s": no such time of day'):format(text)
     end
   end
   local t = M.days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
   if t < 0 then
-    return fail(('time "%s": before 1970'):format(text))
+    return nil, ('time "%s": before 1970'):format(text)
   end
   return integer(t)
 end
@@ -157,16 +153,30 @@ function M.iso(t)
   return ("%04d-%02d-%02dT%02d:%02d:%02dZ"):format(y, m, d, floor(s / 3600), floor(s % 3600 / 60), s % 60)
 end
 
---- A short UTC label: "2024-11-01" when t is midnight and the width a
--- whole number of days, "2024-11-01 13:00" otherwise.
-function M.label(t, width)
+-- A UTC label of t: the date alone when t is midnight and the width (if
+-- any) a whole number of days, else month-day hour:minute, after the year
+-- when with_year.
+local function label_of(t, width, with_year)
   local days = floor(t / 86400)
   local s = t - days * 86400
   local y, m, d = M.civil_from_days(days)
   if s == 0 and (width == nil or width % 86400 == 0) then
     return ("%04d-%02d-%02d"):format(y, m, d)
   end
-  return ("%04d-%02d-%02d %02d:%02d"):format(y, m, d, floor(s / 3600), floor(s % 3600 / 60))
+  local clock = ("%02d-%02d %02d:%02d"):format(m, d, floor(s / 3600), floor(s % 3600 / 60))
+  return with_year and ("%04d-"):format(y) .. clock or clock
+end
+
+--- A short UTC label: "2024-11-01" when t is midnight and the width a
+-- whole number of days, "2024-11-01 13:00" otherwise.
+function M.label(t, width)
+  return label_of(t, width, true)
+end
+
+--- The label under a chart's column, where room is short: "2024-11-01"
+-- as label gives it, else without the year, "11-01 13:00".
+function M.axis_label(t, width)
+  return label_of(t, width, false)
 end
 
 return M
