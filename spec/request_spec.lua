@@ -54,7 +54,9 @@ describe("a request's own record", function()
   -- Two coroutines share one client whose transport yields before every
   -- attempt and every sleep, the way cosockets and ngx.sleep suspend a
   -- request in nginx: a scheduler resumes them in turns.
-  it("two coroutines with a yielding transport keep their own last_transfer()", function()
+  -- (PUC Lua 5.1 cannot yield across pcall, so a transport cannot yield there)
+  local it_yielding = (_VERSION == "Lua 5.1" and not jit) and pending or it
+  it_yielding("two coroutines with a yielding transport keep their own last_transfer()", function()
     local seen = {} -- per coroutine: what its transport's last answer was
     local fetch = curl_transport()
     local transport = {

@@ -8,6 +8,7 @@
 #include "compat.h"
 #include "decode.h"
 #include "error.h"
+#include "lua_transport.h"
 #include "query.h"
 #include "retry.h"
 #include "rules.h"
@@ -214,7 +215,7 @@ OU_EXPORT int luaopen_openai_usage_core(lua_State *L)
     ou_error_open(L);
     ou_newlib(L, core_functions);
     ou_client_open(L);
-    lua_setfield(L, -2, "client_methods");
+    ou_lua_transport_open(L);
     lua_pushliteral(L, OU_VERSION);
     lua_setfield(L, -2, "version");
     return 1;
