@@ -49,9 +49,9 @@ static long long days_from_civil(long long y, unsigned m, unsigned d)
 static int month_number(const char *name)
 {
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
-    for (int i = 0; i < 12; i++)
+    for (size_t i = 0; i < 12; i++)
         if (strncmp(name, months + 3 * i, 3) == 0)
-            return i + 1;
+            return (int)i + 1;
     return 0;
 }
 
@@ -81,7 +81,8 @@ int ou_http_date(const char *text, time_t *out)
     m = month_number(mon);
     if (!m || d < 1 || d > 31 || y < 1970 || h > 23 || mi > 59 || s > 60 || h < 0 || mi < 0 || s < 0)
         return 0;
-    *out = (time_t)(days_from_civil(y, (unsigned)m, (unsigned)d) * 86400 + h * 3600 + mi * 60 + s);
+    *out = (time_t)(days_from_civil(y, (unsigned)m, (unsigned)d) * 86400 + (long long)h * 3600 +
+                    (long long)mi * 60 + s);
     return 1;
 }
 
