@@ -125,6 +125,13 @@ void ou_client_publish(lua_State *L, struct ou_client *c, const struct ou_reques
 {
     struct ou_request_stats *mine;
     ou_request_stats(rec, &c->last);
+    if (lua_pushthread(L)) { /* the main thread: no Lua allocation */
+        lua_pop(L, 1);
+        c->main_last = c->last;
+        c->main_has_last = 1;
+        return;
+    }
+    lua_pop(L, 1);
     if (c->stats_ref == LUA_NOREF) {
         lua_newtable(L);
         lua_createtable(L, 0, 1);
@@ -152,6 +159,11 @@ void ou_client_publish(lua_State *L, struct ou_client *c, const struct ou_reques
 static const struct ou_request_stats *stats_for_caller(lua_State *L, const struct ou_client *c)
 {
     const struct ou_request_stats *mine = NULL;
+    if (lua_pushthread(L)) {
+        lua_pop(L, 1);
+        return c->main_has_last ? &c->main_last : &c->last;
+    }
+    lua_pop(L, 1);
     if (c->stats_ref == LUA_NOREF)
         return &c->last;
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->stats_ref);

@@ -38,6 +38,8 @@ struct ou_client {
     /* what the latest finished request did, client-wide; per coroutine in
      * the weak table at stats_ref (thread -> struct ou_request_stats) */
     struct ou_request_stats last;
+    struct ou_request_stats main_last; /* the main thread's own, kept without a table */
+    int main_has_last;
     int stats_ref;
     int open;
     /* A prefetch: the next page's transfer running on its own thread while
