@@ -57,6 +57,7 @@ build = {
         "src/curl_api.c",
         "src/decode.c",
         "src/error.c",
+        "src/fs.c",
         "src/lua_transport.c",
         "src/options.c",
         "src/outcome.c",
