@@ -104,7 +104,9 @@ describe("client", function()
 
     it("receives gzip and decodes it: fewer bytes on the wire than in the JSON", function()
       local c = client()
-      local page = c:images { start_time = START, bucket_width = "1h", limit = 72, group_by = { "model", "size", "source" } }
+      local page = c:images {
+        start_time = START, bucket_width = "1h", limit = 72, group_by = { "model", "size", "source" },
+      }
       assert.is_table(page)
       local t = c:last_transfer()
       assert.is_true(t.body_bytes > 10000)

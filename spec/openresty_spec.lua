@@ -262,7 +262,9 @@ ngx.say(cjson.encode(out))
       local c = assert(usage.new(srv:client_options { prefetch = false }))
       local params = window(31)
       params.limit, params.group_by = 31, { "model", "size", "source", "project_id" }
-      local p = assert(io.popen(("env -u LD_PRELOAD curl -s -H 'Authorization: Bearer %s' '%s'"):format(KEY, c:url("images", params))))
+      local command = ("env -u LD_PRELOAD curl -s -H 'Authorization: Bearer %s' '%s'")
+        :format(KEY, c:url("images", params))
+      local p = assert(io.popen(command))
       page = p:read "*a"
       p:close()
       c:close()
@@ -395,7 +397,8 @@ ngx.say(reason)
       }
     end
 
-    it("verifies the certificate against lua_ssl_trusted_certificate and the host name, then keeps the connection", function()
+    it("verifies the certificate against lua_ssl_trusted_certificate and the host name, then keeps the connection",
+      function()
       local server = tls_server(nginx.read_file(tls.ca_file))
       tls:reset()
       local out = fetch(server, ("https://localhost:%d/v1"):format(tls.port))

@@ -63,7 +63,9 @@ describe("a request's own record", function()
       request = function(req)
         coroutine.yield()
         local status, headers, body = fetch(req)
-        seen[coroutine.running()] = { status = status, request_id = headers and headers["x-request-id"], bytes = #(body or "") }
+        seen[coroutine.running()] = {
+          status = status, request_id = headers and headers["x-request-id"], bytes = #(body or ""),
+        }
         return status, headers, body
       end,
       sleep = function()

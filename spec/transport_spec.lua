@@ -96,7 +96,8 @@ describe("transport", function()
         ["User-Agent"] = req.headers["User-Agent"],
       }, req.headers)
       -- the library and the Lua, not libcurl, which a transport client never loads
-      assert.matches("^openai%-usage%-lua/" .. usage.version:gsub("%.", "%%.") .. " Lua 5%.%d", req.headers["User-Agent"])
+      assert.matches("^openai%-usage%-lua/" .. usage.version:gsub("%.", "%%.") .. " Lua 5%.%d",
+        req.headers["User-Agent"])
       assert.is_nil(sent_by_transport.headers["accept-encoding"])
       direct:close()
     end)
@@ -124,7 +125,9 @@ describe("transport", function()
     it("Accept-Encoding: gzip when the transport says it inflates (gzip = true)", function()
       local calls = {}
       local c = client { request = curl_transport { calls = calls, compressed = true }, gzip = true }
-      local page = c:images { start_time = START, bucket_width = "1h", limit = 72, group_by = { "model", "size", "source" } }
+      local page = c:images {
+        start_time = START, bucket_width = "1h", limit = 72, group_by = { "model", "size", "source" },
+      }
       assert.is_table(page)
       assert.are.equal("gzip", calls[1].headers["Accept-Encoding"])
       assert.are.equal("gzip", srv:last_request().headers["accept-encoding"])
@@ -221,12 +224,14 @@ describe("transport", function()
     end)
 
     it("nil, err from the transport: kind network, retried like a refused connection", function()
-      local c = client({ request = curl_transport(), sleep = select(2, recorder()) }, { base_url = "http://127.0.0.1:1/v1" })
+      local c = client({ request = curl_transport(), sleep = select(2, recorder()) },
+        { base_url = "http://127.0.0.1:1/v1" })
       local page, err = c:images { start_time = START }
       assert.is_nil(page)
       assert.are.equal("network", err.kind)
       assert.are.equal(3, err.attempts)
-      assert.matches("transfer failed after 3 attempts: (7) Failed to connect to 127.0.0.1 port 1", err.message, 1, true)
+      assert.matches("transfer failed after 3 attempts: (7) Failed to connect to 127.0.0.1 port 1", err.message, 1,
+        true)
       assert.are.equal(2, #c:last_transfer().delays)
     end)
 
@@ -241,7 +246,8 @@ describe("transport", function()
 
     it("nil, {kind = \"timeout\"}: kind timeout, retried", function()
       srv:faults { { latency_ms = 3000, times = 2 } }
-      local _, err = client({ request = curl_transport(), sleep = select(2, recorder()) }, { timeout = 0.3, max_retries = 1 })
+      local _, err = client({ request = curl_transport(), sleep = select(2, recorder()) },
+        { timeout = 0.3, max_retries = 1 })
         :images { start_time = START }
       assert.are.equal("timeout", err.kind)
       assert.are.equal(2, err.attempts)
@@ -276,11 +282,16 @@ describe("transport", function()
     end)
 
     local bad = {
-      { "a status that is not a number", { "200", {}, "{}" }, "the transport returned a string as the status; expected a number" },
-      { "a status out of range", { 42, {}, "{}" }, "the transport returned status 42; expected an HTTP status 100..599" },
-      { "a fractional status", { 200.5, {}, "{}" }, "the transport returned status 200.5; expected an HTTP status 100..599" },
-      { "headers that are not a table", { 200, "x: y", "{}" }, "the transport returned a string as the headers; expected a table" },
-      { "a body that is not a string", { 200, {}, { data = {} } }, "the transport returned a table as the body; expected a string" },
+      { "a status that is not a number", { "200", {}, "{}" },
+        "the transport returned a string as the status; expected a number" },
+      { "a status out of range", { 42, {}, "{}" },
+        "the transport returned status 42; expected an HTTP status 100..599" },
+      { "a fractional status", { 200.5, {}, "{}" },
+        "the transport returned status 200.5; expected an HTTP status 100..599" },
+      { "headers that are not a table", { 200, "x: y", "{}" },
+        "the transport returned a string as the headers; expected a table" },
+      { "a body that is not a string", { 200, {}, { data = {} } },
+        "the transport returned a table as the body; expected a string" },
       { "no body", { 200, {} }, "the transport returned a nil as the body; expected a string" },
       { "a header value of the wrong type", { 200, { ["x-request-id"] = true }, "{}" },
         "the transport returned a header value that is a boolean; expected a string" },
@@ -303,14 +314,18 @@ describe("transport", function()
 
     it("a sleep function that raises", function()
       local t = canned(503, { ["retry-after"] = "0" }, "{}")
-      local _, err = client({ request = t.fn, sleep = function() error("no sleeping here", 0) end }):images { start_time = START }
+      local no_sleep = function()
+        error("no sleeping here", 0)
+      end
+      local _, err = client({ request = t.fn, sleep = no_sleep }):images { start_time = START }
       assert.are.equal("transport", err.kind)
       assert.are.equal("the transport's sleep function raised an error: no sleeping here", err.message)
       assert.are.equal(1, t.calls)
     end)
 
     it("a gzip body from a transport that does not inflate: named, not decoded as garbage", function()
-      local _, err = client(curl_transport { extra_headers = { ["Accept-Encoding"] = "gzip" } }):images { start_time = START }
+      local gzipping = curl_transport { extra_headers = { ["Accept-Encoding"] = "gzip" } }
+      local _, err = client(gzipping):images { start_time = START }
       assert.are.equal("transport", err.kind)
       assert.matches("gzip-compressed body", err.message, 1, true)
       assert.are.equal("gzip", srv:last_request().headers["accept-encoding"])
@@ -328,7 +343,8 @@ describe("transport", function()
     end)
 
     it("decode errors and non-pages, as with libcurl", function()
-      local _, err = client(canned(200, { ["Content-Type"] = "application/json" }, '{"data": [{},').fn):images { start_time = START }
+      local truncated = canned(200, { ["Content-Type"] = "application/json" }, '{"data": [{},')
+      local _, err = client(truncated.fn):images { start_time = START }
       assert.are.equal("decode", err.kind)
       assert.are.equal(13, err.offset)
       _, err = client(canned(200, {}, '{"object": "list"}').fn):images { start_time = START }
