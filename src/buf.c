@@ -69,3 +69,12 @@ const char *ou_buf_cstr(struct ou_buf *b)
     b->data[b->len] = '\0';
     return b->data;
 }
+
+char *ou_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}

@@ -22,6 +22,8 @@ void ou_buf_free(struct ou_buf *b);
 /* Zeroes n bytes at p in a way the compiler cannot drop as a dead store
  * (before a free): for copies of the key. */
 void ou_wipe(void *p, size_t n);
+/* A malloc'd copy of s, or NULL when memory ran out (the caller frees it). */
+char *ou_strdup(const char *s);
 /* NUL-terminates without counting the NUL in len; returns data or NULL. */
 const char *ou_buf_cstr(struct ou_buf *b);
 

@@ -177,15 +177,6 @@ static struct curl_slist *add_header(struct curl_slist *list, const char *name, 
     return grown;
 }
 
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* "Bearer <key>" in one allocation, built without printf (whose buffers
  * would keep a copy). */
 static char *new_bearer(const char *api_key)
@@ -212,7 +203,7 @@ static int has_userinfo(const char *url)
  * keeps the base URL (the key is in c->bearer already). */
 static int finish_new(lua_State *L, struct ou_client *c, const char *base_url, const char *format)
 {
-    c->base_url = dup_string(base_url);
+    c->base_url = ou_strdup(base_url);
     if (!c->base_url) {
         ou_client_release(L, c);
         return luaL_error(L, "openai_usage: out of memory");
@@ -330,9 +321,9 @@ int ou_client_new(lua_State *L)
         ou_transfer_setup(&c->transfer, &topts);
         c->lua_transport = 1;
         c->transport_gzip = gzip;
-        c->user_agent = dup_string(user_agent);
-        c->organization = organization ? dup_string(organization) : NULL;
-        c->project = project ? dup_string(project) : NULL;
+        c->user_agent = ou_strdup(user_agent);
+        c->organization = organization ? ou_strdup(organization) : NULL;
+        c->project = project ? ou_strdup(project) : NULL;
         if (!c->user_agent || (organization && !c->organization) || (project && !c->project)) {
             ou_client_release(L, c);
             return luaL_error(L, "openai_usage: out of memory");

@@ -1,5 +1,6 @@
 #include "transfer.h"
 
+#include "buf.h"
 #include "retry.h"
 
 #include <errno.h>
@@ -74,15 +75,6 @@ static int close_socket(void *clientp, curl_socket_t fd)
     return close(fd);
 }
 
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* Every option the handle carries, set on a fresh or a reset handle. */
 static void apply_options(struct ou_transfer *t)
 {
@@ -126,8 +118,8 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
 {
     ou_transfer_setup(t, opts);
     t->headers = headers;
-    t->user_agent = dup_string(user_agent);
-    t->ca_file = ca_file ? dup_string(ca_file) : NULL;
+    t->user_agent = ou_strdup(user_agent);
+    t->ca_file = ca_file ? ou_strdup(ca_file) : NULL;
     t->easy = curl_easy_init();
     t->multi = curl_multi_init();
     if (!t->easy || !t->multi || !t->user_agent || (ca_file && !t->ca_file)) {
