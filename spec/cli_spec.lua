@@ -119,6 +119,50 @@ describe("openai-usage CLI", function()
     assert.falsy(costs:find("--sizes", 1, true))
   end)
 
+  it("--help, validation and completion read one option list; --bucket's widths come from the rule table", function()
+    local cli = require "openai_usage.cli"
+    local errors = require "openai_usage.errors"
+    local out, _, code = run { "images", "--help" }
+    assert.are.equal(0, code)
+    local options = cli.options "images"
+    local filters = 0
+    for _, o in ipairs(options) do
+      local left = table.concat(o.names, ", ") .. (o.arg and " " .. o.arg or "")
+      local first = (o.help .. "\n"):match "^(.-)\n"
+      assert.truthy(out:find("  " .. left .. (" "):rep(math.max(1, 23 - #left)) .. first, 1, true), left)
+      -- parse takes every listed name; a value where the list names one
+      local argv = { "images", o.names[#o.names] }
+      if o.arg then
+        argv[3] = "x"
+      end
+      local _, err = cli.parse(argv, NOW)
+      assert.is_falsy(err and err.message:find("unknown option", 1, true), left)
+      filters = filters + (o.filter and 1 or 0)
+    end
+    local images = usage.rules "images"
+    assert.is_true(filters > 0)
+    local widths, seen = {}, {}
+    for _, name in ipairs(usage.rules()) do
+      for _, w in ipairs(usage.rules(name).widths) do
+        if not seen[w.width] then
+          seen[w.width], widths[#widths + 1] = true, w.width
+        end
+      end
+    end
+    local bucket_help
+    for _, o in ipairs(options) do
+      bucket_help = o.names[1] == "--bucket" and o.help or bucket_help
+    end
+    for _, w in ipairs(widths) do
+      assert.truthy(bucket_help:find(w, 1, true), w)
+    end
+    assert.truthy(out:find("--bucket takes: " .. images.widths[1].width, 1, true))
+    local _, err = cli.parse({ "images", "--bogus-flag-x" }, NOW)
+    assert.is_true(errors.is(err))
+    assert.are.equal("usage", err.kind)
+    assert.matches("--bogus-flag-x", err.message, 1, true)
+  end)
+
   it("--version names the module and libcurl", function()
     local out, _, code = run { "--version" }
     assert.are.equal(0, code)

@@ -309,10 +309,13 @@ function M.complete(arglead, line)
   if typed <= 1 then
     candidates = usage.rules()
   else
-    -- the options the CLI's help lists, for the endpoint named
-    local help = require("openai_usage.cli").help(words[2])
-    for option in help:gmatch "\n%s+(%-%-[%w%-]+)" do
-      candidates[#candidates + 1] = option
+    -- the CLI's option list, with the filters of the endpoint named
+    for _, o in ipairs(require("openai_usage.cli").options(words[2])) do
+      for _, name in ipairs(o.names) do
+        if name:sub(1, 2) == "--" then
+          candidates[#candidates + 1] = name
+        end
+      end
     end
   end
   local matches, seen = {}, {}
