@@ -466,6 +466,44 @@ print(json.dumps(rows))
     assert.matches("%-%-prices", bad)
   end)
 
+  it("runs through openai_usage.job: the walk folded page by page gives the CLI's report; --cost asks Costs as the rule table allows", function()
+    local cli = require "openai_usage.cli"
+    local jobs = require "openai_usage.job"
+    local args = split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --cost --format csv")
+    for _, group in ipairs { "model,size", "project_id" } do
+      local argv = split_args(table.concat(args, " ") .. " --group-by " .. group)
+      srv:reset()
+      local out, err, code = run(argv)
+      assert.are.equal(0, code, err)
+      local costs = {}
+      for _, r in ipairs(srv:requests()) do
+        if r.path:find("/costs", 1, true) then
+          costs[#costs + 1] = r
+        end
+      end
+      local width = usage.rules("costs").widths[#usage.rules("costs").widths]
+      if group == "project_id" then -- actual amounts: one Costs walk, at the rule's width and page size
+        assert.is_true(#costs > 0)
+        assert.truthy(costs[1].query:find("bucket_width=" .. width.width, 1, true), costs[1].query)
+        assert.truthy(costs[1].query:find("limit=" .. width.max_limit, 1, true), costs[1].query)
+      else
+        assert.are.equal(0, #costs) -- an estimate: Costs is not asked
+      end
+      local job = assert(cli.parse(argv, NOW))
+      local client = assert(usage.new(srv:client_options()))
+      local fold = jobs.walk(client, job)
+      local figures = cli.figures "images"
+      local meta = jobs.cost(client, job, fold, figures)
+      client:close()
+      assert.are.equal(out, jobs.text(job, fold, meta, figures, usage.rules("images").path))
+      local rows = 0
+      for _ in pairs(expected_totals { "model", "size", "project_id" }) do
+        rows = rows + 1
+      end
+      assert.is_true(fold.rows >= rows and #fold.shape.groups < fold.rows, "groups kept, not rows")
+    end
+  end)
+
   it("make report's demo runs with no key: prints the tables and writes the charts", function()
     local dir = tmp .. ".demo"
     local cmd = ("env -u OPENAI_ADMIN_KEY -u OPENAI_BASE_URL %s bin/report.lua 30 %s >%s 2>%s"):format(LUA, q(dir),

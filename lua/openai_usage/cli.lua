@@ -4,10 +4,10 @@
 -- come from the rule table, so every endpoint gets its own.
 local usage = require "openai_usage"
 local core = require "openai_usage.core"
-local report = require "openai_usage.report"
 local time = require "openai_usage.time"
 local format = require "openai_usage.format"
 local errors = require "openai_usage.errors"
+local jobs = require "openai_usage.job"
 
 local M = {}
 
@@ -570,185 +570,10 @@ function M.figures(endpoint)
   return out
 end
 
---- The report rows of a job from result rows (each stamped with its
--- bucket's start_time and end_time), before formatting. decorate(rows),
--- when given, may add columns to the grouped rows before they are sorted,
--- cut to the top N and shared.
-function M.shape(job, rows, decorate)
-  rows = report.rows(rows)
-  local by = job.group_by
-  -- the figures in the API's order (or --fields'), then any the rows add
-  -- (an estimated cost comes last)
-  local sums, seen = {}, {}
-  local present = {}
-  for _, f in ipairs(report.numeric_fields(rows)) do
-    present[f] = true
-  end
-  for _, f in ipairs(job.fields or M.figures(job.endpoint)) do
-    if present[f] or job.fields then
-      sums[#sums + 1], seen[f] = f, true
-    end
-  end
-  if not job.fields then
-    for _, f in ipairs(report.numeric_fields(rows)) do
-      if not seen[f] and f ~= "cost" then
-        sums[#sums + 1] = f
-      end
-    end
-  end
-  if #rows > 0 and rows[1].cost ~= nil then
-    sums[#sums + 1] = "cost"
-  end
-  local shaped
-  if job.by_time then
-    shaped = report.series(rows, { start = job.since, stop = job["until"], width = job.width, by = by, value = sums })
-  else
-    shaped = report.group(rows, by, sums)
-  end
-  if decorate then
-    decorate(shaped)
-  end
-  local first = sums[1]
-  if job.sort then
-    shaped = report.sort(shaped, job.sort)
-  elseif first and not job.by_time then
-    shaped = report.sort(shaped, "-" .. first)
-  end
-  if job.top and first and not job.by_time then
-    shaped = report.top(shaped, job.top, first)
-  end
-  if job.share and first then
-    shaped = report.share(shaped, first, "share")
-  end
-  return shaped
-end
-
-local function single_currency(rows)
-  local currency
-  for _, row in ipairs(rows) do
-    if row.currency then
-      if currency and currency ~= row.currency then
-        return nil
-      end
-      currency = row.currency
-    end
-  end
-  return currency
-end
-
--- Words of text in lines of at most width bytes (a longer word stands alone).
-local function wrap(text, width)
-  local lines, line = {}, ""
-  for word in text:gmatch "%S+" do
-    if line ~= "" and #line + 1 + #word > width then
-      lines[#lines + 1] = line
-      line = word
-    else
-      line = line == "" and word or line .. " " .. word
-    end
-  end
-  lines[#lines + 1] = line
-  return table.concat(lines, "\n")
-end
-
--- Figures whose unit (field name .. "_unit", as costs' quantity_unit)
--- differs between rows: their total would add tokens to images.
-local function mixed_units(rows)
-  local units, mixed = {}, {}
-  for _, row in ipairs(rows) do
-    for k, v in pairs(row) do
-      local figure = type(k) == "string" and k:match "^(.+)_unit$"
-      if figure then
-        v = tostring(v)
-        if units[figure] ~= nil and units[figure] ~= v then
-          mixed[figure] = true
-        end
-        units[figure] = v
-      end
-    end
-  end
-  return mixed
-end
-
-local function describe_range(job)
-  return ("%s, %s to %s, %s buckets"):format(job.endpoint, time.label(job.since), time.label(job["until"]), job.bucket)
-end
-
---- The report text of a job over result rows. meta.cost (optional) is what
--- openai_usage.cost worked out: its rows carry the cost column.
+--- The report text of a job over a list of result rows (each stamped with
+-- its bucket's times), as cli.run would write it; meta as jobs.cost gives.
 function M.render(job, rows, meta)
-  meta = meta or {}
-  rows = report.rows(rows) -- costs' amount = { value, currency } lifted
-  local currency = single_currency(rows)
-  local shaped = meta.shaped or M.shape(job, rows)
-  local headers = {}
-  if currency then
-    headers.amount = "amount_" .. currency
-  end
-  if meta.shaped and job.prices_table then
-    headers.cost = "cost_" .. (job.prices_table.currency or "usd")
-  end
-  local title = "OpenAI usage: " .. describe_range(job)
-  if #job.group_by > 0 then
-    title = title .. ", by " .. table.concat(job.group_by, ", ")
-  end
-  local opts = {
-    headers = headers,
-    no_total = mixed_units(rows),
-    total = not job.by_time and (job.format == "table" or job.format == "md" or job.format == "html"),
-    width = job.width,
-    title = (job.format == "table" or job.format == "md" or job.format == "html" or job.format == "svg") and title or nil,
-    subtitle = ("GET %s · generated %s"):format(rule_of(job.endpoint).path, time.iso(job.now)),
-    note = meta.note,
-  }
-  if job.format == "html" then
-    return M.html(job, rows, shaped, opts)
-  end
-  local text = format.render(shaped, job.format, opts)
-  if meta.note and (job.format == "table" or job.format == "md") then
-    text = text .. "\n" .. wrap(meta.note, 100) .. "\n"
-  end
-  return text
-end
-
--- The HTML report: the table, bars of its first figure and, for time data,
--- a stacked series by the first grouping field.
-function M.html(job, rows, shaped, opts)
-  local chart = require "openai_usage.chart"
-  local sums = report.numeric_fields(shaped)
-  local value = sums[1]
-  local sections = {}
-  if value and #shaped > 0 then
-    if not job.by_time then
-      sections[#sections + 1] = { svg = format.render(shaped, "svg", { chart = { kind = "bars" }, title = value .. " by " .. (#job.group_by > 0 and table.concat(job.group_by, ", ") or "range") }) }
-    end
-    local series = report.series(report.rows(rows), {
-      start = job.since,
-      stop = job["until"],
-      width = job.width,
-      by = job.group_by[1],
-      value = value,
-    })
-    if #series > 0 then
-      sections[#sections + 1] = {
-        svg = chart.stacked(series, {
-          series = job.group_by[1],
-          value = value,
-          title = value .. " per " .. job.bucket .. " bucket" .. (job.group_by[1] and " by " .. job.group_by[1] or ""),
-          width_seconds = job.width,
-        }),
-      }
-    end
-  end
-  return format.render(shaped, "html", {
-    headers = opts.headers,
-    total = opts.total,
-    width = opts.width,
-    title = opts.title,
-    subtitle = opts.subtitle,
-    note = opts.note,
-    sections = sections,
-  })
+  return jobs.text(job, jobs.fold_rows(job, rows), meta or {}, M.figures(job.endpoint), rule_of(job.endpoint).path)
 end
 
 local function is_terminal(fd)
@@ -831,24 +656,24 @@ function M.run(argv, options)
     progress = is_terminal(2)
   end
   local started = usage.clock()
-  local pages, buckets, rows = 0, 0, {}
+  local pages, fold = 0, nil
   -- one line, rewritten after each page and erased at the end
   local function show(final)
     if progress then
       if final then
         stderr:write "\r\27[K"
       else
-        stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, buckets, #rows, usage.clock() - started))
+        stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, fold.buckets, fold.rows,
+          usage.clock() - started))
       end
       stderr:flush()
     end
   end
   local ok, walk_err = pcall(function()
-    for page in client:pages(job.endpoint, job.params) do
-      pages, buckets = pages + 1, buckets + #(page.data or {})
-      require("openai_usage.walk").rows(page, rows) -- stamped with their bucket's times
+    fold = jobs.walk(client, job, function(f)
+      pages, fold = pages + 1, f
       show(false)
-    end
+    end)
   end)
   show(true)
   -- Ctrl-C (bin/openai-usage catches it): the transfer stopped; exit 130
@@ -866,24 +691,15 @@ function M.run(argv, options)
     stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
     return M.EXIT.failed
   end
-  local meta = {}
+  local figures, meta = M.figures(job.endpoint), {}
   if job.cost then
-    local cost = require "openai_usage.cost"
-    local cost_err
-    meta, cost_err = cost.apply(job, rows, client, M.shape)
-    if not meta and core.interrupted() then
-      return interrupted()
-    elseif not meta then
-      client:close()
-      stderr:write("openai-usage: ", usage.printable(tostring(cost_err)), "\n")
-      return M.EXIT.failed
-    end
+    meta = jobs.cost(client, job, fold, figures)
   end
   if core.interrupted() then
     return interrupted()
   end
   client:close()
-  local text = M.render(job, rows, meta)
+  local text = jobs.text(job, fold, meta, figures, rule_of(job.endpoint).path)
   if core.interrupted() then -- while the report was being shaped: nothing is written
     stderr:write("openai-usage: interrupted\n")
     return M.EXIT.interrupted
