@@ -19,12 +19,24 @@ local function is_html(job)
   return job.format == "html"
 end
 
+-- Whether an endpoint's rows hold objects (costs' amount = { value,
+-- currency }) or units: only then are rows lifted and units watched.
+local function has_objects(endpoint)
+  for _, f in ipairs(require("openai_usage").rules(endpoint).fields) do
+    if f.type == "object" or f.name == "currency" or f.name:match "_unit$" then
+      return true
+    end
+  end
+  return false
+end
+
 --- The rows of a job as they arrive: fold:page(page) takes a page,
 -- fold:add(row) a stamped result row. It keeps the report's folds, the
--- numeric fields seen, the currency and units seen, and (--cost) each
--- row's estimate, not the rows.
+-- currency and units seen, and (--cost) what the estimate came to, not the
+-- rows.
 function M.fold(job)
-  local fold = setmetatable({ job = job, rows = 0, buckets = 0, seen = {}, units = {}, mixed = {} }, Fold)
+  local fold = setmetatable({ job = job, rows = 0, buckets = 0, units = {}, mixed = {},
+    objects = has_objects(job.endpoint) }, Fold)
   if job.by_time then
     fold.shape = report.series_fold { start = job.since, stop = job["until"], width = job.width, by = job.group_by }
   else
@@ -42,25 +54,25 @@ function M.fold(job)
   return fold
 end
 
+local UNIT_OF = setmetatable({}, { __index = function(t, k)
+  local figure = type(k) == "string" and k:match "^(.+)_unit$" or false
+  t[k] = figure
+  return figure
+end })
+
 -- The currency and the units of the rows: one currency names the amount
 -- column; a figure whose unit differs between rows gets no total.
 local function note_units(fold, row)
   for k, v in pairs(row) do
-    if type(v) == "number" then
-      if not TIME_FIELD[k] then
-        fold.seen[k] = true
-      end
-    elseif k == "currency" then
+    if k == "currency" then
       fold.currency = fold.currency == nil and v or (fold.currency == v and v or false)
-    else
-      local figure = type(k) == "string" and k:match "^(.+)_unit$"
-      if figure then
-        v = tostring(v)
-        if fold.units[figure] ~= nil and fold.units[figure] ~= v then
-          fold.mixed[figure] = true
-        end
-        fold.units[figure] = v
+    elseif UNIT_OF[k] then
+      local figure = UNIT_OF[k]
+      v = tostring(v)
+      if fold.units[figure] ~= nil and fold.units[figure] ~= v then
+        fold.mixed[figure] = true
       end
+      fold.units[figure] = v
     end
   end
 end
@@ -75,7 +87,9 @@ local function add_flat(self, row)
       e.missing[k] = true
     end
   end
-  note_units(self, row)
+  if self.objects then
+    note_units(self, row)
+  end
   self.shape:add(row)
   if self.chart then
     self.chart:add(row)
@@ -84,13 +98,17 @@ local function add_flat(self, row)
 end
 
 function Fold:add(row)
-  add_flat(self, report.rows({ row })[1])
+  add_flat(self, self.objects and report.rows({ row })[1] or row)
 end
 
 function Fold:page(page)
   self.buckets = self.buckets + #(page.data or {})
-  for _, row in ipairs(report.rows(walk.rows(page))) do -- stamped with their bucket's times
-    add_flat(self, row)
+  local rows = walk.rows(page) -- stamped with their bucket's times
+  if self.objects then
+    rows = report.rows(rows)
+  end
+  for i = 1, #rows do
+    add_flat(self, rows[i])
   end
 end
 
@@ -106,14 +124,16 @@ end
 -- The figures to sum: the API's order (or --fields'), then any the rows add
 -- (an estimated cost comes last, and only when it is the cost shown).
 local function sums_of(job, fold, figures)
-  local present = {}
-  for f in pairs(fold.seen) do
-    present[#present + 1] = f
+  local present, numeric = {}, fold.shape.seen
+  for f in pairs(numeric) do
+    if not TIME_FIELD[f] then
+      present[#present + 1] = f
+    end
   end
   table.sort(present)
   local sums, seen = {}, {}
   for _, f in ipairs(job.fields or figures) do
-    if fold.seen[f] or job.fields then
+    if numeric[f] or job.fields then
       sums[#sums + 1], seen[f] = f, true
     end
   end

@@ -644,16 +644,18 @@ end
 -- rows added, summing sums (a list; default the numeric fields seen). A
 -- fold sums every numeric field it meets, so sums may be chosen at the end.
 
--- Adds row's numeric fields into acc; levels take the latest bucket's.
-local function fold_all(acc, row, levels, latest)
+-- Adds row's numeric fields into acc, noting each in seen; levels take
+-- the latest bucket's.
+local function fold_all(acc, row, levels, latest, seen)
   for f, v in pairs(row) do
-    if is_number(v) then
+    if type(v) == "number" then
+      seen[f] = true
       if levels[f] then
         local t = is_number(row.start_time) and row.start_time or 0
-        local seen = latest[f]
-        if seen == nil or t > seen then
+        local at = latest[f]
+        if at == nil or t > at then
           latest[f], acc[f] = t, v
-        elseif t == seen then
+        elseif t == at then
           acc[f] = acc[f] + v
         end
       else
@@ -674,12 +676,33 @@ local function seen_numeric(seen)
   return names
 end
 
-local function note_numeric(seen, row)
-  for k, v in pairs(row) do
-    if is_number(v) then
-      seen[k] = true
+-- The group of row in a tree keyed by its group values, one level per
+-- field (strings as themselves, other values by type and text, as key_of
+-- tells them apart), so a row's group is found without building a key.
+local OTHERS = {}
+local function find_group(tree, row, by, none)
+  local node = tree
+  for i = 1, #by do
+    local v = row[by[i]]
+    if v == nil then
+      v = none
     end
+    if type(v) ~= "string" then -- under a key no string is
+      local others = node[OTHERS]
+      if not others then
+        others = {}
+        node[OTHERS] = others
+      end
+      node, v = others, type(v) .. ":" .. tostring(v)
+    end
+    local next_node = node[v]
+    if not next_node then
+      next_node = {}
+      node[v] = next_node
+    end
+    node = next_node
   end
+  return node
 end
 
 local GroupFold = {}
@@ -701,18 +724,17 @@ function M.group_fold(by, opts)
 end
 
 function GroupFold:add(row)
-  local key = key_of(row, self.by, self.none)
-  local g = self.index[key]
+  local node = find_group(self.index, row, self.by, self.none)
+  local g = node[true]
   if not g then
     g = { labels = {}, acc = {}, latest = {}, count = 0 }
     for _, f in ipairs(self.by) do
       g.labels[f] = group_value(row, f, self.none)
     end
-    self.index[key] = g
+    node[true] = g
     self.groups[#self.groups + 1] = g
   end
-  fold_all(g.acc, row, self.levels, g.latest)
-  note_numeric(self.seen, row)
+  fold_all(g.acc, row, self.levels, g.latest, self.seen)
   g.count = g.count + 1
 end
 
@@ -740,6 +762,7 @@ function GroupFold:result(sums)
   return with_columns(out, columns)
 end
 
+local NO_LEVELS = {}
 local SeriesFold = {}
 SeriesFold.__index = SeriesFold
 
@@ -774,9 +797,14 @@ function SeriesFold:add(row)
       cell = {}
       self.cells[cell_key] = cell
     end
-    fold_all(cell, row, {}, nil)
+    fold_all(cell, row, NO_LEVELS, nil, self.seen)
+  else
+    for f, v in pairs(row) do
+      if type(v) == "number" then
+        self.seen[f] = true
+      end
+    end
   end
-  note_numeric(self.seen, row)
 end
 
 function SeriesFold:result(sums)
