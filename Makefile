@@ -63,15 +63,24 @@ DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lu
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
-.PHONY: all install test test-all test-one report bench rules fuzz check check-valgrind check-memory check-asan check-tsan deps lint clean uninstall
+.PHONY: all install test test-all test-one report bench rules fuzz check check-valgrind check-memory check-asan check-tsan deps lint clean uninstall FORCE
 
 all: $(MODULE)
 
-$(OBJDIR)/%.o: src/%.c $(HEADERS) Makefile
+# The flags a build directory was built with, rewritten only when they
+# change: objects and the module depend on it, so a directory built against
+# another Lua's headers (or with other flags) is rebuilt, never reused.
+BUILD_FLAGS := $(CC) $(ALL_CFLAGS) -shared $(SAN_FLAGS) $(LDFLAGS) $(LDLIBS)
+FLAGS_STAMP := $(OBJDIR)/build-flags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(BUILD_FLAGS)' | cmp -s - $@ || echo '$(BUILD_FLAGS)' > $@
+
+$(OBJDIR)/%.o: src/%.c $(HEADERS) Makefile $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(MODULE): $(OBJECTS)
+$(MODULE): $(OBJECTS) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SAN_FLAGS) $(LDFLAGS) -o $@ $(OBJECTS) $(LDLIBS)
 
@@ -105,7 +114,12 @@ deps:
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; }; \
 	fi
 
-SUITE_ENV := LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" \
+# The suite's environment: its own module paths (whatever LUA_PATH and
+# LUA_CPATH `luarocks path` left), and none of this make's command line
+# (MAKEFLAGS would hand LUA_PKG=... to the specs' own make runs).
+NO_MAKE_ENV := env -u MAKEFLAGS -u MFLAGS -u MAKEOVERRIDES -u MAKELEVEL
+SUITE_ENV := $(NO_MAKE_ENV) \
+	LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" \
 	OPENAI_USAGE_LUA="$(LUA)" OPENAI_USAGE_LUA_VERSION="$(LUA_VERSION)" \
 	OPENAI_USAGE_MAKE_ARGS="LUA_VERSION=$(LUA_VERSION) LUA_PKG=$(LUA_PKG) OUTDIR=$(OUTDIR)"
 
@@ -147,7 +161,7 @@ ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
 UBSAN_RT = $(shell $(CC) -print-file-name=libubsan.so)
 check-asan: deps
 	@$(MAKE) --no-print-directory all SANITIZE=1 CFLAGS="-O1 -g"
-	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	$(NO_MAKE_ENV) LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  LUA_PATH="lua/?.lua;lua/?/init.lua;./?.lua;;" LUA_CPATH="build/sanitize/?.so;;" \
 	  OPENAI_USAGE_LUA="$(LUA)" $(BUSTED) $(BUSTED_ARGS) spec

@@ -48,7 +48,8 @@ if not os.getenv("OPENAI_ADMIN_KEY") then
   client.base_url, server_pid = started_standin()
   io.stderr:write("OPENAI_ADMIN_KEY is not set: reporting on the bundled stand-in at ", client.base_url, "\n")
 end
-os.execute("mkdir -p '" .. outdir:gsub("'", "'\\''") .. "'")
+-- mkdir -p, without a shell: 0777 less the umask, as mkdir(1) makes it
+assert(require("openai_usage.core").mkdir_p(outdir, tonumber("777", 8)))
 
 local since = ("%dd"):format(days)
 local runs = {

@@ -58,6 +58,7 @@ build = {
         "src/curl_api.c",
         "src/decode.c",
         "src/error.c",
+        "src/fs.c",
         "src/query.c",
         "src/rules.c",
         "src/rules_table.c",

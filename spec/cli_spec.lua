@@ -20,8 +20,9 @@ describe("openai-usage CLI", function()
   local srv, tmp
 
   -- Runs the CLI; returns stdout, stderr, exit code. env: extra variables
-  -- (false unsets one).
-  local function run(args, env)
+  -- (false unsets one); shell: a command run first in the same shell
+  -- (umask 027, ulimit -f 4).
+  local function run(args, env, shell)
     local vars = { OPENAI_ADMIN_KEY = srv.key, OPENAI_BASE_URL = srv.url }
     for k, v in pairs(env or {}) do
       vars[k] = v
@@ -39,8 +40,8 @@ describe("openai-usage CLI", function()
     for i, a in ipairs(args) do
       quoted[i] = q(a)
     end
-    local cmd = ("%s %s bin/openai-usage %s >%s 2>%s"):format(table.concat(prefix, " "), LUA, table.concat(quoted, " "),
-      q(tmp .. ".out"), q(tmp .. ".err"))
+    local cmd = ("%s%s %s bin/openai-usage %s >%s 2>%s"):format(shell and shell .. " && " or "", table.concat(prefix, " "),
+      LUA, table.concat(quoted, " "), q(tmp .. ".out"), q(tmp .. ".err"))
     local code = exit_code(os.execute(cmd))
     return read(tmp .. ".out"), read(tmp .. ".err"), code
   end
@@ -349,6 +350,111 @@ print(json.dumps(rows))
     local _, err, code = run(split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --out /nonexistent/dir/report.txt"))
     assert.are.equal(3, code)
     assert.matches("%-%-out", err)
+  end)
+
+  describe("output that cannot be written", function()
+    local REPORT = "images --since " .. SINCE .. " --until " .. UNTIL .. " --bucket 1h --group-by model --by-time --format csv"
+
+    it("exits 3 with one line when stdout is full (> /dev/full), the report and --help alike", function()
+      for _, args in ipairs { REPORT, "--help", "images --help" } do
+        local quoted = {}
+        for i, a in ipairs(split_args(args)) do
+          quoted[i] = q(a)
+        end
+        local cmd = ("env OPENAI_ADMIN_KEY=%s OPENAI_BASE_URL=%s %s bin/openai-usage %s >/dev/full 2>%s"):format(
+          q(srv.key), q(srv.url), LUA, table.concat(quoted, " "), q(tmp .. ".err"))
+        assert.are.equal(3, exit_code(os.execute(cmd)), args)
+        local err = read(tmp .. ".err")
+        assert.matches("^openai%-usage: cannot write to stdout: No space left on device\n$", err)
+      end
+    end)
+
+    it("exits 3 when --out fills the file size limit (ulimit -f): one line, no partial file, nothing left over", function()
+      local dir = util.tmpdir()
+      local full = run(split_args(REPORT))
+      assert.is_true(#full > 8192, "the report must outgrow the limit") -- 4 blocks of 512 (dash) or 1024 (bash) bytes
+      local out, err, code = run(split_args(REPORT .. " --out " .. dir .. "/report.csv"), nil, "ulimit -f 4")
+      assert.are.equal(3, code)
+      assert.are.equal("", out)
+      assert.matches("^openai%-usage: %-%-out: cannot write .*/report.csv: File too large\n$", err)
+      assert.are.equal("", util.capture("ls -A " .. q(dir)))
+      -- an existing report stays whole
+      write(dir .. "/report.csv", "the previous report\n")
+      _, _, code = run(split_args(REPORT .. " --out " .. dir .. "/report.csv"), nil, "ulimit -f 4")
+      assert.are.equal(3, code)
+      assert.are.equal("the previous report\n", read(dir .. "/report.csv"))
+      assert.are.equal("report.csv\n", util.capture("ls -A " .. q(dir)))
+      util.rm_rf(dir)
+    end)
+
+    it("exits 3 when --out is a directory", function()
+      local dir = util.tmpdir()
+      local _, err, code = run(split_args(REPORT .. " --out " .. dir))
+      assert.are.equal(3, code)
+      assert.matches("Is a directory\n$", err)
+      assert.are.equal("", util.capture("ls -A " .. q(dir)))
+      util.rm_rf(dir)
+    end)
+  end)
+
+  describe("--out files", function()
+    local ARGS = "images --since " .. SINCE .. " --until " .. UNTIL .. " --group-by size --format csv --out "
+    local dir
+
+    before_each(function()
+      dir = util.tmpdir()
+    end)
+
+    after_each(function()
+      util.rm_rf(dir)
+    end)
+
+    it("keeps an existing file's mode (0600 stays 0600)", function()
+      write(dir .. "/r.csv", "old")
+      assert(util.execute("chmod 600 " .. q(dir .. "/r.csv")))
+      local _, _, code = run(split_args(ARGS .. dir .. "/r.csv"))
+      assert.are.equal(0, code)
+      assert.are.equal("600", util.mode(dir .. "/r.csv"))
+      assert.matches("^size,", read(dir .. "/r.csv"))
+    end)
+
+    it("creates a new file with the mode a shell's > gives: 0666 less the umask", function()
+      for _, case in ipairs { { "022", "644" }, { "027", "640" }, { "077", "600" } } do
+        local path = ("%s/r%s.csv"):format(dir, case[1])
+        local _, _, code = run(split_args(ARGS .. path), nil, "umask " .. case[1])
+        assert.are.equal(0, code)
+        assert.are.equal(case[2], util.mode(path), "umask " .. case[1])
+      end
+    end)
+
+    it("writes through a symlinked --out to its target, and the link stays", function()
+      assert(util.execute(("mkdir %s/real && ln -s real/r.csv %s/link.csv"):format(q(dir), q(dir))))
+      local _, _, code = run(split_args(ARGS .. dir .. "/link.csv"))
+      assert.are.equal(0, code)
+      assert.is_true(util.is_symlink(dir .. "/link.csv"))
+      assert.matches("^size,", read(dir .. "/real/r.csv"))
+      assert.are.equal("r.csv\n", util.capture("ls -A " .. q(dir .. "/real")))
+    end)
+
+    it("never follows a symlink planted at the temporary name LuaJIT's unseeded math.random gives", function()
+      require("spec.support.nginx").build_module()
+      local first = util.capture "luajit -e 'io.write(math.random(1, 1e9))'"
+      local now = os.time()
+      for t = now, now + 5 do
+        assert(util.execute(("ln -s %s %s"):format(q(dir .. "/victim"), q(("%s/r.csv.tmp-%d-%s"):format(dir, t, first)))))
+      end
+      local quoted = {}
+      for i, a in ipairs(split_args(ARGS .. dir .. "/r.csv")) do
+        quoted[i] = q(a)
+      end
+      local cmd = ("env OPENAI_ADMIN_KEY=%s OPENAI_BASE_URL=%s LUA_PATH='lua/?.lua;lua/?/init.lua;;' "
+        .. "LUA_CPATH='build/luajit/?.so;;' luajit bin/openai-usage %s >/dev/null 2>&1"):format(
+        q(srv.key), q(srv.url), table.concat(quoted, " "))
+      assert.are.equal(0, exit_code(os.execute(cmd)))
+      assert.is_nil(read(dir .. "/victim"), "the planted symlink was followed")
+      assert.is_false(util.is_symlink(dir .. "/r.csv"))
+      assert.matches("^size,", read(dir .. "/r.csv"))
+    end)
   end)
 
   it("--out writes exactly what stdout would show", function()

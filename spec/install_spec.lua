@@ -29,7 +29,7 @@ describe("make install", function()
   local run = util.popen_run
 
   it("installs the Lua files and core.so where LUA_PATH and LUA_CPATH find them", function()
-    local out, ok = run("make --no-print-directory install PREFIX='" .. prefix .. "' " .. MAKE_ARGS)
+    local out, ok = util.make("install PREFIX='" .. prefix .. "' " .. MAKE_ARGS)
     assert.is_true(ok, out)
     assert.is_not_nil(io.open(prefix .. "/share/lua/" .. V .. "/openai_usage/init.lua"))
     assert.is_not_nil(io.open(prefix .. "/lib/lua/" .. V .. "/openai_usage/core.so"))

@@ -182,7 +182,7 @@ describe("Neovim", function()
     local _, has_nvim = run "command -v nvim"
     assert(has_nvim, "nvim is not installed (make deps installs Debian's neovim)")
     -- the module for Neovim's LuaJIT (Lua 5.1 ABI)
-    local out, ok = run "make --no-print-directory LUA_VERSION=5.1 LUA=luajit OUTDIR=build/luajit"
+    local out, ok = util.make "LUA_VERSION=5.1 LUA=luajit LUA_PKG=luajit OUTDIR=build/luajit"
     assert(ok, "building the LuaJIT module failed:\n" .. out)
     probe_file = os.tmpname()
     local f = assert(io.open(probe_file, "wb"))

@@ -387,6 +387,23 @@ describe("report output", function()
     assert.are.equal(3, txt.width "e\204\129t\195\169" - 0)
   end)
 
+  it("table and md never pass a terminal control from the data: C0, DEL and C1 are spaces", function()
+    -- an OSC retitle, a bell, a clear-screen, DEL and the C1 CSI (U+009B), as a hostile server could name a model
+    local hostile = "m\27]0;pwned\7\27[2J\127x\194\155" .. "31mred\194\133end"
+    local r = { { model = hostile, images = 1 } }
+    r.columns = { "model", "images" }
+    for _, fmt in ipairs { "table", "md" } do
+      local out = format.render(r, fmt, { title = hostile })
+      -- (no NUL in a pattern: Lua 5.1 cannot hold one there)
+      assert.is_nil(out:find("[\1-\9\11-\31\127]") or out:find("\0", 1, true), fmt .. ": a C0 control or DEL was written")
+      assert.is_nil(out:find("\194[\128-\159]"), fmt .. ": a C1 control was written")
+      assert.truthy(out:find("m ]0;pwned  [2J x 31mred end", 1, true), out)
+    end
+    -- csv and json keep the data as it is (JSON escapes the C0 controls)
+    assert.truthy(format.render(r, "csv", {}):find(hostile, 1, true))
+    assert.truthy(format.render(r, "json", {}):find("\\u001b]0;pwned\\u0007", 1, false))
+  end)
+
   it("table and chart read bytes that are not UTF-8 the same way: each is one U+FFFD, one cell", function()
     local chart = require "openai_usage.chart"
     -- a stray continuation byte, a surrogate, an overlong "/", a code past U+10FFFF

@@ -8,6 +8,7 @@
 #include "compat.h"
 #include "decode.h"
 #include "error.h"
+#include "fs.h"
 #include "query.h"
 #include "rules.h"
 #include "transfer.h"
@@ -192,6 +193,50 @@ static int core_libcurl_version(lua_State *L)
     return 1;
 }
 
+static int fs_result(lua_State *L, int ok, const char *err)
+{
+    if (!ok) {
+        ou_error_push(L, "io", err);
+        return ou_error_return(L);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.write_file(path, text [, "private"|"default" [, sync]]) -> true | nil, err:
+ * a cache entry is private (0600); a report gets the mode `>` would give. */
+static int core_write_file(lua_State *L)
+{
+    static const char *const modes[] = {"private", "default", NULL};
+    char err[512];
+    size_t len;
+    const char *path = luaL_checkstring(L, 1);
+    const char *text = luaL_checklstring(L, 2, &len);
+    int access = luaL_checkoption(L, 3, "private", modes);
+    int sync = lua_toboolean(L, 4);
+    return fs_result(
+        L, ou_fs_write(path, text, len, access == 0 ? OU_FS_PRIVATE : OU_FS_DEFAULT, sync, err, sizeof err),
+        err);
+}
+
+/* core.mkdir_p(path [, mode]) -> true | nil, err: missing directories are
+ * made with mode (less the umask), 0700 by default (the cache's). */
+static int core_mkdir_p(lua_State *L)
+{
+    char err[512];
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer mode = luaL_optinteger(L, 2, 0700);
+    luaL_argcheck(L, mode >= 0 && mode <= 07777, 2, "a mode from 0 to 07777");
+    return fs_result(L, ou_fs_mkdir_p(path, (mode_t)mode, err, sizeof err), err);
+}
+
+/* core.probe_dir(dir) -> true | nil, err: whether a file can be created there. */
+static int core_probe_dir(lua_State *L)
+{
+    char err[512];
+    return fs_result(L, ou_fs_probe_dir(luaL_checkstring(L, 1), err, sizeof err), err);
+}
+
 static const luaL_Reg core_functions[] = {
     {"clock", core_clock},
     {"libcurl_version", core_libcurl_version},
@@ -208,11 +253,20 @@ static const luaL_Reg core_functions[] = {
     {NULL, NULL},
 };
 
+/* the file-safety stage (fs.c), for the cache and the CLI's --out */
+static const luaL_Reg fs_functions[] = {
+    {"write_file", core_write_file},
+    {"mkdir_p", core_mkdir_p},
+    {"probe_dir", core_probe_dir},
+    {NULL, NULL},
+};
+
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L);
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L)
 {
     ou_error_open(L);
     ou_newlib(L, core_functions);
+    ou_setfuncs(L, fs_functions);
     ou_client_open(L);
     lua_setfield(L, -2, "client_methods");
     lua_pushliteral(L, OU_VERSION);

@@ -2,9 +2,11 @@
 -- least the settle window ago (late data has arrived) no longer changes, so
 -- a re-run reads it from disk instead of the API.
 -- Files are keyed by the full request (URL, organization, project and a
--- fingerprint of the key, never the key itself), written to a temporary
--- name and renamed into place; a file that does not read back whole is
--- ignored and replaced.
+-- fingerprint of the key, never the key itself), written by the C core to
+-- an exclusive private temporary file (0600) renamed into place, in a
+-- directory created 0700; a file that does not read back whole is ignored
+-- and replaced.
+local core = require "openai_usage.core"
 local json = require "openai_usage.json"
 
 local M = {}
@@ -24,17 +26,9 @@ function M.hash(text)
   return ("%08x%08x"):format(a, b)
 end
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
+-- whether a file can be created in dir (an exclusive probe, removed again)
 local function exists_dir(dir)
-  local probe = io.open(dir .. "/.openai-usage-cache", "ab")
-  if probe then
-    probe:close()
-    return true
-  end
-  return false
+  return core.probe_dir(dir) == true
 end
 
 --- Opens (creating it when missing) the cache in dir. identity names whose
@@ -45,7 +39,7 @@ function M.open(dir, identity, decode)
     return nil, "cache_dir: expected a directory path"
   end
   if not exists_dir(dir) then
-    os.execute("mkdir -p " .. shell_quote(dir) .. " 2>/dev/null")
+    core.mkdir_p(dir)
     if not exists_dir(dir) then
       return nil, ("cache_dir: cannot create or write %s"):format(dir)
     end
@@ -155,15 +149,7 @@ function M:put(url, page, now, rule)
     return false
   end
   local path = self:path(url)
-  local tmp = ("%s.tmp-%d-%d"):format(path, os.time(), math.random(1, 1000000000))
-  local f = io.open(tmp, "wb")
-  if not f then
-    return false
-  end
-  local ok = f:write(text)
-  ok = f:close() and ok
-  if not ok or not os.rename(tmp, path) then
-    os.remove(tmp)
+  if not core.write_file(path, text, "private") then
     return false
   end
   self.stores = self.stores + 1

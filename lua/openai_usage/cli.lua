@@ -203,7 +203,7 @@ local TRAILER = {
   "  0  the report was written",
   "  1  a request failed (network, timeout, HTTP or API error)",
   "  2  bad arguments or configuration (nothing was sent)",
-  "  3  the report could not be written (--out)",
+  "  3  the report could not be written (stdout or --out: a full disk, no permission)",
   "  130  interrupted (Ctrl-C): the transfer stopped, nothing was written",
   "",
   "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html",
@@ -584,24 +584,27 @@ local function is_terminal(fd)
   return ok == true and how == "exit" and code == 0
 end
 
--- Writes text to path through a temporary file renamed over it, so a
--- reader never sees half a report.
+-- Writes text to path through an exclusive temporary file beside it,
+-- renamed over it (the C core's write_file), so a reader never sees half a
+-- report: an existing file keeps its mode, a new one gets the mode a
+-- shell's `>` gives (0666 & ~umask), a symlink's target is written.
 local function write_atomically(path, text)
-  local tmp = ("%s.tmp-%d-%d"):format(path, os.time(), math.random(1, 1e9))
-  local f, err = io.open(tmp, "wb")
-  if not f then
+  local ok, err = core.write_file(path, text, "default", true)
+  if not ok then
+    return nil, err.message
+  end
+  return true
+end
+
+-- Writes text to a stream and flushes it: nil, message when it cannot be
+-- written (a full disk, /dev/full), which a buffered write only tells then.
+local function write_stream(stream, text)
+  local ok, err = stream:write(text)
+  if ok then
+    ok, err = stream:flush()
+  end
+  if not ok then
     return nil, err
-  end
-  local ok, werr = f:write(text)
-  local closed, cerr = f:close()
-  if not ok or not closed then
-    os.remove(tmp)
-    return nil, werr or cerr
-  end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    return nil, rerr
   end
   return true
 end
@@ -623,13 +626,19 @@ function M.run(argv, options)
     stderr:write("openai-usage: ", usage.printable(tostring(err.message)), "\n")
     return M.EXIT.usage
   end
-  if job.help then
-    stdout:write(M.help(job.endpoint))
+  local function output(text)
+    local written, werr = write_stream(stdout, text)
+    if not written then
+      stderr:write("openai-usage: cannot write to stdout: ", tostring(werr), "\n")
+      return M.EXIT.output
+    end
     return M.EXIT.ok
   end
+  if job.help then
+    return output(M.help(job.endpoint))
+  end
   if job.version then
-    stdout:write("openai-usage ", usage.version, " (libcurl ", usage.libcurl_version() or "?", ")\n")
-    return M.EXIT.ok
+    return output(("openai-usage %s (libcurl %s)\n"):format(usage.version, usage.libcurl_version() or "?"))
   end
   for _, note in ipairs(job.notes or {}) do
     stderr:write("openai-usage: ", note, "\n")
@@ -710,10 +719,9 @@ function M.run(argv, options)
       stderr:write("openai-usage: --out: ", usage.printable(tostring(werr)), "\n")
       return M.EXIT.output
     end
-  else
-    stdout:write(text)
+    return M.EXIT.ok
   end
-  return M.EXIT.ok
+  return output(text)
 end
 
 M.write_atomically = write_atomically

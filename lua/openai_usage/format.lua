@@ -205,9 +205,12 @@ local function pad(cell, width, right)
 end
 
 -- A cell as a terminal shows it: on one line, and what is not UTF-8 read
--- as U+FFFD (text.valid), so what is measured is what is written.
+-- as U+FFFD (text.valid), so what is measured is what is written. Controls
+-- (C0, DEL, and the C1 range U+0080..U+009F, which terminals also obey) are
+-- a space: a server's model name or id must not move the cursor or retitle
+-- the window of whoever reads the table.
 local function one_line(s)
-  return text.valid((s:gsub("[%c]", " ")))
+  return (text.valid((s:gsub("[%c]", " "))):gsub("\194[\128-\159]", " "))
 end
 
 -- A format drawn from the display cells; empty is its text for rows with

@@ -1,7 +1,9 @@
 -- Starts Debian's nginx (with libnginx-mod-http-lua) for a spec: one
--- worker on a free port of 127.0.0.1, in a temporary prefix that holds the
--- repository's lua/ (prefix/lua) and the module built for LuaJIT
--- (prefix/lib/openai_usage/core.so), so a conf names them with $prefix.
+-- worker on a free port of 127.0.0.1, in a temporary prefix that holds a
+-- copy of the repository's lua/ (prefix/lua) and of the module built for
+-- LuaJIT (prefix/lib/openai_usage/core.so), so a conf names them with
+-- $prefix. Copies, not links: started as root, nginx runs its worker as
+-- nobody, which cannot read into a checkout under a 0700 directory (/root).
 local M = {}
 local Nginx = {}
 Nginx.__index = Nginx
@@ -23,9 +25,8 @@ end
 --- Builds (or refreshes) build/luajit/openai_usage/core.so, the module nginx's
 -- LuaJIT loads; make decides whether anything is stale.
 function M.build_module()
-  local out = capture("env -u LD_PRELOAD make --no-print-directory LUA_VERSION=5.1 LUA=luajit LUA_PKG=luajit "
-    .. "OUTDIR=build/luajit 2>&1; echo \"exit $?\"")
-  assert(out:match "exit 0%s*$", "building the LuaJIT module failed:\n" .. out)
+  local out, ok = util.make "LUA_VERSION=5.1 LUA=luajit LUA_PKG=luajit OUTDIR=build/luajit"
+  assert(ok, "building the LuaJIT module failed:\n" .. out)
   return "build/luajit/openai_usage/core.so"
 end
 
@@ -52,15 +53,16 @@ end
 function M.start(options)
   local repo = capture("pwd"):gsub("%s+$", "")
   local prefix = capture("mktemp -d"):gsub("%s+$", "")
-  -- the worker runs as nobody when nginx starts as root: it must read the prefix
-  assert(run("chmod 755 " .. shell_quote(prefix)))
-  assert(run(("mkdir -p %s/conf %s/logs && ln -s %s/lua %s/lua && ln -s %s/build/luajit %s/lib"):format(
-    shell_quote(prefix), shell_quote(prefix), shell_quote(repo), shell_quote(prefix), shell_quote(repo),
-    shell_quote(prefix))))
+  local p = shell_quote(prefix)
+  assert(run(("mkdir -p %s/conf %s/logs %s/lib/openai_usage && cp -R %s/lua %s/lua && cp %s %s/lib/openai_usage/"):format(
+    p, p, p, shell_quote(repo), p, shell_quote(repo .. "/build/luajit/openai_usage/core.so"), p)))
   local self = setmetatable({ prefix = prefix }, Nginx)
   for name, text in pairs(options.files or {}) do
     write_file(prefix .. "/conf/" .. name, text)
   end
+  -- the worker runs as nobody when nginx starts as root: it must read the
+  -- prefix, whatever the umask
+  assert(run("chmod -R a+rX " .. p))
   local env = {}
   for name, value in pairs(options.env or {}) do
     env[#env + 1] = name .. "=" .. shell_quote(value)

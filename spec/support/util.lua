@@ -82,6 +82,32 @@ function M.wall()
   return t
 end
 
+--- Runs make in the checkout as a user would type it: without what an
+-- enclosing make hands its sub-makes (MAKEFLAGS carries that make's command
+-- line, LUA_PKG=lua5.4 say, into this one) or a sanitizer preload.
+-- Returns the output (stdout and stderr) and whether make exited with 0.
+function M.make(args)
+  return M.popen_run("env -u MAKEFLAGS -u MFLAGS -u MAKEOVERRIDES -u MAKELEVEL -u LD_PRELOAD "
+    .. "make --no-print-directory " .. args)
+end
+
+--- A file's permission bits in octal ("600"), nil when it does not exist;
+-- a symlink's are its target's.
+function M.mode(path)
+  local out = M.capture("stat -L -c %a " .. M.q(path) .. " 2>/dev/null"):match "%d+"
+  return out
+end
+
+--- Whether path is a symlink (itself, not its target).
+function M.is_symlink(path)
+  return M.execute("test -L " .. M.q(path))
+end
+
+--- A fresh empty directory (mktemp -d: 0700); remove it with rm_rf.
+function M.tmpdir()
+  return (M.capture "mktemp -d":gsub("%s+$", ""))
+end
+
 --- Removes a file or a tree (rm -rf, the path quoted).
 function M.rm_rf(path)
   return os.execute("rm -rf " .. M.q(path))
