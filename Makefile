@@ -96,10 +96,15 @@ install: $(MODULE)
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage/core.so
 	sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' bin/openai-usage > $(DESTDIR)$(PREFIX)/bin/openai-usage
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/openai-usage
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" $(LUA) -e \
+	  'io.write(require("openai_usage.cli").bash_completion())' \
+	  > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/openai-usage
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage
 	rm -rf $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/openai-usage
 	rm -f $(DESTDIR)$(PREFIX)/bin/openai-usage
 
 # Installs whatever of DEB_PACKAGES is missing; refreshes the lists only when needed.

@@ -233,6 +233,39 @@ function M.help(endpoint)
   return table.concat(lines, "\n") .. "\n"
 end
 
+--- A bash completion script for openai-usage, from the option list and
+-- the rule table: endpoints first, then the options and the named
+-- endpoint's filters (make install puts it in share/bash-completion).
+function M.bash_completion()
+  local cases = {}
+  for _, name in ipairs(endpoints()) do
+    local names = {}
+    for _, o in ipairs(M.options(name)) do
+      for _, option in ipairs(o.names) do
+        names[#names + 1] = option
+      end
+    end
+    cases[#cases + 1] = ("    %s) words=%q ;;"):format(name, table.concat(names, " "))
+  end
+  return table.concat({
+    "# bash completion for openai-usage (written by make install from cli.lua's option list)",
+    "_openai_usage() {",
+    '  local cur="${COMP_WORDS[COMP_CWORD]}" words',
+    "  if [ \"$COMP_CWORD\" -le 1 ]; then",
+    ('    COMPREPLY=($(compgen -W %q -- "$cur"))'):format(table.concat(endpoints(), " ")),
+    "    return",
+    "  fi",
+    '  case "${COMP_WORDS[1]}" in',
+    table.concat(cases, "\n"),
+    "    *) words= ;;",
+    "  esac",
+    '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
+    "}",
+    "complete -o default -F _openai_usage openai-usage",
+    "",
+  }, "\n")
+end
+
 -- One note for each value of an open filter (sizes, sources) that its
 -- description does not list: sent as given (a near miss was refused).
 local function unlisted_notes(filters, params)
