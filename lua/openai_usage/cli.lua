@@ -175,10 +175,11 @@ end
 
 -- The help's part about one endpoint: its filters, group_by fields, widths.
 local function endpoint_help(endpoint, rule)
-  local common, filters = {}, {}
+  local filters = {}
   for _, o in ipairs(M.options(endpoint)) do
-    local list = o.filter and filters or common
-    list[#list + 1] = o
+    if o.filter then
+      filters[#filters + 1] = o
+    end
   end
   local lines = { "", ("filters of %s (%s):"):format(endpoint, rule.path),
     #filters > 0 and wrap_rows(option_rows(filters)) or "  (none)" }
