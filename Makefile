@@ -250,6 +250,9 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	  --suppress=missingIncludeSystem --inline-suppr -D__GNUC__ -DLLONG_MAX=9223372036854775807LL $(shell $(PKG_CONFIG) --cflags-only-I $(LUA_PKG) libcurl) src
 	clang-tidy --quiet src/*.c -- -std=c11 -D_GNU_SOURCE $(shell $(PKG_CONFIG) --cflags $(LUA_PKG) libcurl)
+	@# .luacheckrc names the files and the hosts' globals; its warnings are
+	@# reported, not yet fatal, until the files being reworked are clean
+	luacheck --no-color . || echo "luacheck: the warnings above do not fail make lint yet"
 
 clean:
 	rm -rf build openai_usage

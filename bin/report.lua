@@ -56,7 +56,8 @@ local runs = {
   { "images", "--since", since, "--group-by", "model,size", "--top", "10", "--share" },
   { "images", "--since", since, "--group-by", "project_id", "--cost" },
   { "images", "--since", since, "--group-by", "model", "--format", "html", "--out", outdir .. "/report.html" },
-  { "images", "--since", since, "--group-by", "model", "--by-time", "--format", "svg", "--out", outdir .. "/report.svg" },
+  { "images", "--since", since, "--group-by", "model", "--by-time", "--format", "svg",
+    "--out", outdir .. "/report.svg" },
 }
 local status = 0
 for i, argv in ipairs(runs) do

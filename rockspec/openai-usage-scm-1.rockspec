@@ -37,6 +37,7 @@ build = {
     ["openai_usage.cost"] = "lua/openai_usage/cost.lua",
     ["openai_usage.errors"] = "lua/openai_usage/errors.lua",
     ["openai_usage.format"] = "lua/openai_usage/format.lua",
+    ["openai_usage.health"] = "lua/openai_usage/health.lua",
     ["openai_usage.html"] = "lua/openai_usage/html.lua",
     ["openai_usage.job"] = "lua/openai_usage/job.lua",
     ["openai_usage.json"] = "lua/openai_usage/json.lua",

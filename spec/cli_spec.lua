@@ -572,7 +572,7 @@ print(json.dumps(rows))
     assert.matches("%-%-prices", bad)
   end)
 
-  it("runs through openai_usage.job: the walk folded page by page gives the CLI's report; --cost asks Costs as the rule table allows", function()
+  it("runs through openai_usage.job: each page folded as it lands; --cost asks Costs per the rule table", function()
     local cli = require "openai_usage.cli"
     local jobs = require "openai_usage.job"
     local args = split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --cost --format csv")

@@ -48,14 +48,15 @@ describe("make install", function()
       assert.is_not_nil(io.open(prefix .. "/share/lua/" .. V .. "/" .. path:gsub("^lua/", "")), path)
     end
     local cmd = ([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
-      .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s/bin/openai-usage images --help]]):format(prefix, V, prefix, V, prefix, V, prefix)
+      .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s/bin/openai-usage images --help]])
+      :format(prefix, V, prefix, V, prefix, V, prefix)
     local out, ok = run(cmd)
     assert.is_true(ok, out)
     assert.matches("usage: openai%-usage ENDPOINT", out)
     assert.matches("%-%-sizes", out)
   end)
 
-  it("installs a bash completion that offers the endpoints, then the option list and that endpoint's filters", function()
+  it("installs a bash completion offering the endpoints, then the option list and that endpoint's filters", function()
     local script = prefix .. "/share/bash-completion/completions/openai-usage"
     assert.is_not_nil(io.open(script), script)
     local function complete(...)
@@ -101,37 +102,97 @@ describe("the bundled reference-page generator", function()
   end)
 end)
 
+-- The version the module reports, as the C sources define it (OU_VERSION).
+local function module_version()
+  return require("openai_usage").version
+end
+
+local RELEASE = "rockspec/openai-usage-" .. module_version() .. "-1.rockspec"
+
+-- Builds and installs rockspec with `luarocks make` from a copy of the
+-- sources into a fresh tree; returns what a fresh Lua prints of the
+-- installed module's version and decode("[5000]"), and the installed
+-- command's --help.
+local function luarocks_make(rockspec_path, version)
+  local tree = os.tmpname()
+  os.remove(tree)
+  -- the builtin backend builds in place: use a copy, never the working tree
+  local copy = tree .. ".src"
+  local p = io.popen(("mkdir -p '%s' && cp -r src lua rockspec bin '%s' && cd '%s' && luarocks --lua-version %s make "
+    .. "--tree='%s' --deps-mode=none %s 2>&1; rm -rf '%s'")
+    :format(copy, copy, copy, V, tree, rockspec_path, copy))
+  local out = p:read "*a"
+  p:close()
+  assert.matches("openai-usage " .. version .. " is now installed", out, 1, true)
+  local env = ([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
+    .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' ]]):format(tree, V, tree, V, tree, V)
+  p = io.popen(env .. util.suite_lua()
+    .. [[ -e 'local u = require "openai_usage"; io.write(u.version, " ", tostring(u.decode("[5000]")[1]))' 2>&1]])
+  local loaded = p:read "*a"
+  p:close()
+  -- the command is installed into the tree's bin
+  p = io.popen(env .. tree .. "/bin/openai-usage --help 2>&1")
+  local help = p:read "*a"
+  p:close()
+  util.rm_rf(tree)
+  return loaded, help
+end
+
 describe("the rockspec", function()
-  it("builds and installs the same module with LuaRocks, loadable from its tree", function()
-    local tree = os.tmpname()
-    os.remove(tree)
-    -- the builtin backend builds in place: use a copy, never the working tree
-    local copy = tree .. ".src"
-    -- the rockspec names every Lua module under its dotted name
+  it("names every Lua module under its dotted name", function()
     local rockspec = assert(io.open "rockspec/openai-usage-scm-1.rockspec"):read "*a"
     for _, path in ipairs(lua_modules()) do
       local name = path:gsub("^lua/", ""):gsub("/init%.lua$", ""):gsub("%.lua$", ""):gsub("/", ".")
-      assert.truthy(rockspec:find(('["%s"] = "%s"'):format(name, path), 1, true), path .. " is missing from the rockspec")
+      assert.truthy(rockspec:find(('["%s"] = "%s"'):format(name, path), 1, true),
+        path .. " is missing from the rockspec")
     end
-    local p = io.popen(("mkdir -p '%s' && cp -r src lua rockspec bin '%s' && cd '%s' && luarocks --lua-version %s make "
-      .. "--tree='%s' --deps-mode=none rockspec/openai-usage-scm-1.rockspec 2>&1; rm -rf '%s'")
-      :format(copy, copy, copy, V, tree, copy))
-    local out = p:read "*a"
-    p:close()
-    assert.matches("openai-usage scm-1 is now installed", out, 1, true)
-    local lua = util.suite_lua()
-    p = io.popen(([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
-      .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s -e 'local u = require "openai_usage"; ]]
-      .. [[io.write(u.version, " ", tostring(u.decode("[5000]")[1]))' 2>&1]]):format(tree, V, tree, V, tree, V, lua))
-    out = p:read "*a"
-    p:close()
-    assert.are.equal(require("openai_usage").version .. " 5000", out)
-    -- the command is installed into the tree's bin
-    p = io.popen(([[cd / && env LUA_PATH='%s/share/lua/%s/?.lua;%s/share/lua/%s/?/init.lua;;' ]]
-      .. [[LUA_CPATH='%s/lib/lua/%s/?.so;;' %s/bin/openai-usage --help 2>&1]]):format(tree, V, tree, V, tree, V, tree))
-    local help = p:read "*a"
-    p:close()
-    util.rm_rf(tree)
+  end)
+
+  it("builds and installs the same module with LuaRocks, loadable from its tree", function()
+    local loaded, help = luarocks_make("rockspec/openai-usage-scm-1.rockspec", "scm-1")
+    assert.are.equal(module_version() .. " 5000", loaded)
     assert.matches("usage: openai%-usage ENDPOINT", help)
+  end)
+end)
+
+describe("the release", function()
+  it("has a rockspec for the version the module reports, scm-1's as tools/gen-rockspec.lua writes it", function()
+    local committed = util.read_if(RELEASE)
+    assert.is_string(committed, RELEASE .. " is missing: run lua5.4 tools/gen-rockspec.lua")
+    local fresh = os.tmpname()
+    local out, ok = util.popen_run(util.suite_lua() .. " tools/gen-rockspec.lua " .. util.q(fresh) .. " 2>&1")
+    local generated = util.read_if(fresh)
+    os.remove(fresh)
+    assert.is_true(ok, out)
+    assert.are.equal(generated, committed, RELEASE .. " is stale: run lua5.4 tools/gen-rockspec.lua")
+    -- what luarocks reads from it: the version, the same modules as scm-1
+    local function load_rockspec(path)
+      local fields = {}
+      local chunk = assert((loadstring or load)(util.read(path), path, "t", fields))
+      if setfenv then
+        setfenv(chunk, fields)
+      end
+      chunk()
+      return fields
+    end
+    local release, scm = load_rockspec(RELEASE), load_rockspec "rockspec/openai-usage-scm-1.rockspec"
+    assert.are.equal(module_version() .. "-1", release.version)
+    assert.are.equal("v" .. module_version(), release.source.tag)
+    assert.are.same(scm.build, release.build)
+    assert.are.same(scm.dependencies, release.dependencies)
+  end)
+
+  it("installs with luarocks make from the release rockspec, and reports its version", function()
+    local loaded, help = luarocks_make(RELEASE, module_version() .. "-1")
+    assert.are.equal(module_version() .. " 5000", loaded)
+    assert.matches("usage: openai%-usage ENDPOINT", help)
+  end)
+
+  it("is in CHANGELOG.md, under its version", function()
+    local changelog = assert(util.read_if "CHANGELOG.md", "CHANGELOG.md is missing")
+    local heading = "\n## %[" .. module_version():gsub("%.", "%%.") .. "%] %- %d%d%d%d%-%d%d%-%d%d\n"
+    assert.truthy(changelog:find(heading),
+      "CHANGELOG.md has no section for " .. module_version())
+    assert.truthy(changelog:find("\n## [Unreleased]\n", 1, true))
   end)
 end)

@@ -1,6 +1,6 @@
 -- Neovim, proven headless: a real `nvim --headless` (Debian's, LuaJIT) with
 -- this repository on its runtimepath runs :OpenAIUsage against the stand-in
--- serving slow pages, while a vim.loop timer of its own counts ticks. The
+-- serving slow pages, while a libuv timer of its own counts ticks. The
 -- editor must keep ticking while the pages arrive, and the report buffer
 -- must hold what the plain client and the CLI's renderer make of the same
 -- rows. Errors end as one message, with no buffer and no hang.
@@ -21,14 +21,14 @@ local read_file, shell_quote, run = util.read_if, util.q, util.popen_run
 
 local ROOT = assert(io.popen "pwd"):read "*l"
 
--- What the headless editor runs after startup: it starts a 10 ms vim.loop
+-- What the headless editor runs after startup: it starts a 10 ms libuv
 -- timer that records every tick, records every vim.notify, runs the
 -- commands of OU_PROBE_STEPS at their times, and as soon as a report
 -- buffer appears (unless OU_PROBE_ALL_THE_TIME), an error is notified, a
 -- message matches OU_PROBE_UNTIL or OU_PROBE_SECONDS pass, writes what it
 -- saw to OU_PROBE_OUT as JSON and quits.
 local PROBE = [==[
-local uv = vim.loop
+local uv = vim.uv or vim.loop
 local steps = vim.fn.json_decode(os.getenv "OU_PROBE_STEPS")
 local seconds = tonumber(os.getenv "OU_PROBE_SECONDS")
 local untl = os.getenv "OU_PROBE_UNTIL"
@@ -551,5 +551,184 @@ describe("Neovim", function()
     assert.matches("make LUA_VERSION=5.1", result.errors[1], 1, true)
     assert.matches(bare, result.errors[1], 1, true) -- where to run it
     assert.are.same({}, srv:requests())
+  end)
+
+  it("uses vim.uv where Neovim has it (0.10+), vim.loop before", function()
+    -- a vim.uv that records what is taken from it, as Neovim 0.10 would have
+    local steps = {
+      { at = 0, cmd = "lua OU_EXTRA = {}; vim.uv = setmetatable({}, { __index = function(_, k) "
+        .. "OU_EXTRA[k] = true; return vim.loop[k] end })" },
+      { at = 0, cmd = "OpenAIUsage images --since 2024-11-20 --until 2024-11-24" },
+    }
+    local result = nvim { steps = steps }
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    assert.is_true(result.extra.new_timer, "the report's timer did not come from vim.uv")
+    assert.is_true(result.extra.hrtime, "the report's clock did not come from vim.uv")
+  end)
+
+  -- :checkhealth openai_usage, then what its buffer shows, as
+  -- {status = "OK"|"WARNING"|"ERROR", text = ...} entries (Neovim 0.7 writes
+  -- "  - OK: text", 0.10 "- ✅ OK text") and every line as it is.
+  local function checkhealth(options)
+    options.steps = {
+      { at = 0, cmd = "checkhealth openai_usage" },
+      { at = 0, cmd = "lua OU_EXTRA = { lines = vim.api.nvim_buf_get_lines(0, 0, -1, false), "
+        .. "filetype = vim.bo.filetype }" },
+      { at = 0, cmd = "lua vim.notify 'probe: health read'" },
+    }
+    options.untl = "probe: health read"
+    local result, code, printed = nvim(options)
+    assert.are.equal(0, code)
+    assert.are.equal("message", result.why)
+    assert.are.equal("checkhealth", result.extra.filetype)
+    local entries = {}
+    for _, l in ipairs(result.extra.lines) do
+      local status, text = l:match "^%s*%- [^%w]*(%u+):? (.*)$"
+      if status == "OK" or status == "WARNING" or status == "ERROR" then
+        entries[#entries + 1] = { status = status, text = text }
+      end
+    end
+    return entries, result.extra.lines, printed
+  end
+
+  it(":checkhealth openai_usage: the module loads, the key is found (not shown), the API answers", function()
+    local entries, lines, printed = checkhealth {}
+    assert.truthy(table.concat(lines, "\n"):find("openai-usage", 1, true))
+    assert.are.equal(3, #entries, table.concat(lines, "\n"))
+    assert.are.same({ "OK", "OK", "OK" }, { entries[1].status, entries[2].status, entries[3].status }, entries[3].text)
+    assert.matches("openai_usage.core " .. usage.version .. " loads in LuaJIT", entries[1].text, 1, true)
+    assert.matches(ROOT .. "/build/luajit/openai_usage/core.so", entries[1].text, 1, true)
+    assert.are.equal("admin key found in $OPENAI_ADMIN_KEY", entries[2].text)
+    assert.matches("^the API answered " .. srv.url:gsub("%p", "%%%0") .. "/organization/usage/images in %d+ ms$",
+      entries[3].text)
+    -- one cheap request: one bucket of images, with the key
+    local requests = srv:requests()
+    assert.are.equal(1, #requests)
+    assert.are.equal("/v1/organization/usage/images", requests[1].path)
+    assert.matches("limit=1", requests[1].query, 1, true)
+    assert.is_true(requests[1].headers.authorization == "Bearer " .. KEY, "the check did not send the key")
+    assert.is_nil(table.concat(lines, "\n"):find(KEY, 1, true))
+    assert.is_nil(printed:find(KEY, 1, true))
+  end)
+
+  it(":checkhealth openai_usage: a refused key, an unreachable API: errors that say which, the key nowhere", function()
+    local wrong = "sk-admin-wrong-health-key"
+    local entries, lines, printed = checkhealth { env = { OPENAI_ADMIN_KEY = wrong } }
+    assert.are.equal("ERROR", entries[3].status)
+    assert.matches("the API refused the key", entries[3].text, 1, true)
+    assert.matches("401", entries[3].text, 1, true)
+    assert.are.equal(1, #srv:requests()) -- asked once, no retry
+    assert.is_nil(table.concat(lines, "\n"):find(wrong, 1, true))
+    assert.is_nil(printed:find(wrong, 1, true))
+    -- a key that is not an admin key is said to be one, still unshown
+    srv:reset()
+    local project_key = "sk-proj-health-spec"
+    entries, lines = checkhealth { env = { OPENAI_ADMIN_KEY = project_key } }
+    assert.are.equal("WARNING", entries[2].status)
+    assert.matches("does not start with sk-admin-", entries[2].text, 1, true)
+    assert.is_nil(table.concat(lines, "\n"):find(project_key, 1, true))
+    -- nothing listens on port 1
+    srv:reset()
+    local unreachable = "http://127.0.0.1:1/v1"
+    entries = checkhealth { env = { OPENAI_BASE_URL = unreachable } }
+    assert.are.equal("ERROR", entries[3].status)
+    assert.matches("the API is not reachable at " .. unreachable .. "/organization/usage/images", entries[3].text,
+      1, true)
+    assert.are.same({}, srv:requests())
+    -- no key: nothing is sent
+    entries = checkhealth { env = { OPENAI_ADMIN_KEY = false } }
+    assert.are.equal("ERROR", entries[2].status)
+    assert.matches("no admin key", entries[2].text, 1, true)
+    assert.are.equal("WARNING", entries[3].status)
+    assert.are.same({}, srv:requests())
+  end)
+
+  it("reports through vim.health's start, ok, warn and error where Neovim has them (0.9+)", function()
+    -- vim.health as Neovim 0.10 has it, recording what the check reports
+    local steps = {
+      { at = 0, cmd = "lua OU_EXTRA = {}; local function rec(status) return function(msg, advice) "
+        .. "OU_EXTRA[#OU_EXTRA + 1] = { status = status, msg = msg, advice = advice } end end; "
+        .. "vim.health = { start = rec 'start', ok = rec 'ok', warn = rec 'warn', error = rec 'error', "
+        .. "info = rec 'info' }; "
+        .. "require('openai_usage.health').check(); vim.notify 'probe: health read'" },
+    }
+    local result = nvim { steps = steps, untl = "probe: health read", env = { OPENAI_ADMIN_KEY = "sk-proj-health" } }
+    assert.are.same({}, result.errors)
+    local statuses = {}
+    for i, r in ipairs(result.extra) do
+      statuses[i] = r.status
+    end
+    assert.are.same({ "start", "ok", "warn", "error" }, statuses)
+    assert.are.equal("openai-usage", result.extra[1].msg)
+    assert.matches("does not start with sk-admin-", result.extra[3].msg, 1, true)
+    assert.matches("admin key", result.extra[3].advice[1], 1, true)
+    assert.matches("the API refused the key", result.extra[4].msg, 1, true)
+    assert.matches("admin key is needed", result.extra[4].advice[1], 1, true)
+  end)
+
+  it(":checkhealth openai_usage: without the C module built for LuaJIT, says how to build it", function()
+    local bare = os.tmpname()
+    os.remove(bare)
+    assert(os.execute(("mkdir -p %s && cp -r plugin lua %s/"):format(shell_quote(bare), shell_quote(bare))))
+    local entries, lines = checkhealth { init = "NONE", rtp = bare, cwd = bare }
+    util.rm_rf(bare)
+    assert.are.equal("ERROR", entries[1].status)
+    assert.matches("openai_usage.core does not load in LuaJIT", entries[1].text, 1, true)
+    local text = table.concat(lines, "\n")
+    assert.matches("make LUA_VERSION=5.1 LUA=luajit", text, 1, true)
+    assert.matches(bare, text, 1, true) -- where to run it
+    assert.are.equal("WARNING", entries[2].status)
+    assert.are.equal(2, #entries)
+    assert.are.same({}, srv:requests())
+  end)
+
+  it(":help openai-usage opens the help file after :helptags, and every tag in it leads to its place", function()
+    local doc = assert(read_file "doc/openai-usage.txt")
+    local tags = {}
+    for tag in doc:gmatch "%*([^%s*|]+)%*" do
+      tags[#tags + 1] = tag
+    end
+    for _, expected in ipairs { "openai-usage.txt", "openai-usage", ":OpenAIUsage", "openai-usage-health",
+      "g:openai_usage_api_key" } do
+      assert.truthy(doc:find("*" .. expected .. "*", 1, true), expected .. " is not a tag of the help file")
+    end
+    -- a copy, so :helptags writes its tags file outside the checkout
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute(("mkdir -p %s && cp -r doc %s/"):format(shell_quote(dir), shell_quote(dir))))
+    local visit = ("lua OU_EXTRA = { seen = {} }; for _, tag in ipairs(vim.fn.json_decode(%q)) do "
+      .. "vim.cmd('help ' .. vim.fn.escape(tag, ' ')); OU_EXTRA.seen[#OU_EXTRA.seen + 1] = "
+      .. "{ tag = tag, file = vim.fn.expand('%%:t'), buftype = vim.bo.buftype, line = vim.fn.getline('.') } end")
+      :format(cjson.encode(tags))
+    local steps = {
+      { at = 0, cmd = "set rtp+=" .. dir },
+      { at = 0, cmd = "helptags " .. dir .. "/doc" },
+      { at = 0, cmd = "help openai-usage" },
+      { at = 0, cmd = "lua OU_FIRST = { file = vim.fn.expand('%:p'), buftype = vim.bo.buftype, "
+        .. "filetype = vim.bo.filetype, line = vim.fn.getline('.'), top = vim.fn.getline(1) }" },
+      { at = 0, cmd = visit },
+      { at = 0, cmd = "lua OU_EXTRA.first = OU_FIRST; vim.notify 'probe: help read'" },
+    }
+    local result, code = nvim { steps = steps, untl = "probe: help read" }
+    local tags_file = read_file(dir .. "/doc/tags")
+    util.rm_rf(dir)
+    assert.are.equal(0, code)
+    assert.are.equal("message", result.why)
+    assert.are.same({}, result.errors)
+    assert.truthy(tags_file and tags_file:find("openai-usage\topenai-usage.txt\t", 1, true), tags_file)
+    local first = result.extra.first
+    assert.are.equal(dir .. "/doc/openai-usage.txt", first.file)
+    assert.are.equal("help", first.buftype)
+    assert.are.equal("help", first.filetype)
+    assert.matches("*openai-usage*", first.line, 1, true)
+    assert.are.equal(doc:match "^[^\n]*", first.top)
+    assert.are.equal(#tags, #result.extra.seen)
+    for i, seen in ipairs(result.extra.seen) do
+      assert.are.equal(tags[i], seen.tag)
+      assert.are.equal("openai-usage.txt", seen.file, seen.tag)
+      assert.are.equal("help", seen.buftype)
+      assert.matches("*" .. seen.tag .. "*", seen.line, 1, true)
+    end
   end)
 end)

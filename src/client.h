@@ -5,6 +5,8 @@
 #include "compat.h"
 
 #define OU_CLIENT_MT "openai_usage.client"
+/* The one statement of the version: core.version, the User-Agent and, through
+ * tools/gen-rockspec.lua, the release rockspec read it. */
 #define OU_VERSION "0.1.0"
 
 /* core.new(options) -> client | nil, err */

@@ -94,13 +94,17 @@ local OPTIONS = {
   { names = { "--by-time" }, key = "by_time", help = "one row per bucket and group (default: totals over the range)" },
   { names = { "--fields" }, arg = "F,F", key = "fields",
     help = "the figures to show, in order (default: all of the endpoint's)" },
-  { names = { "--top" }, arg = "N", key = "top", help = 'keep the N largest groups; the rest add up to one "(other)" row' },
-  { names = { "--sort" }, arg = "SPEC", key = "sort", help = "order of rows, e.g. -images,model (default: largest first)" },
+  { names = { "--top" }, arg = "N", key = "top",
+    help = 'keep the N largest groups; the rest add up to one "(other)" row' },
+  { names = { "--sort" }, arg = "SPEC", key = "sort",
+    help = "order of rows, e.g. -images,model (default: largest first)" },
   { names = { "--share" }, key = "share", help = "add each row's share of the first figure, in percent" },
   { names = { "--cost" }, key = "cost", help = "add a cost column: real amounts from the costs endpoint where the\n"
     .. "grouping allows, else an estimate from a dated price table (images)" },
-  { names = { "--prices" }, arg = "FILE", key = "prices", help = "a Lua price table to use instead of the bundled one" },
-  { names = { "--quality" }, arg = "Q", key = "quality", help = "image quality the estimate assumes (default: the table's)" },
+  { names = { "--prices" }, arg = "FILE", key = "prices",
+    help = "a Lua price table to use instead of the bundled one" },
+  { names = { "--quality" }, arg = "Q", key = "quality",
+    help = "image quality the estimate assumes (default: the table's)" },
   { names = { "--format" }, arg = "F", key = "format", help = function()
     return ("%s (default table)"):format(or_list(format.NAMES))
   end },
@@ -110,7 +114,8 @@ local OPTIONS = {
   { names = { "--settle-after" }, arg = "T", key = "settle_after",
     help = "a bucket is settled (cached) T after it ends: 3600, 90m, 2d\n"
       .. "(default 1h for usage, 2d for costs: the API revises late data)" },
-  { names = { "--max-pages" }, arg = "N", key = "max_pages", help = "stop with an error after N pages if the API has more" },
+  { names = { "--max-pages" }, arg = "N", key = "max_pages",
+    help = "stop with an error after N pages if the API has more" },
   { names = { "--base-url" }, arg = "URL", key = "base_url",
     help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
   { names = { "--timeout" }, arg = "SECONDS", key = "timeout",
@@ -146,8 +151,8 @@ function M.options(endpoint)
     if p.values then
       what = what .. " (" .. table.concat(p.values, ", ") .. ")"
     end
-    out[#out + 1] = { names = { f.option }, arg = p.type == "bool" and "true|false" or "A,B", param = p.name, help = what,
-      filter = true }
+    local arg = p.type == "bool" and "true|false" or "A,B"
+    out[#out + 1] = { names = { f.option }, arg = arg, param = p.name, help = what, filter = true }
   end
   return out
 end

@@ -10,7 +10,8 @@ M.DEFAULT = "openai_usage.prices"
 
 local function check(prices, where)
   if type(prices) ~= "table" or type(prices.images) ~= "table" then
-    return nil, where .. ": a price table returns { date = ..., images = { [model] = { [quality] = { [size] = price } } } }"
+    return nil, where
+      .. ": a price table returns { date = ..., images = { [model] = { [quality] = { [size] = price } } } }"
   end
   if type(prices.date) ~= "string" then
     return nil, where .. ": the price table needs a date (the day its prices were read)"
@@ -165,11 +166,11 @@ end
 -- The note of an estimate: what it assumed, and what had no price.
 local function estimate_note(estimate)
   local prices = estimate.prices
-  local note = ("cost: an estimate at %s quality (the Usage API does not report quality), prices of %s from %s (%s)"):format(
-    estimate.quality, prices.date, prices.file or "the bundled table", prices.currency or "usd")
+  local note = ("cost: an estimate at %s quality (the Usage API does not report quality), prices of %s from %s (%s)")
+    :format(estimate.quality, prices.date, prices.file or "the bundled table", prices.currency or "usd")
   if estimate.unpriced > 0 then
-    note = note .. ("; %s images had no price (%s)"):format(
-      require("openai_usage.text").thousands(("%d"):format(estimate.unpriced)), table.concat(sorted(estimate.missing), "; "))
+    local count = require("openai_usage.text").thousands(("%d"):format(estimate.unpriced))
+    note = note .. ("; %s images had no price (%s)"):format(count, table.concat(sorted(estimate.missing), "; "))
   end
   return note
 end

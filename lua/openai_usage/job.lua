@@ -221,8 +221,9 @@ local function html(job, fold, shaped, opts)
   local sections = {}
   if value and #shaped > 0 then
     if not job.by_time then
-      sections[#sections + 1] = { svg = format.render(shaped, "svg", { chart = { kind = "bars" }, title = value .. " by "
-        .. (#job.group_by > 0 and table.concat(job.group_by, ", ") or "range") }) }
+      local by = #job.group_by > 0 and table.concat(job.group_by, ", ") or "range"
+      local bars = format.render(shaped, "svg", { chart = { kind = "bars" }, title = value .. " by " .. by })
+      sections[#sections + 1] = { svg = bars }
     end
     local series = fold.chart:result { value }
     if #series > 0 then

@@ -13,6 +13,8 @@ local M = {
 }
 
 local levels = vim.log.levels
+-- the event loop: vim.uv on Neovim 0.10+, vim.loop before
+local uv = vim.uv or vim.loop
 
 -- Reports still loading, so :OpenAIUsage! can cancel them.
 local running = {}
@@ -111,18 +113,18 @@ function M.show(name, text, options)
   return buf
 end
 
--- The admin key: vim.g.openai_usage_api_key (a string, or a function that
--- returns one), else $OPENAI_ADMIN_KEY.
-local function api_key()
-  local key = vim.g.openai_usage_api_key
+--- The admin key and where it was found: vim.g.openai_usage_api_key (a
+-- string, or a function that returns one), else $OPENAI_ADMIN_KEY.
+function M.api_key()
+  local key, source = vim.g.openai_usage_api_key, "vim.g.openai_usage_api_key"
   if type(key) == "function" then
     key = key()
   end
   if key == nil or key == "" then
-    key = os.getenv "OPENAI_ADMIN_KEY"
+    key, source = os.getenv "OPENAI_ADMIN_KEY", "$OPENAI_ADMIN_KEY"
   end
   if key ~= nil and key ~= "" then
-    return key
+    return key, source
   end
 end
 
@@ -149,7 +151,7 @@ function M.run(argv, options)
     notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
     return true
   end
-  local key = api_key()
+  local key = M.api_key()
   if not key then
     return fail("no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key")
   end
@@ -181,21 +183,22 @@ function M.run(argv, options)
     return fail(terr)
   end
 
-  local started = vim.loop.hrtime()
-  local timer = vim.loop.new_timer()
+  local started = uv.hrtime()
+  local timer = uv.new_timer()
   local handle = { task = task, job = job }
   running[handle] = true
   local shown_pages = -1
 
   local function seconds()
-    return (vim.loop.hrtime() - started) / 1e9
+    return (uv.hrtime() - started) / 1e9
   end
 
   local function progress()
     if task.pages ~= shown_pages then
       shown_pages = task.pages
       vim.api.nvim_echo({ { ("openai-usage: %s · pages %d · buckets %d · rows %d · %.1f s")
-        :format(job.endpoint, task.pages, fold and fold.buckets or 0, fold and fold.rows or 0, seconds()) } }, false, {})
+        :format(job.endpoint, task.pages, fold and fold.buckets or 0, fold and fold.rows or 0, seconds()) } },
+        false, {})
     end
   end
 

@@ -50,9 +50,9 @@ function M.new(options)
       f:write(name, ": ", value, "\n")
     end
     f:close()
-    local cmd = ("env -u LD_PRELOAD curl -sS %s --max-time %s --connect-timeout %s -H @%s -D %s -o %s %s 2>&1; echo \"exit $?\"")
-      :format(options.compressed and "--compressed" or "", req.timeout, req.connect_timeout, shell_quote(base .. ".req"),
-        shell_quote(base .. ".head"), shell_quote(base .. ".body"), shell_quote(req.url))
+    local cmd = ("env -u LD_PRELOAD curl -sS %s --max-time %s --connect-timeout %s -H @%s -D %s -o %s %s 2>&1; "
+      .. "echo \"exit $?\""):format(options.compressed and "--compressed" or "", req.timeout, req.connect_timeout,
+        shell_quote(base .. ".req"), shell_quote(base .. ".head"), shell_quote(base .. ".body"), shell_quote(req.url))
     local p = assert(io.popen(cmd))
     local out = p:read "*a"
     p:close()

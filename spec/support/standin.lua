@@ -97,7 +97,8 @@ function M.start(options)
   end
   local log = read_file(self.log) or "(none)"
   self:stop()
-  error(("the stand-in server (%s standin/server.py) exited or did not start within 10 s; its log:\n%s"):format(python, log))
+  error(("the stand-in server (%s standin/server.py) exited or did not start within 10 s; its log:\n%s")
+    :format(python, log))
 end
 
 -- Calls the control plane; body (a Lua value) is sent as JSON.

@@ -36,7 +36,7 @@ end
 
 --- The exit code from os.execute's results: 5.1 and LuaJIT return the raw
 -- wait status alone, 5.2+ true|nil, "exit"|"signal", code.
-function M.exit_code(ok, how, code)
+function M.exit_code(ok, _how, code)
   if type(ok) == "number" then -- 5.1: the raw wait status
     return ok >= 256 and math.floor(ok / 256) or ok
   end
