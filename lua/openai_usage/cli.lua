@@ -648,6 +648,82 @@ local function write_stream(stream, text)
   return true
 end
 
+-- The client of a job (client options under the command line's), or nil
+-- after saying why on stderr.
+local function open_client(job, options, stderr)
+  local client_options = {
+    base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
+    timeout = job.timeout,
+  }
+  for k, v in pairs(options.client or {}) do
+    client_options[k] = client_options[k] or v
+  end
+  local key = client_options.api_key or os.getenv "OPENAI_ADMIN_KEY"
+  if key == nil or key == "" then
+    stderr:write("openai-usage: OPENAI_ADMIN_KEY is not set (an admin key from platform.openai.com)\n")
+    return nil
+  end
+  local client, cerr = usage.new(client_options)
+  if not client then
+    stderr:write("openai-usage: ", usage.printable(tostring(cerr)), "\n")
+  end
+  return client
+end
+
+-- The progress line: show(pages, fold) rewrites it after a page, show()
+-- erases it; nothing when progress is off (default: on a terminal only).
+local function progress_line(job, stderr)
+  local progress = job.progress
+  if progress == nil then
+    progress = is_terminal(2)
+  end
+  local started = usage.clock()
+  return function(pages, fold)
+    if progress then
+      if not pages then
+        stderr:write "\r\27[K"
+      else
+        stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, fold.buckets, fold.rows,
+          usage.clock() - started))
+      end
+      stderr:flush()
+    end
+  end
+end
+
+-- The job's report text through client (closed here), or nil and the exit
+-- code after saying why. Ctrl-C (bin/openai-usage catches it) stops the
+-- transfer: exit 130 and nothing written, whichever step it came in.
+local function report_text(client, job, stderr)
+  local show, pages, fold = progress_line(job, stderr), 0, nil
+  local ok, walk_err = pcall(function()
+    fold = jobs.walk(client, job, function(f)
+      pages, fold = pages + 1, f
+      show(pages, fold)
+    end)
+  end)
+  show()
+  local meta, figures = {}, M.figures(job.endpoint)
+  if ok and job.cost and not core.interrupted() then
+    meta = jobs.cost(client, job, fold, figures)
+  end
+  client:close()
+  if core.interrupted() then
+    stderr:write("openai-usage: interrupted\n")
+    return nil, M.EXIT.interrupted
+  end
+  if not ok then
+    stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
+    return nil, M.EXIT.failed
+  end
+  local text = jobs.text(job, fold, meta, figures, rule_of(job.endpoint).path)
+  if core.interrupted() then -- while the report was being shaped: nothing is written
+    stderr:write("openai-usage: interrupted\n")
+    return nil, M.EXIT.interrupted
+  end
+  return text
+end
+
 --- Runs the command: argv (a list of strings); options.stdout/stderr (file
 -- handles, default io's), options.now (Unix seconds), options.client (client
 -- options under the command line's, e.g. api_key and base_url),
@@ -659,8 +735,7 @@ function M.run(argv, options)
     core.catch_sigint()
   end
   local stdout, stderr = options.stdout or io.stdout, options.stderr or io.stderr
-  local now = options.now or os.time()
-  local job, err = M.parse(argv, now)
+  local job, err = M.parse(argv, options.now or os.time())
   if not job then
     stderr:write("openai-usage: ", usage.printable(tostring(err.message)), "\n")
     return M.EXIT.usage
@@ -682,75 +757,13 @@ function M.run(argv, options)
   for _, note in ipairs(job.notes or {}) do
     stderr:write("openai-usage: ", note, "\n")
   end
-  local client_options = {
-    base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
-    timeout = job.timeout,
-  }
-  for k, v in pairs(options.client or {}) do
-    client_options[k] = client_options[k] or v
-  end
-  local key = client_options.api_key or os.getenv "OPENAI_ADMIN_KEY"
-  if key == nil or key == "" then
-    stderr:write("openai-usage: OPENAI_ADMIN_KEY is not set (an admin key from platform.openai.com)\n")
-    return M.EXIT.usage
-  end
-  local client, cerr = usage.new(client_options)
+  local client = open_client(job, options, stderr)
   if not client then
-    stderr:write("openai-usage: ", usage.printable(tostring(cerr)), "\n")
     return M.EXIT.usage
   end
-  local progress = job.progress
-  if progress == nil then
-    progress = is_terminal(2)
-  end
-  local started = usage.clock()
-  local pages, fold = 0, nil
-  -- one line, rewritten after each page and erased at the end
-  local function show(final)
-    if progress then
-      if final then
-        stderr:write "\r\27[K"
-      else
-        stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, fold.buckets, fold.rows,
-          usage.clock() - started))
-      end
-      stderr:flush()
-    end
-  end
-  local ok, walk_err = pcall(function()
-    fold = jobs.walk(client, job, function(f)
-      pages, fold = pages + 1, f
-      show(false)
-    end)
-  end)
-  show(true)
-  -- Ctrl-C (bin/openai-usage catches it): the transfer stopped; exit 130
-  -- and write nothing, whichever step it came in
-  local function interrupted()
-    client:close()
-    stderr:write("openai-usage: interrupted\n")
-    return M.EXIT.interrupted
-  end
-  if core.interrupted() then
-    return interrupted()
-  end
-  if not ok then
-    client:close()
-    stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
-    return M.EXIT.failed
-  end
-  local figures, meta = M.figures(job.endpoint), {}
-  if job.cost then
-    meta = jobs.cost(client, job, fold, figures)
-  end
-  if core.interrupted() then
-    return interrupted()
-  end
-  client:close()
-  local text = jobs.text(job, fold, meta, figures, rule_of(job.endpoint).path)
-  if core.interrupted() then -- while the report was being shaped: nothing is written
-    stderr:write("openai-usage: interrupted\n")
-    return M.EXIT.interrupted
+  local text, code = report_text(client, job, stderr)
+  if not text then
+    return code
   end
   if job.out then
     local written, werr = write_atomically(job.out, text)
