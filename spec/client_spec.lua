@@ -493,7 +493,7 @@ describe("client", function()
         assert.are.equal("function", type(c[name]), name)
       end
       -- the C handle's method table is not patched with the Lua layer's
-      local methods = require("openai_usage.core").client_methods
+      local methods = getmetatable(require("openai_usage.protocol").of(c)).__index
       for _, name in ipairs { "images", "usage", "pages", "buckets", "results" } do
         assert.is_nil(methods[name], name)
       end

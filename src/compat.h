@@ -29,7 +29,6 @@
 /* Lua 5.3+ has a real integer subtype; on 5.1/LuaJIT a number is a double,
  * exact only up to 2^53 (documented in README). */
 #if LUA_VERSION_NUM >= 503
-#define OU_HAS_INTEGERS 1
 static inline void ou_pushint64(lua_State *L, int64_t v)
 {
     lua_pushinteger(L, (lua_Integer)v);
@@ -39,7 +38,6 @@ static inline int ou_isinteger(lua_State *L, int i)
     return lua_isinteger(L, i);
 }
 #else
-#define OU_HAS_INTEGERS 0
 static inline void ou_pushint64(lua_State *L, int64_t v)
 {
     lua_pushnumber(L, (lua_Number)v);

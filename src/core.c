@@ -9,9 +9,10 @@
 #include "decode.h"
 #include "error.h"
 #include "fs.h"
+#include "lua_transport.h"
 #include "query.h"
+#include "retry.h"
 #include "rules.h"
-#include "transfer.h"
 
 /* core.decode(text [, max_depth]) -> value | nil, err */
 static int core_decode(lua_State *L)
@@ -268,7 +269,7 @@ OU_EXPORT int luaopen_openai_usage_core(lua_State *L)
     ou_newlib(L, core_functions);
     ou_setfuncs(L, fs_functions);
     ou_client_open(L);
-    lua_setfield(L, -2, "client_methods");
+    ou_lua_transport_open(L);
     lua_pushliteral(L, OU_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -251,7 +251,7 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
     const struct ou_width_rule *width = NULL;
     const struct ou_param_rule *start_rule = NULL;
     int64_t start = 0, end = 0;
-    int has_start = 0, has_end = 0, limit_at = 0, base;
+    int has_start = 0, limit_at = 0, base;
     size_t mark;
     char shown[96], allowed[256];
 
@@ -285,7 +285,7 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
             if (!has_start) {
                 start = v, has_start = 1, start_rule = rule;
             } else {
-                end = v, has_end = 1;
+                end = v;
                 if (end <= start)
                     return ou_query_fail(L, rule->name, "%s: %lld must be after %s %lld", rule->name,
                                          (long long)end, start_rule->name, (long long)start);
@@ -320,7 +320,6 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
             break;
         }
     }
-    (void)has_end;
     if (limit_at) {
         int64_t limit = 0;
         if (!width)

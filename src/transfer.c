@@ -1,121 +1,42 @@
 #include "transfer.h"
 
+#include "retry.h"
+
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Set by the SIGINT handler of ou_catch_sigint (a lock-free atomic: safe
- * to store from a handler); every transfer loop of the process reads it. */
-static _Atomic int interrupted, catching;
-
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
     struct ou_transfer *t = userdata;
+    struct ou_request *r = t->req;
     size_t n = size * nmemb;
     /* the cap counts decompressed bytes: libcurl hands us decoded data */
-    if (t->resp.body.len + n > t->opts.max_body) {
-        t->too_large = 1;
+    if (r->resp.body.len + n > t->opts.max_body) {
+        r->too_large = 1;
         return 0;
     }
-    if (!ou_buf_add(&t->resp.body, data, n)) {
-        t->out_of_memory = 1;
+    if (!ou_buf_add(&r->resp.body, data, n)) {
+        r->out_of_memory = 1;
         return 0;
     }
     return n;
 }
 
-static void copy_value(char *out, size_t size, const char *value, size_t n)
-{
-    while (n && (*value == ' ' || *value == '\t'))
-        value++, n--;
-    while (n && (value[n - 1] == '\r' || value[n - 1] == '\n' || value[n - 1] == ' ' || value[n - 1] == '\t'))
-        n--;
-    if (n >= size)
-        n = size - 1;
-    memcpy(out, value, n);
-    out[n] = '\0';
-}
-
-static int name_is(const char *name, size_t nlen, const char *wanted)
-{
-    return nlen == strlen(wanted) && strncasecmp(name, wanted, nlen) == 0;
-}
-
-void ou_response_reset(struct ou_response *r)
-{
-    r->request_id[0] = r->content_type[0] = '\0';
-    r->retry_after = -1;
-    r->retry_after_from_ms = 0;
-    r->should_retry = -1;
-}
-
-/* Parses a Retry-After value: seconds, or an HTTP date (read by libcurl,
- * loaded here if a Lua transport has not needed it so far). */
-static double parse_retry_after(const char *v)
-{
-    char *end, reason[256];
-    double seconds;
-    time_t when;
-    errno = 0;
-    seconds = strtod(v, &end);
-    if (end != v && *end == '\0' && errno == 0 && seconds >= 0 && isfinite(seconds))
-        return seconds;
-    if (!ou_curl_load(reason, sizeof reason))
-        return -1;
-    when = curl_getdate(v, NULL);
-    if (when == (time_t)-1)
-        return -1;
-    seconds = difftime(when, time(NULL));
-    return seconds > 0 ? seconds : 0;
-}
-
-void ou_response_header(struct ou_response *r, const char *name, size_t nlen, const char *value, size_t vlen)
-{
-    char text[64];
-    if (name_is(name, nlen, "x-request-id")) {
-        copy_value(r->request_id, sizeof r->request_id, value, vlen);
-    } else if (name_is(name, nlen, "content-type")) {
-        copy_value(r->content_type, sizeof r->content_type, value, vlen);
-    } else if (name_is(name, nlen, "retry-after-ms")) {
-        /* the millisecond form wins over Retry-After, as in the SDKs */
-        char *end;
-        double ms;
-        copy_value(text, sizeof text, value, vlen);
-        ms = strtod(text, &end);
-        if (end != text && *end == '\0' && ms >= 0 && isfinite(ms)) {
-            r->retry_after = ms / 1000.0;
-            r->retry_after_from_ms = 1;
-        }
-    } else if (name_is(name, nlen, "retry-after")) {
-        copy_value(text, sizeof text, value, vlen);
-        if (!r->retry_after_from_ms)
-            r->retry_after = parse_retry_after(text);
-    } else if (name_is(name, nlen, "x-should-retry")) {
-        copy_value(text, sizeof text, value, vlen);
-        if (strcmp(text, "true") == 0)
-            r->should_retry = 1;
-        else if (strcmp(text, "false") == 0)
-            r->should_retry = 0;
-    }
-}
-
 static size_t on_header(char *line, size_t size, size_t nmemb, void *userdata)
 {
-    struct ou_transfer *t = userdata;
+    struct ou_response *resp = &((struct ou_transfer *)userdata)->req->resp;
     size_t n = size * nmemb;
     const char *colon = memchr(line, ':', n);
     if (n >= 5 && memcmp(line, "HTTP/", 5) == 0)
-        ou_response_reset(&t->resp); /* a new response (after a 100, say) */
+        ou_response_reset(resp); /* a new response (after a 100, say) */
     else if (colon)
-        ou_response_header(&t->resp, line, (size_t)(colon - line), colon + 1, n - (size_t)(colon - line) - 1);
+        ou_response_header(resp, line, (size_t)(colon - line), colon + 1, n - (size_t)(colon - line) - 1);
     return n;
 }
 
@@ -126,8 +47,7 @@ void ou_transfer_setup(struct ou_transfer *t, const struct ou_transfer_opts *opt
     t->opts = *opts;
     for (int i = 0; i < OU_MAX_SOCKETS; i++)
         t->sockets[i] = -1;
-    ou_response_reset(&t->resp);
-    t->rng = (unsigned long long)time(NULL) ^ ((unsigned long long)(size_t)t << 16) ^ 0x9E3779B97F4A7C15ULL;
+    t->rng = ou_retry_seed(t);
 }
 
 /* libcurl opens and closes every socket through these, so the transfer
@@ -218,11 +138,6 @@ int ou_transfer_init(struct ou_transfer *t, const struct ou_transfer_opts *opts,
     return 1;
 }
 
-static int retryable_status(long status)
-{
-    return status == 408 || status == 409 || status == 429 || status >= 500;
-}
-
 static int retryable_code(CURLcode code)
 {
     switch (code) {
@@ -242,71 +157,10 @@ static int retryable_code(CURLcode code)
     }
 }
 
-/* xorshift64*: jitter needs no quality, only independence from Lua's RNG. */
-static double random_unit(struct ou_transfer *t)
-{
-    t->rng ^= t->rng >> 12;
-    t->rng ^= t->rng << 25;
-    t->rng ^= t->rng >> 27;
-    return (double)((t->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
-}
-
-/* The SDKs' backoff: 0.5 s doubling to 8 s, times a random 0.75..1.0. */
-static double backoff(struct ou_transfer *t, int retry)
-{
-    double delay = t->opts.backoff_initial * pow(2.0, retry);
-    if (delay > t->opts.backoff_max)
-        delay = t->opts.backoff_max;
-    return delay * (1.0 - 0.25 * random_unit(t));
-}
-
-void ou_sleep(double seconds, _Atomic int *abort)
-{
-    while (seconds > 0 && !(abort && atomic_load(abort)) && !atomic_load(&interrupted)) {
-        double slice = seconds < 0.05 ? seconds : 0.05;
-        struct timespec ts;
-        ts.tv_sec = (time_t)slice;
-        ts.tv_nsec = (long)((slice - (double)ts.tv_sec) * 1e9);
-        while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-            ;
-        seconds -= slice;
-    }
-}
-
-double ou_monotonic(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void on_sigint(int sig)
-{
-    (void)sig;
-    atomic_store(&interrupted, 1);
-}
-
-int ou_catch_sigint(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0)
-        return 0;
-    atomic_store(&catching, 1);
-    return 1;
-}
-
-int ou_interrupted(void)
-{
-    return atomic_load(&interrupted);
-}
-
 /* Whether a transfer must stop now: cancelled, or the process interrupted. */
 static int stop_requested(struct ou_transfer *t)
 {
-    return atomic_load(&t->abort_requested) || atomic_load(&interrupted);
+    return atomic_load(&t->abort_requested) || ou_interrupted();
 }
 
 /* The longest a transfer loop waits in curl_multi_poll before it looks at
@@ -315,7 +169,7 @@ static int stop_requested(struct ou_transfer *t)
  * so with SIGINT caught the loop looks ten times a second. */
 static int poll_slice_ms(int wanted)
 {
-    int most = atomic_load(&catching) ? 100 : 1000;
+    int most = ou_catching_sigint() ? 100 : 1000;
     return wanted < most ? wanted : most;
 }
 
@@ -344,7 +198,7 @@ void ou_transfer_abort(struct ou_transfer *t)
 
 static CURLcode aborted(struct ou_transfer *t)
 {
-    if (atomic_load(&interrupted))
+    if (ou_interrupted())
         snprintf(t->errbuf, sizeof t->errbuf, "interrupted: the request was stopped by SIGINT");
     else
         snprintf(t->errbuf, sizeof t->errbuf, "aborted: the request was cancelled");
@@ -385,7 +239,7 @@ static CURLcode perform(struct ou_transfer *t)
             mc = curl_multi_poll(t->multi, NULL, 0, poll_slice_ms(1000), NULL);
         if (mc != CURLM_OK) {
             if (mc == CURLM_OUT_OF_MEMORY)
-                t->out_of_memory = 1;
+                t->req->out_of_memory = 1;
             snprintf(t->errbuf, sizeof t->errbuf, "libcurl failed during the transfer (multi error %d)",
                      (int)mc);
             code = CURLE_FAILED_INIT, done = 1;
@@ -395,77 +249,38 @@ static CURLcode perform(struct ou_transfer *t)
     return code;
 }
 
-void ou_transfer_start(struct ou_transfer *t)
+static enum ou_outcome attempt(struct ou_transfer *t)
 {
-    t->attempts = 0;
-    t->connects = 0;
-    t->wire_bytes = 0;
-}
-
-void ou_transfer_begin_attempt(struct ou_transfer *t)
-{
-    ou_buf_clear(&t->resp.body);
-    ou_response_reset(&t->resp);
-    t->resp.status = 0;
-    t->too_large = t->out_of_memory = 0;
-    t->errbuf[0] = '\0';
-}
-
-static enum ou_outcome attempt(struct ou_transfer *t, const char *url)
-{
+    struct ou_request *r = t->req;
     long connects = 0;
     curl_off_t bytes = 0;
-    ou_transfer_begin_attempt(t);
-    curl_easy_setopt(t->easy, CURLOPT_URL, url);
+    ou_request_begin_attempt(r);
+    t->errbuf[0] = '\0';
+    curl_easy_setopt(t->easy, CURLOPT_URL, r->url.data);
     t->code = perform(t);
-    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &t->resp.status);
+    curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r->resp.status);
     curl_easy_getinfo(t->easy, CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(t->easy, CURLINFO_SIZE_DOWNLOAD_T, &bytes);
-    t->connects += connects;
-    t->wire_bytes += (long long)bytes;
-    if (t->too_large)
+    r->connects += connects;
+    r->wire_bytes += (long long)bytes;
+    snprintf(r->reason, sizeof r->reason, "%s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->code));
+    if (r->too_large)
         return OU_FAIL_TOO_LARGE;
-    if (t->out_of_memory)
+    if (r->out_of_memory)
         return OU_FAIL_NOMEM;
     if (t->code == CURLE_OPERATION_TIMEDOUT)
         return OU_FAIL_TIMEOUT;
     if (t->code != CURLE_OK)
         return OU_FAIL_NETWORK;
-    return ou_transfer_status_outcome(t);
+    return ou_request_status_outcome(r);
 }
 
-enum ou_outcome ou_transfer_status_outcome(const struct ou_transfer *t)
-{
-    return t->resp.status >= 200 && t->resp.status < 300 ? OU_OK : OU_FAIL_HTTP;
-}
-
-int ou_transfer_retry(struct ou_transfer *t, enum ou_outcome *outcome, int transient, double *delay)
-{
-    int retry;
-    if (*outcome == OU_FAIL_HTTP)
-        retry = t->resp.should_retry >= 0 ? t->resp.should_retry : retryable_status(t->resp.status);
-    else
-        retry = (*outcome == OU_FAIL_NETWORK || *outcome == OU_FAIL_TIMEOUT) && transient;
-    if (!retry || t->attempts < 1 || t->attempts > t->opts.max_retries || stop_requested(t))
-        return 0;
-    if (*outcome == OU_FAIL_HTTP && t->resp.retry_after >= 0) {
-        if (t->resp.retry_after > t->opts.retry_after_max) {
-            *outcome = OU_FAIL_WAIT_LONG;
-            return 0;
-        }
-        *delay = t->resp.retry_after;
-    } else {
-        *delay = backoff(t, t->attempts - 1);
-    }
-    t->delays[t->attempts - 1] = *delay;
-    return 1;
-}
-
-enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
+enum ou_outcome ou_transfer_get(struct ou_transfer *t, struct ou_request *req)
 {
     enum ou_outcome outcome;
     double delay = 0;
-    ou_transfer_start(t);
+    t->req = req;
+    ou_request_start(req);
     /* libcurl 7.88 counts the reused connections that died under a request
      * over the handle's whole life, not per request (curl PR #19066): the
      * sixth a server's idle timeout closed failed a request, whatever
@@ -474,52 +289,14 @@ enum ou_outcome ou_transfer_get(struct ou_transfer *t, const char *url)
     curl_easy_reset(t->easy);
     apply_options(t);
     for (;;) {
-        outcome = attempt(t, url);
-        t->attempts++;
-        if (!ou_transfer_retry(t, &outcome, retryable_code(t->code), &delay))
-            return outcome;
+        outcome = attempt(t);
+        req->attempts++;
+        if (stop_requested(t) || !ou_retry(&t->opts, &t->rng, req, &outcome, retryable_code(t->code), &delay))
+            break;
         pause_between_attempts(t, delay);
     }
-}
-
-const char *ou_transfer_message(const struct ou_transfer *t, enum ou_outcome outcome, char *out, size_t size)
-{
-    /* a Lua transport always leaves its reason in errbuf: libcurl may not be loaded */
-    const char *detail = t->errbuf[0] ? t->errbuf : t->easy ? curl_easy_strerror(t->code) : "no reason given";
-    char suffix[48] = "";
-    if (t->attempts > 1)
-        snprintf(suffix, sizeof suffix, " after %d attempts", t->attempts);
-    switch (outcome) {
-    case OU_OK:
-        snprintf(out, size, "ok");
-        break;
-    case OU_FAIL_HTTP:
-        snprintf(out, size, "HTTP status %ld%s", t->resp.status, suffix);
-        break;
-    case OU_FAIL_WAIT_LONG:
-        snprintf(out, size,
-                 "HTTP status %ld: the server asked to retry after %.0f s, more than the %.0f s allowed",
-                 t->resp.status, t->resp.retry_after, t->opts.retry_after_max);
-        break;
-    case OU_FAIL_TIMEOUT:
-        snprintf(out, size, "timed out%s: %s", suffix, detail);
-        break;
-    case OU_FAIL_NETWORK:
-        snprintf(out, size, "transfer failed%s: %s", suffix, detail);
-        break;
-    case OU_FAIL_TOO_LARGE:
-        snprintf(out, size,
-                 "response body exceeds max_response_bytes (%zu bytes, decompressed); transfer aborted",
-                 t->opts.max_body);
-        break;
-    case OU_FAIL_NOMEM:
-        snprintf(out, size, "out of memory while receiving the response");
-        break;
-    case OU_FAIL_TRANSPORT:
-        snprintf(out, size, "%s", detail);
-        break;
-    }
-    return out;
+    t->req = NULL;
+    return outcome;
 }
 
 /* What children of fork() abandoned: kept reachable, never freed. */
@@ -532,7 +309,7 @@ struct abandoned {
 static struct abandoned *abandoned;
 static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 
-int ou_transfer_after_fork(struct ou_transfer *t, int thread_was_running)
+int ou_transfer_after_fork(struct ou_transfer *t, struct ou_request *running)
 {
     struct abandoned *a = malloc(sizeof *a);
     for (int i = 0; i < OU_MAX_SOCKETS; i++) {
@@ -543,14 +320,14 @@ int ou_transfer_after_fork(struct ou_transfer *t, int thread_was_running)
     if (a) {
         a->easy = t->easy;
         a->multi = t->multi;
-        a->body = thread_was_running ? t->resp.body.data : NULL;
+        a->body = running ? running->resp.body.data : NULL;
         pthread_mutex_lock(&abandoned_lock);
         a->next = abandoned;
         abandoned = a;
         pthread_mutex_unlock(&abandoned_lock);
     }
-    if (thread_was_running) /* the thread may have been growing it */
-        memset(&t->resp.body, 0, sizeof t->resp.body);
+    if (running) /* the thread may have been growing it */
+        memset(&running->resp.body, 0, sizeof running->resp.body);
     atomic_store(&t->abort_requested, 0);
     t->easy = curl_easy_init();
     t->multi = curl_multi_init();
@@ -582,5 +359,4 @@ void ou_transfer_release(struct ou_transfer *t)
     free(t->user_agent);
     free(t->ca_file);
     t->user_agent = t->ca_file = NULL;
-    ou_buf_free(&t->resp.body);
 }

@@ -23,14 +23,16 @@ end
 -- @return page, or nil and an error table
 function M.request(handle, transport, endpoint, params)
   local send, sleep = parts(transport)
-  local req, err = handle:transport_request(endpoint, params)
+  -- record: this request's own (URL, answer, attempts, delays), so that
+  -- requests sharing a client (cosockets) never mix their counters
+  local req, record = handle:transport_request(endpoint, params)
   if not req then
-    return nil, err
+    return nil, record
   end
   local attempt = 1
   while true do
     -- pcall: an error raised in the transport comes back as kind "transport"
-    local page, result = handle:transport_answer(attempt, pcall(send, req))
+    local page, result = handle:transport_answer(record, pcall(send, req))
     if page ~= false then
       return page, result
     end
