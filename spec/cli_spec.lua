@@ -78,7 +78,7 @@ describe("openai-usage CLI", function()
 
   teardown(function()
     srv:stop()
-    for _, suffix in ipairs { "", ".out", ".err", ".csv", ".json", ".tty" } do
+    for _, suffix in ipairs { "", ".out", ".err", ".csv", ".json", ".tty", ".html" } do
       os.remove(tmp .. suffix)
     end
   end)
@@ -608,6 +608,16 @@ print(json.dumps(rows))
       end
       assert.is_true(fold.rows >= rows and #fold.shape.groups < fold.rows, "groups kept, not rows")
     end
+  end)
+
+  it("a report step that refuses the data (an HTML chart of too many buckets) is one line on stderr and exit 1", function()
+    local out, err, code = run(split_args("images --since 2024-11-20 --until 2024-11-23 --bucket 1m --group-by model"
+      .. " --format html --out " .. tmp .. ".html"))
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.matches("^openai%-usage: .*chart.stacked: .* too many to draw", err)
+    assert.are.equal(1, select(2, err:gsub("\n", "")), err)
+    assert.is_nil(read(tmp .. ".html"))
   end)
 
   it("make report's demo runs with no key: prints the tables and writes the charts", function()

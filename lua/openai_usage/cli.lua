@@ -716,7 +716,13 @@ local function report_text(client, job, stderr)
     stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
     return nil, M.EXIT.failed
   end
-  local text = jobs.text(job, fold, meta, figures, rule_of(job.endpoint).path)
+  -- a report step that refuses the data (a chart of too many buckets) is
+  -- one line and exit 1, not a traceback
+  local shaped, text = pcall(jobs.text, job, fold, meta, figures, rule_of(job.endpoint).path)
+  if not shaped and not core.interrupted() then
+    stderr:write("openai-usage: ", usage.printable(tostring(text)), "\n")
+    return nil, M.EXIT.failed
+  end
   if core.interrupted() then -- while the report was being shaped: nothing is written
     stderr:write("openai-usage: interrupted\n")
     return nil, M.EXIT.interrupted
