@@ -610,7 +610,7 @@ print(json.dumps(rows))
     end
   end)
 
-  it("a report step that refuses the data (an HTML chart of too many buckets) is one line on stderr and exit 1", function()
+  it("a report step that refuses the data (an HTML chart of too many buckets): one line on stderr, exit 1", function()
     local out, err, code = run(split_args("images --since 2024-11-20 --until 2024-11-23 --bucket 1m --group-by model"
       .. " --format html --out " .. tmp .. ".html"))
     assert.are.equal(1, code, err)

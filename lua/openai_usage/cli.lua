@@ -207,7 +207,7 @@ local TRAILER = {
   "",
   "exit codes:",
   "  0  the report was written",
-  "  1  a request failed (network, timeout, HTTP or API error)",
+  "  1  a request failed (network, timeout, HTTP or API error), or a report step refused the data",
   "  2  bad arguments or configuration (nothing was sent)",
   "  3  the report could not be written (stdout or --out: a full disk, no permission)",
   "  130  interrupted (Ctrl-C): the transfer stopped, nothing was written",
