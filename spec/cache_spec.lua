@@ -163,10 +163,10 @@ describe("page cache", function()
   it("an async walk (event loops, Neovim) reads and fills the same cache as client:pages", function()
     local async = require "openai_usage.async"
     local function drive(client, params)
-      local walk = assert(async.pages(client, "images", params))
+      local stepper = assert(async.pages(client, "images", params))
       local pages, deadline = {}, usage.clock() + 30
-      while not walk.done do
-        local page = walk:step()
+      while not stepper.done do
+        local page = stepper:step()
         if page then
           pages[#pages + 1] = page
         else
@@ -174,8 +174,8 @@ describe("page cache", function()
         end
         assert(usage.clock() < deadline, "the walk did not finish")
       end
-      assert.is_nil(walk.err)
-      return pages, walk.cached
+      assert.is_nil(stepper.err)
+      return pages, stepper.cached
     end
     local today = os.time() - os.time() % DAY
     local c = assert(usage.new(srv:client_options { cache_dir = dir }))
@@ -214,7 +214,9 @@ describe("page cache", function()
     local paths = files(dir)
     assert.are.equal(1, #paths)
     local good = read(paths[1])
-    for _, bad in ipairs { "", good:sub(1, #good - 40), "garbage\n{}", '"https://elsewhere"\n' .. good:match "\n(.*)$" } do
+    for _, bad in ipairs {
+      "", good:sub(1, #good - 40), "garbage\n{}", '"https://elsewhere"\n' .. good:match "\n(.*)$",
+    } do
       local f = assert(io.open(paths[1], "wb"))
       f:write(bad)
       f:close()
@@ -478,7 +480,8 @@ describe("page cache", function()
       assert.are.same(page, store:get(url, { width = DAY, settle_after = 0 }))
     end)
 
-    it("a page with a null where a bucket belongs: a table error or the page, never a raw error or a part file", function()
+    it("a page with a null where a bucket belongs: a table error or the page, never a raw error or a part "
+      .. "file", function()
       local fixture = dir .. ".fixture.json"
       util.write(fixture, '{"object":"page","data":[null,{"object":"bucket","start_time":86400,"end_time":172800,'
         .. '"results":[{"object":"organization.usage.images.result","images":7,"num_model_requests":1}]}],'

@@ -122,7 +122,8 @@ local function pixels(png, colors, region)
   if region then
     args[#args + 1] = "--region " .. table.concat(region, ",")
   end
-  local out, code = run(("env -u LD_PRELOAD %s spec/support/png.py %s %s"):format(PYTHON, q(png), table.concat(args, " ")))
+  local out, code =
+    run(("env -u LD_PRELOAD %s spec/support/png.py %s %s"):format(PYTHON, q(png), table.concat(args, " ")))
   local ok, stats = pcall(cjson.decode, out)
   assert(ok and code == 0 and not stats.error, "png.py: " .. out)
   return stats
@@ -303,7 +304,8 @@ describe("chart", function()
 
     it("cuts long labels by UTF-8 character with an ellipsis and keeps the whole label in the tooltip", function()
       local long = ("\195\169t\195\169 \230\151\165\230\156\172 "):rep(40) -- "été 日本 " x 40
-      local tree = svg_tree(chart.bars({ { name = long, n = 5 }, { name = "short", n = 3 } }, { label = "name", value = "n" }))
+      local tree =
+        svg_tree(chart.bars({ { name = long, n = 5 }, { name = "short", n = 3 } }, { label = "name", value = "n" }))
       local shown = all(tree, "text", "label")[1].text
       local chars, full = utf8_chars(shown), utf8_chars(long)
       assert.equal(ELLIPSIS, chars[#chars])
@@ -591,7 +593,8 @@ describe("chart", function()
 
     it("leaves out rows without a time or a value, and says no data when none is left", function()
       local tree = svg_tree(chart.stacked({
-        { start_time = T0, n = 2 }, { n = 5 }, { start_time = T0 }, { start_time = T0, n = "x" }, { start_time = "x", n = 1 },
+        { start_time = T0, n = 2 }, { n = 5 }, { start_time = T0 }, { start_time = T0, n = "x" },
+        { start_time = "x", n = 1 },
       }, { value = "n" }))
       local segs = all(tree, "rect", "seg")
       assert.equal(1, #segs)
@@ -865,7 +868,8 @@ describe("chart", function()
       assert.equal(w, stats.width)
       assert.equal("FFFFFF", stats.background)
       local bar_pixels = stats.counts[chart.PALETTE[1]:gsub("#", "")]
-      assert.is_true(math.abs(bar_pixels - area) <= edges, ("%d bar pixels for an area of %.0f"):format(bar_pixels, area))
+      assert.is_true(math.abs(bar_pixels - area) <= edges,
+        ("%d bar pixels for an area of %.0f"):format(bar_pixels, area))
       -- text and axes draw more than the bars alone
       assert.is_true(stats.nonbackground > area * 1.1)
     end)
@@ -899,7 +903,8 @@ describe("chart", function()
       for _, c in ipairs(wanted) do
         local hex = c:gsub("#", "")
         local got = stats.counts[hex] - 100 -- the legend's 10 x 10 swatch
-        assert.is_true(math.abs(got - area[hex]) <= 0.08 * area[hex], ("%s: %d pixels for an area of %.0f"):format(c, got, area[hex]))
+        assert.is_true(math.abs(got - area[hex]) <= 0.08 * area[hex],
+          ("%s: %d pixels for an area of %.0f"):format(c, got, area[hex]))
         local listed = false
         for _, seen in ipairs(stats.colored) do
           listed = listed or seen == hex

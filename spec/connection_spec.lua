@@ -50,8 +50,9 @@ describe("a kept-alive connection", function()
     local status = srv:status()
     client:close()
     print(("\n# %d requests, %d pauses of %d ms over a %d ms idle timeout: %d idle connections dropped by the "
-      .. "server, %d connections opened, %d attempts, %d failed"):format(requests, math.floor((requests - 1) / pause_every),
-      idle_ms * 2, idle_ms, status.idle_closes, connections, attempts, #failures))
+      .. "server, %d connections opened, %d attempts, %d failed"):format(requests,
+      math.floor((requests - 1) / pause_every), idle_ms * 2, idle_ms, status.idle_closes, connections, attempts,
+      #failures))
     assert.are.same({}, failures)
     -- the switch really dropped a connection at every pause (and at any
     -- other gap a slow machine, valgrind, made longer than the timeout), and
@@ -108,7 +109,8 @@ describe("a kept-alive connection", function()
 
     it("is given up on by default too: 60 s without a byte, which a transport is told as stall_timeout", function()
       local client = assert(usage.new(srv:client_options { transport = function() end }))
-      local req = assert(require("openai_usage.protocol").of(client):transport_request("images", { start_time = START }))
+      local req =
+        assert(require("openai_usage.protocol").of(client):transport_request("images", { start_time = START }))
       assert.are.equal(60, req.stall_timeout)
       assert.are.equal(600, req.timeout)
     end)

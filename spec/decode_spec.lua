@@ -416,8 +416,8 @@ describe("decode", function()
       -- spec/support/decode_thread.c runs ou_decode on such a thread; the
       -- recursive decoder died with SIGSEGV there
       local exe = os.tmpname()
-      local build = ("cc -std=c11 -D_GNU_SOURCE -pthread $(pkg-config --cflags lua5.4) -o %s spec/support/decode_thread.c "
-        .. "src/decode.c $(pkg-config --libs lua5.4) -lm"):format(util.q(exe))
+      local build = ("cc -std=c11 -D_GNU_SOURCE -pthread $(pkg-config --cflags lua5.4) -o %s "
+        .. "spec/support/decode_thread.c src/decode.c $(pkg-config --libs lua5.4) -lm"):format(util.q(exe))
       local built, ok = util.popen_run(build)
       assert.is_true(ok, built)
       local out, ran = util.popen_run(util.q(exe) .. " 128")
@@ -445,8 +445,10 @@ describe("decode", function()
       local result = '{"object":"r","a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8}'
       local results = heap_of('{"data":[{"results":[' .. result .. ("," .. "{ }"):rep(n) .. "]}]}")
       local result_arrays = heap_of('{"data":[{"results":[' .. result .. ("," .. "[ ]"):rep(n) .. "]}]}")
-      assert.is_true(buckets < arrays * 1.1, ("%.0f KB of empty buckets, %.0f KB of empty arrays"):format(buckets, arrays))
-      assert.is_true(results < result_arrays * 1.1, ("%.0f KB of empty results, %.0f KB of []"):format(results, result_arrays))
+      assert.is_true(buckets < arrays * 1.1,
+        ("%.0f KB of empty buckets, %.0f KB of empty arrays"):format(buckets, arrays))
+      assert.is_true(results < result_arrays * 1.1,
+        ("%.0f KB of empty results, %.0f KB of []"):format(results, result_arrays))
     end)
 
     it("says the Lua stack is exhausted, never crashes, when the caller's stack is nearly full", function()

@@ -75,7 +75,8 @@ describe("endpoints", function()
     assert.are.equal(read "standin/endpoints.json", fresh.json)
   end)
 
-  it("standin/endpoints.json states the client's rules: parameters, types, enums, limits per width, result fields", function()
+  it("standin/endpoints.json states the client's rules: parameters, types, enums, limits per width, "
+    .. "result fields", function()
     local kinds = { time = "time", width = "bucket_width", limit = "limit", cursor = "cursor", list = "list",
       bool = "boolean" }
     local described = cjson.decode(read "standin/endpoints.json").endpoints
@@ -159,7 +160,8 @@ describe("endpoints", function()
         assert.are.equal(path, usage.rules(name).path)
       end)
 
-      it("refuses what the description does not allow (a filter's listed values are open, but for near misses)", function()
+      it("refuses what the description does not allow (a filter's listed values are open, but for near "
+        .. "misses)", function()
         for _, param in ipairs(op.parameters) do
           local s = param.schema
           local enum = s.enum or (s.items and s.items.enum)
@@ -200,8 +202,10 @@ describe("endpoints", function()
   end)
 
   it("completions: batch is a boolean sent as true or false", function()
-    assert.are.equal("start_time=1730419200&batch=false", usage.encode_query("completions", { start_time = T0, batch = false }))
-    assert.are.equal("start_time=1730419200&batch=true", usage.encode_query("completions", { start_time = T0, batch = true }))
+    assert.are.equal("start_time=1730419200&batch=false",
+      usage.encode_query("completions", { start_time = T0, batch = false }))
+    assert.are.equal("start_time=1730419200&batch=true",
+      usage.encode_query("completions", { start_time = T0, batch = true }))
   end)
 
   it("suggests the close endpoint name", function()
@@ -477,7 +481,8 @@ describe("endpoints", function()
           end
           -- what only the server can know, through the client
           local _, err = c:usage(name, { start_time = NOW - DAY, page = "page_bogus" })
-          assert.are.same({ "http", 400, "page", "invalid_request_error" }, { err.kind, err.status, err.param, err.type })
+          assert.are.same({ "http", 400, "page", "invalid_request_error" },
+            { err.kind, err.status, err.param, err.type })
           _, err = c:usage(name, { start_time = NOW + DAY }) -- end_time is now
           assert.are.same({ "http", 400, "end_time" }, { err.kind, err.status, err.param })
           local page = assert(c:usage(name, { start_time = NOW - DAY, bucket_width = widest.width,

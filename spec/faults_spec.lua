@@ -36,7 +36,8 @@ describe("faults", function()
 
   local function fails(fault, kind, pattern, options)
     srv:faults { fault }
-    local page, err = client(options or { max_retries = 0 }):images { start_time = START, bucket_width = "1h", limit = 72 }
+    local page, err =
+      client(options or { max_retries = 0 }):images { start_time = START, bucket_width = "1h", limit = 72 }
     assert.is_nil(page)
     assert.are.equal(kind, err.kind, tostring(err))
     if pattern then
@@ -67,7 +68,8 @@ describe("faults", function()
 
   it("a slow drip below the low-speed limit: timeout, in bounded time", function()
     local t0 = os.time()
-    fails({ drip_bytes_per_sec = 50 }, "timeout", "too slow", { max_retries = 0, low_speed_limit = 1000, low_speed_time = 1 })
+    fails({ drip_bytes_per_sec = 50 }, "timeout", "too slow",
+      { max_retries = 0, low_speed_limit = 1000, low_speed_time = 1 })
     assert.is_true(os.time() - t0 <= 5)
   end)
 
@@ -92,7 +94,8 @@ describe("faults", function()
   end)
 
   it("a Retry-After longer than allowed: gives up at once", function()
-    local err = fails({ status = 503, retry_after = "3600" }, "http", "more than the 120 s allowed", { max_retries = 5 })
+    local err =
+      fails({ status = 503, retry_after = "3600" }, "http", "more than the 120 s allowed", { max_retries = 5 })
     assert.are.equal(3600, err.retry_after)
     assert.are.equal(1, #srv:requests())
   end)
@@ -113,21 +116,25 @@ describe("faults", function()
   end)
 
   it("duplicate keys: the last one wins, as documented", function()
-    srv:faults { { status = 200, body = '{"object":"page","data":[],"has_more":true,"has_more":false,"next_page":null}' } }
+    srv:faults {
+      { status = 200, body = '{"object":"page","data":[],"has_more":true,"has_more":false,"next_page":null}' },
+    }
     local page = assert(client():images { start_time = START })
     assert.is_false(page.has_more)
   end)
 
   it("numbers: 1e400 is refused, -0 and 99999999999999999999 are read", function()
     fails({ status = 200, body = '{"object":"page","data":[{"start_time":1e400}]}' }, "decode", "number out of range")
-    srv:faults { { status = 200, body = '{"object":"page","data":[{"start_time":-0,"end_time":99999999999999999999,"results":[]}],"has_more":false}' } }
+    srv:faults { { status = 200, body = '{"object":"page","data":[{"start_time":-0,'
+      .. '"end_time":99999999999999999999,"results":[]}],"has_more":false}' } }
     local page = assert(client():images { start_time = START })
     assert.are.equal(0, page.data[1].start_time)
     assert.are.equal(1e20, page.data[1].end_time)
   end)
 
   it("a page with has_more and no cursor: the walk raises after that page", function()
-    srv:faults { { status = 200, body = '{"object":"page","data":[{"object":"bucket","start_time":1,"end_time":2,"results":[]}],"has_more":true}' } }
+    srv:faults { { status = 200, body = '{"object":"page","data":[{"object":"bucket",'
+      .. '"start_time":1,"end_time":2,"results":[]}],"has_more":true}' } }
     local seen = 0
     local ok, err = pcall(function()
       for _ in client():buckets("images", { start_time = START }) do
@@ -271,7 +278,8 @@ describe("faults", function()
     local page, kind, message, hwm, wire, body = out:match "^(%S+)\t(%S+)\t([^\t]+)\t(%d+)\t(%d+)\t(%d+)\n$"
     assert.are.equal("nil", page, out)
     assert.are.equal("decode", kind)
-    assert.matches("more than 4194304 values (the decoder's budget for one page; a table counts as 4)", message, 1, true)
+    assert.matches("more than 4194304 values (the decoder's budget for one page; a table counts as 4)",
+      message, 1, true)
     assert.is_true(tonumber(wire) < 64 * 1024, wire)
     assert.is_true(tonumber(body) > 16 * 1024 * 1024, body)
     -- an ASan build (make check-asan preloads its runtime) keeps freed

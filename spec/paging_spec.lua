@@ -124,7 +124,8 @@ describe("paging", function()
     end
     srv:faults { { latency_ms = 0 }, { latency_ms = 5000 } }
     local t0 = wall()
-    for _ in c:pages("images", params) do
+    -- the break out of the generic for is what this spec tests: it stays a loop
+    for _ in c:pages("images", params) do -- luacheck: ignore 512
       break
     end
     local left = wall() - t0

@@ -58,7 +58,8 @@ describe("parameters", function()
   describe("bucket_width", function()
     it("accepts 1m, 1h and 1d", function()
       for _, width in ipairs { "1m", "1h", "1d" } do
-        assert.are.equal("start_time=1730419200&bucket_width=" .. width, encoded { start_time = T0, bucket_width = width })
+        assert.are.equal("start_time=1730419200&bucket_width=" .. width,
+          encoded { start_time = T0, bucket_width = width })
       end
     end)
 
@@ -82,7 +83,8 @@ describe("parameters", function()
         encoded { start_time = T0, bucket_width = width, limit = 1 }
         local err = refused { start_time = T0, bucket_width = width, limit = max + 1 }
         assert.are.equal("limit", err.param)
-        assert.are.equal(("limit: %d is out of range 1..%d for bucket_width %s"):format(max + 1, max, width), err.message)
+        assert.are.equal(("limit: %d is out of range 1..%d for bucket_width %s"):format(max + 1, max, width),
+          err.message)
         assert.are.equal("limit", refused({ start_time = T0, bucket_width = width, limit = 0 }).param)
       end)
     end
@@ -127,7 +129,8 @@ describe("parameters", function()
     it("group_by, which shapes the request, stays strict: any other value is refused", function()
       local err = refused { start_time = T0, group_by = { "model", "bogus" } }
       assert.are.equal("group_by", err.param)
-      assert.are.equal(('group_by[2]: "bogus" is not one of %s'):format(table.concat(enums.group_by, ", ")), err.message)
+      assert.are.equal(('group_by[2]: "bogus" is not one of %s'):format(table.concat(enums.group_by, ", ")),
+        err.message)
       assert.are.equal("bucket_width", refused({ start_time = T0, bucket_width = "2d" }).param)
       assert.are.equal("colour", refused({ start_time = T0, colour = "red" }).param)
       local rules = {}
@@ -140,7 +143,8 @@ describe("parameters", function()
     it("a filter's value the description does not list is sent as given: gpt-image-1's sizes", function()
       assert.are.equal("start_time=1730419200&sizes[]=1024x1536&sizes[]=1536x1024&sizes[]=auto&sizes[]=1024x1024",
         encoded { start_time = T0, sizes = { "1024x1536", "1536x1024", "auto", "1024x1024" } })
-      assert.are.equal("start_time=1730419200&sources[]=image.upscale", encoded { start_time = T0, sources = "image.upscale" })
+      assert.are.equal("start_time=1730419200&sources[]=image.upscale",
+        encoded { start_time = T0, sources = "image.upscale" })
     end)
 
     it("a near miss of a listed value (two edits or fewer) is refused with a did you mean", function()
@@ -179,14 +183,17 @@ describe("parameters", function()
     it("keeps free-form ids as given", function()
       assert.are.equal(
         "start_time=1730419200&project_ids[]=proj_a&user_ids[]=user-b&api_key_ids[]=key_c&models[]=dall-e-3",
-        encoded { start_time = T0, models = "dall-e-3", api_key_ids = { "key_c" }, user_ids = "user-b", project_ids = "proj_a" }
+        encoded {
+          start_time = T0, models = "dall-e-3", api_key_ids = { "key_c" }, user_ids = "user-b", project_ids = "proj_a",
+        }
       )
     end)
   end)
 
   describe("page", function()
     it("is a non-empty cursor string, percent-encoded", function()
-      assert.are.equal("start_time=1730419200&page=page_AAAA%2Bb%2F%3D", encoded { start_time = T0, page = "page_AAAA+b/=" })
+      assert.are.equal("start_time=1730419200&page=page_AAAA%2Bb%2F%3D",
+        encoded { start_time = T0, page = "page_AAAA+b/=" })
       assert.are.equal("page", refused({ start_time = T0, page = "" }).param)
       assert.are.equal("page", refused({ start_time = T0, page = 5 }).param)
     end)

@@ -11,11 +11,14 @@ local T0 = 1730419200 -- 2024-11-01T00:00:00Z
 
 local function images()
   return {
-    { model = "gpt-image-1", size = "1024x1024", images = 10, num_model_requests = 4, start_time = T0, end_time = T0 + D },
+    { model = "gpt-image-1", size = "1024x1024", images = 10, num_model_requests = 4,
+      start_time = T0, end_time = T0 + D },
     { model = "dall-e-3", size = "1024x1792", images = 3, num_model_requests = 3, start_time = T0, end_time = T0 + D },
-    { model = "gpt-image-1", size = "1024x1536", images = 5, num_model_requests = 5, start_time = T0 + D, end_time = T0 + 2 * D },
+    { model = "gpt-image-1", size = "1024x1536", images = 5, num_model_requests = 5,
+      start_time = T0 + D, end_time = T0 + 2 * D },
     { size = "256x256", images = 2, num_model_requests = 1, start_time = T0 + 2 * D, end_time = T0 + 3 * D },
-    { model = "gpt-image-1", size = "1024x1024", images = 1, num_model_requests = 1, start_time = T0 + 2 * D, end_time = T0 + 3 * D },
+    { model = "gpt-image-1", size = "1024x1024", images = 1, num_model_requests = 1,
+      start_time = T0 + 2 * D, end_time = T0 + 3 * D },
   }
 end
 
@@ -136,7 +139,8 @@ describe("report steps", function()
 
   it("sort is stable, takes -desc and several keys, and puts nil last", function()
     local rows = report.sort(images(), "-images")
-    assert.are.same({ 10, 5, 3, 2, 1 }, { rows[1].images, rows[2].images, rows[3].images, rows[4].images, rows[5].images })
+    assert.are.same({ 10, 5, 3, 2, 1 },
+      { rows[1].images, rows[2].images, rows[3].images, rows[4].images, rows[5].images })
     local by_model = report.sort(images(), "model,-images")
     assert.are.same({ "dall-e-3", "gpt-image-1", "gpt-image-1", "gpt-image-1" },
       { by_model[1].model, by_model[2].model, by_model[3].model, by_model[4].model })
@@ -185,7 +189,8 @@ describe("report steps", function()
   it("rebucket sums minutes into hours and hours into UTC days", function()
     local minutes = {}
     for i = 0, 179 do -- three hours of one-minute buckets, 1 image each
-      minutes[#minutes + 1] = { model = "m", images = 1, start_time = T0 + 23 * 3600 + i * 60, end_time = T0 + 23 * 3600 + (i + 1) * 60 }
+      minutes[#minutes + 1] = { model = "m", images = 1,
+        start_time = T0 + 23 * 3600 + i * 60, end_time = T0 + 23 * 3600 + (i + 1) * 60 }
     end
     local hours = report.rebucket(minutes, "1h")
     assert.are.equal(3, #hours)
@@ -214,15 +219,21 @@ describe("report steps", function()
 
   it("works on completions rows and on costs rows (the amount is lifted)", function()
     local completions = report.rows {
-      { object = "organization.usage.completions.result", input_tokens = 100, output_tokens = 20, input_cached_tokens = 0, num_model_requests = 2, model = "gpt-4o" },
-      { object = "organization.usage.completions.result", input_tokens = 50, output_tokens = 5, input_cached_tokens = 10, num_model_requests = 1, model = "gpt-4o" },
+      { object = "organization.usage.completions.result", input_tokens = 100, output_tokens = 20,
+        input_cached_tokens = 0, num_model_requests = 2, model = "gpt-4o" },
+      { object = "organization.usage.completions.result", input_tokens = 50, output_tokens = 5,
+        input_cached_tokens = 10, num_model_requests = 1, model = "gpt-4o" },
     }
     local g = report.group(completions, "model")
-    assert.are.same({ model = "gpt-4o", input_tokens = 150, output_tokens = 25, input_cached_tokens = 10, num_model_requests = 3 }, g[1])
+    assert.are.same({ model = "gpt-4o", input_tokens = 150, output_tokens = 25, input_cached_tokens = 10,
+      num_model_requests = 3 }, g[1])
     local costs = report.rows {
-      { object = "organization.costs.result", amount = { value = 0.06, currency = "usd" }, line_item = "Image models", project_id = "proj_a" },
-      { object = "organization.costs.result", amount = { value = 0.5, currency = "usd" }, line_item = "Image models", project_id = "proj_b" },
-      { object = "organization.costs.result", amount = { value = 0.25, currency = "usd" }, line_item = "input_tokens", project_id = "proj_a" },
+      { object = "organization.costs.result", amount = { value = 0.06, currency = "usd" },
+        line_item = "Image models", project_id = "proj_a" },
+      { object = "organization.costs.result", amount = { value = 0.5, currency = "usd" },
+        line_item = "Image models", project_id = "proj_b" },
+      { object = "organization.costs.result", amount = { value = 0.25, currency = "usd" },
+        line_item = "input_tokens", project_id = "proj_a" },
     }
     assert.are.equal("usd", costs[1].currency)
     local by_project = by_key(report.group(costs, "project_id", { "amount" }), "project_id")
@@ -247,9 +258,9 @@ describe("report steps", function()
     ok, err = pcall(report.series, images(), { width = "2x" })
     assert.is_false(ok)
     assert.matches("series: width", tostring(err))
-    ok, err = pcall(report.pivot, images(), {})
+    err = select(2, pcall(report.pivot, images(), {}))
     assert.matches("pivot: give spec.column", tostring(err))
-    ok, err = pcall(report.rebucket, images(), "1d", { offset = 90000 })
+    err = select(2, pcall(report.rebucket, images(), "1d", { offset = 90000 }))
     assert.matches("offset", tostring(err))
   end)
 
@@ -326,7 +337,8 @@ describe("report times", function()
   end)
 
   it("refuses what is not a UTC time, saying what is accepted", function()
-    for _, bad in ipairs { "2024-13-01", "2023-02-29", "2024-11-01T25:00Z", "2024-11-01T12:00+02:00", "yesterday", "7y", -1, 1.5, true } do
+    for _, bad in ipairs { "2024-13-01", "2023-02-29", "2024-11-01T25:00Z", "2024-11-01T12:00+02:00",
+      "yesterday", "7y", -1, 1.5, true } do
       local t, err = report.time(bad)
       assert.is_nil(t, tostring(bad))
       assert.is_string(err)
@@ -395,7 +407,8 @@ describe("report output", function()
     for _, fmt in ipairs { "table", "md" } do
       local out = format.render(r, fmt, { title = hostile })
       -- (no NUL in a pattern: Lua 5.1 cannot hold one there)
-      assert.is_nil(out:find("[\1-\9\11-\31\127]") or out:find("\0", 1, true), fmt .. ": a C0 control or DEL was written")
+      assert.is_nil(out:find("[\1-\9\11-\31\127]") or out:find("\0", 1, true),
+        fmt .. ": a C0 control or DEL was written")
       assert.is_nil(out:find("\194[\128-\159]"), fmt .. ": a C1 control was written")
       assert.truthy(out:find("m ]0;pwned  [2J x 31mred end", 1, true), out)
     end
@@ -422,7 +435,8 @@ describe("report output", function()
     for i = 3, #lines do
       assert.are.equal(txt.width(lines[1]), txt.width(lines[i]), lines[i])
     end
-    assert.are.equal("| name | n |\n| --- | ---: |\n| " .. expected .. " | 1 |\n| plain | 22 |\n", format.render(r, "md", {}))
+    assert.are.equal("| name | n |\n| --- | ---: |\n| " .. expected .. " | 1 |\n| plain | 22 |\n",
+      format.render(r, "md", {}))
     -- the chart shows the same characters in its label's tooltip
     local svg = chart.bars(r, { value = "n", label = "name" })
     assert.truthy(svg:find("<title>" .. expected .. ": 1</title>", 1, true), svg)
@@ -488,7 +502,8 @@ describe("report output", function()
   it("writes a decimal point whatever C locale a script set", function()
     local dir = os.tmpname()
     os.remove(dir)
-    local built = util.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 2>/dev/null")
+    local built =
+      util.execute("mkdir -p " .. dir .. " && localedef -i de_DE -f UTF-8 " .. dir .. "/de_DE.UTF-8 2>/dev/null")
     assert.is_truthy(built, "localedef (Debian package locales) built de_DE.UTF-8")
     local lua = util.LUA
     local script = [[
@@ -496,7 +511,8 @@ describe("report output", function()
       local f = require "openai_usage.format"
       local rows = { { amount = 1234.5, share = 12.5 } }
       rows.columns = { "amount", "share" }
-      io.write(tostring(name), "|", f.render(rows, "json", {}), "|", f.render(rows, "csv", {}), "|", f.render(rows, "table", {}))
+      io.write(tostring(name), "|", f.render(rows, "json", {}), "|", f.render(rows, "csv", {}), "|",
+        f.render(rows, "table", {}))
     ]]
     local p = io.popen(("LOCPATH=%s %s -e %s 2>&1"):format(dir, lua, "'" .. script:gsub("'", "'\\''") .. "'"))
     local out = p:read "*a"

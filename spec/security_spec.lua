@@ -36,7 +36,9 @@ describe("TLS", function()
   end)
 
   it("checks the host name against the certificate", function()
-    local c = assert(usage.new { api_key = KEY, base_url = srv.url:gsub("127%.0%.0%.1", "localhost"), ca_file = srv.ca_file })
+    local c = assert(usage.new {
+      api_key = KEY, base_url = srv.url:gsub("127%.0%.0%.1", "localhost"), ca_file = srv.ca_file,
+    })
     assert.is_table(c:images { start_time = START })
     local other_ca = standin.make_certificate(os.tmpname(), "someone else")
     local wrong = assert(usage.new { api_key = KEY, base_url = srv.url, ca_file = other_ca, max_retries = 0 })
@@ -107,7 +109,8 @@ describe("secrets", function()
     end
     local _, err = usage.new { api_key = KEY .. "\n", base_url = srv.url }
     scan(err)
-    _, err = usage.new { api_key = KEY, base_url = "http://127.0.0.1:1/v1", max_retries = 0 }:images { start_time = START }
+    _, err =
+      usage.new { api_key = KEY, base_url = "http://127.0.0.1:1/v1", max_retries = 0 }:images { start_time = START }
     scan(err)
   end)
 
@@ -143,7 +146,8 @@ describe("the secrets scan of the suite's output", function()
     f:write(text)
     f:close()
     local lua = util.suite_lua()
-    local p = io.popen(("env -u LD_PRELOAD %s spec/support/scan_secrets.lua %s 2>&1; echo \"exit $?\""):format(lua, path))
+    local p =
+      io.popen(("env -u LD_PRELOAD %s spec/support/scan_secrets.lua %s 2>&1; echo \"exit $?\""):format(lua, path))
     local out = p:read "*a"
     p:close()
     os.remove(path)

@@ -68,7 +68,8 @@ describe("stand-in server", function()
     local headers_file = os.tmpname()
     url = url or (srv.url .. "/organization/usage/images?" .. (query or ""))
     -- the shell appends curl's exit code: io.popen's close gives none on 5.1
-    local cmd = ("env -u LD_PRELOAD curl -s --max-time 20 -D %s -w '\n%%{time_total}' %s '%s' 2>/dev/null; printf ' %%d' $?")
+    local cmd = ("env -u LD_PRELOAD curl -s --max-time 20 -D %s -w '\n%%{time_total}' %s '%s' 2>/dev/null; "
+      .. "printf ' %%d' $?")
       :format(headers_file, args or "", url)
     local p = assert(io.popen(cmd))
     local out = p:read "*a"
@@ -341,7 +342,10 @@ describe("stand-in server", function()
   end)
 
   it("injects statuses with headers, and a queue of faults with counts", function()
-    srv:faults { { status = 503, retry_after = "7", times = 2 }, { status = 200, body = "raw", content_type = "text/plain" } }
+    srv:faults {
+      { status = 503, retry_after = "7", times = 2 },
+      { status = 200, body = "raw", content_type = "text/plain" },
+    }
     local s1, h1 = get "start_time=1"
     local s2 = get "start_time=1"
     local s3, h3, b3 = get "start_time=1"
@@ -392,7 +396,8 @@ describe("stand-in server", function()
 
     it("accepts each width's maximum limit", function()
       for _, case in ipairs { { "1d", 31, 40 * DAY }, { "1h", 168, 10 * DAY }, { "1m", 1440, 2 * DAY } } do
-        local p = page(("start_time=%d&end_time=%d&bucket_width=%s&limit=%d"):format(NOW - case[3], NOW, case[1], case[2]))
+        local p =
+          page(("start_time=%d&end_time=%d&bucket_width=%s&limit=%d"):format(NOW - case[3], NOW, case[1], case[2]))
         assert.are.equal(case[2], #p.data)
         assert.is_true(p.has_more)
       end
@@ -819,7 +824,8 @@ describe("stand-in server", function()
       assert.is_true(endpoints > 10)
     end)
 
-    it("costs join images usage by project: the image line item is the images priced by the stand-in's table", function()
+    it("costs join images usage by project: the image line item is the images priced by the stand-in's "
+      .. "table", function()
       local prices = srv:call "prices"
       local item = prices.images.line_item
       local amounts, images = {}, {}
@@ -846,7 +852,8 @@ describe("stand-in server", function()
       assert.is_true(joined >= 7 * 2)
     end)
 
-    it("costs of completions follow from its tokens: input, cached input and output per model, batch at its factor", function()
+    it("costs of completions follow from its tokens: input, cached input and output per model, batch at its "
+      .. "factor", function()
       local p = srv:call("prices").completions
       local expected = {} -- [day .. line item] = { quantity, amount }
       for _, r in ipairs(rows("completions", with(WEEK, { group_by = { "model", "batch" } }))) do
@@ -914,7 +921,8 @@ describe("stand-in server", function()
       assert.is_true(n > 10)
     end)
 
-    it("vector_stores reports a level: every hour of a day shows the day's bytes, and storage costs bytes x hours", function()
+    it("vector_stores reports a level: every hour of a day shows the day's bytes, and storage costs bytes x "
+      .. "hours", function()
       local day = { start_time = NOW - 2 * DAY, end_time = NOW - DAY }
       local bytes, projects = {}, 0
       for _, r in ipairs(rows("vector_stores", with(day, { group_by = "project_id" }))) do

@@ -116,8 +116,9 @@ Task.__index = Task
 
 -- Whether a coroutine may yield from a generic for's iterator (and from
 -- inside pcall): not on PUC Lua 5.1, where both are C-call boundaries.
+-- The generic for is the thing probed, so it stays a loop run at most once.
 local probe = coroutine.create(function()
-  for _ in function()
+  for _ in function() -- luacheck: ignore 512
     return pcall(coroutine.yield)
   end do
     return

@@ -13,7 +13,8 @@ local escape = text.escape
 local raise = errors.invalid
 
 local CSS = [[
-body{margin:0;background:#fff;color:#222;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
+body{margin:0;background:#fff;color:#222;]] .. [[
+font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
 main{max-width:980px;margin:0 auto;padding:24px 20px 40px}
 h1{font-size:22px;margin:0 0 4px}
 .subtitle{color:#666;margin:0 0 20px}

@@ -54,7 +54,8 @@ function M.start(options)
   local repo = capture("pwd"):gsub("%s+$", "")
   local prefix = capture("mktemp -d"):gsub("%s+$", "")
   local p = shell_quote(prefix)
-  assert(run(("mkdir -p %s/conf %s/logs %s/lib/openai_usage && cp -R %s/lua %s/lua && cp %s %s/lib/openai_usage/"):format(
+  assert(run(("mkdir -p %s/conf %s/logs %s/lib/openai_usage && cp -R %s/lua %s/lua && "
+    .. "cp %s %s/lib/openai_usage/"):format(
     p, p, p, shell_quote(repo), p, shell_quote(repo .. "/build/luajit/openai_usage/core.so"), p)))
   local self = setmetatable({ prefix = prefix }, Nginx)
   for name, text in pairs(options.files or {}) do

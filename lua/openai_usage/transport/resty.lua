@@ -254,7 +254,8 @@ end
 local function exchange(req, u, settings, deadline)
   local where = u.host .. ":" .. u.port
   local sock = ngx.socket.tcp()
-  sock:settimeouts(math.max(1, math.floor(req.connect_timeout * 1000)), left_ms(deadline), left_ms(deadline, req.stall_timeout))
+  sock:settimeouts(math.max(1, math.floor(req.connect_timeout * 1000)), left_ms(deadline),
+    left_ms(deadline, req.stall_timeout))
   local ok, err = sock:connect(settings.hosts[u.host] or u.host, u.port, {
     pool = u.scheme .. "://" .. where,
     pool_size = settings.pool_size,
@@ -276,7 +277,8 @@ local function exchange(req, u, settings, deadline)
         return failure("TLS handshake with " .. where, herr)
       end
       -- a certificate that failed verification will fail again: not retried
-      return nil, { kind = "network", retry = false, message = "TLS handshake with " .. where .. ": " .. tostring(herr) }
+      return nil,
+        { kind = "network", retry = false, message = "TLS handshake with " .. where .. ": " .. tostring(herr) }
     end
   end
   local sent, serr = sock:send(request_text(u, req.headers))
