@@ -96,10 +96,15 @@ install: $(MODULE)
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage/core.so
 	sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' bin/openai-usage > $(DESTDIR)$(PREFIX)/bin/openai-usage
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/openai-usage
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="$(OUTDIR)/?.so;;" $(LUA) -e \
+	  'io.write(require("openai_usage.cli").bash_completion())' \
+	  > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/openai-usage
 
 uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage
 	rm -rf $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage
+	rm -f $(DESTDIR)$(PREFIX)/share/bash-completion/completions/openai-usage
 	rm -f $(DESTDIR)$(PREFIX)/bin/openai-usage
 
 # Installs whatever of DEB_PACKAGES is missing; refreshes the lists only when needed.
@@ -139,6 +144,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	$(SUITE_ENV) $(LUA) bench/decode.lua
 	$(SUITE_ENV) $(LUA) bench/paging.lua
+	$(SUITE_ENV) $(LUA) bench/report.lua
 	@command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
 	@dpkg-query -W python3-requests >/dev/null 2>&1 || apt-get install -y -qq python3-requests >/dev/null
 	$(SUITE_ENV) $(LUA) bench/e2e.lua

@@ -39,6 +39,7 @@ build = {
     ["openai_usage.format"] = "lua/openai_usage/format.lua",
     ["openai_usage.health"] = "lua/openai_usage/health.lua",
     ["openai_usage.html"] = "lua/openai_usage/html.lua",
+    ["openai_usage.job"] = "lua/openai_usage/job.lua",
     ["openai_usage.json"] = "lua/openai_usage/json.lua",
     ["openai_usage.nvim"] = "lua/openai_usage/nvim.lua",
     ["openai_usage.prices"] = "lua/openai_usage/prices.lua",

@@ -78,7 +78,7 @@ describe("openai-usage CLI", function()
 
   teardown(function()
     srv:stop()
-    for _, suffix in ipairs { "", ".out", ".err", ".csv", ".json", ".tty" } do
+    for _, suffix in ipairs { "", ".out", ".err", ".csv", ".json", ".tty", ".html" } do
       os.remove(tmp .. suffix)
     end
   end)
@@ -118,6 +118,50 @@ describe("openai-usage CLI", function()
     local costs = run { "costs", "--help" }
     assert.truthy(costs:find("line_item", 1, true))
     assert.falsy(costs:find("--sizes", 1, true))
+  end)
+
+  it("--help, validation and completion read one option list; --bucket's widths come from the rule table", function()
+    local cli = require "openai_usage.cli"
+    local errors = require "openai_usage.errors"
+    local out, _, code = run { "images", "--help" }
+    assert.are.equal(0, code)
+    local options = cli.options "images"
+    local filters = 0
+    for _, o in ipairs(options) do
+      local left = table.concat(o.names, ", ") .. (o.arg and " " .. o.arg or "")
+      local first = (o.help .. "\n"):match "^(.-)\n"
+      assert.truthy(out:find("  " .. left .. (" "):rep(math.max(1, 23 - #left)) .. first, 1, true), left)
+      -- parse takes every listed name; a value where the list names one
+      local argv = { "images", o.names[#o.names] }
+      if o.arg then
+        argv[3] = "x"
+      end
+      local _, err = cli.parse(argv, NOW)
+      assert.is_falsy(err and err.message:find("unknown option", 1, true), left)
+      filters = filters + (o.filter and 1 or 0)
+    end
+    local images = usage.rules "images"
+    assert.is_true(filters > 0)
+    local widths, seen = {}, {}
+    for _, name in ipairs(usage.rules()) do
+      for _, w in ipairs(usage.rules(name).widths) do
+        if not seen[w.width] then
+          seen[w.width], widths[#widths + 1] = true, w.width
+        end
+      end
+    end
+    local bucket_help
+    for _, o in ipairs(options) do
+      bucket_help = o.names[1] == "--bucket" and o.help or bucket_help
+    end
+    for _, w in ipairs(widths) do
+      assert.truthy(bucket_help:find(w, 1, true), w)
+    end
+    assert.truthy(out:find("--bucket takes: " .. images.widths[1].width, 1, true))
+    local _, err = cli.parse({ "images", "--bogus-flag-x" }, NOW)
+    assert.is_true(errors.is(err))
+    assert.are.equal("usage", err.kind)
+    assert.matches("--bogus-flag-x", err.message, 1, true)
   end)
 
   it("--version names the module and libcurl", function()
@@ -526,6 +570,54 @@ print(json.dumps(rows))
     local _, bad, code3 = run(split_args("images --cost --prices " .. mine))
     assert.are.equal(2, code3)
     assert.matches("%-%-prices", bad)
+  end)
+
+  it("runs through openai_usage.job: each page folded as it lands; --cost asks Costs per the rule table", function()
+    local cli = require "openai_usage.cli"
+    local jobs = require "openai_usage.job"
+    local args = split_args("images --since " .. SINCE .. " --until " .. UNTIL .. " --cost --format csv")
+    for _, group in ipairs { "model,size", "project_id" } do
+      local argv = split_args(table.concat(args, " ") .. " --group-by " .. group)
+      srv:reset()
+      local out, err, code = run(argv)
+      assert.are.equal(0, code, err)
+      local costs = {}
+      for _, r in ipairs(srv:requests()) do
+        if r.path:find("/costs", 1, true) then
+          costs[#costs + 1] = r
+        end
+      end
+      local width = usage.rules("costs").widths[#usage.rules("costs").widths]
+      if group == "project_id" then -- actual amounts: one Costs walk, at the rule's width and page size
+        assert.is_true(#costs > 0)
+        assert.truthy(costs[1].query:find("bucket_width=" .. width.width, 1, true), costs[1].query)
+        assert.truthy(costs[1].query:find("limit=" .. width.max_limit, 1, true), costs[1].query)
+      else
+        assert.are.equal(0, #costs) -- an estimate: Costs is not asked
+      end
+      local job = assert(cli.parse(argv, NOW))
+      local client = assert(usage.new(srv:client_options()))
+      local fold = jobs.walk(client, job)
+      local figures = cli.figures "images"
+      local meta = jobs.cost(client, job, fold, figures)
+      client:close()
+      assert.are.equal(out, jobs.text(job, fold, meta, figures, usage.rules("images").path))
+      local rows = 0
+      for _ in pairs(expected_totals { "model", "size", "project_id" }) do
+        rows = rows + 1
+      end
+      assert.is_true(fold.rows >= rows and #fold.shape.groups < fold.rows, "groups kept, not rows")
+    end
+  end)
+
+  it("a report step that refuses the data (an HTML chart of too many buckets): one line on stderr, exit 1", function()
+    local out, err, code = run(split_args("images --since 2024-11-20 --until 2024-11-23 --bucket 1m --group-by model"
+      .. " --format html --out " .. tmp .. ".html"))
+    assert.are.equal(1, code, err)
+    assert.are.equal("", out)
+    assert.matches("^openai%-usage: .*chart.stacked: .* too many to draw", err)
+    assert.are.equal(1, select(2, err:gsub("\n", "")), err)
+    assert.is_nil(read(tmp .. ".html"))
   end)
 
   it("make report's demo runs with no key: prints the tables and writes the charts", function()

@@ -55,6 +55,38 @@ describe("make install", function()
     assert.matches("usage: openai%-usage ENDPOINT", out)
     assert.matches("%-%-sizes", out)
   end)
+
+  it("installs a bash completion offering the endpoints, then the option list and that endpoint's filters", function()
+    local script = prefix .. "/share/bash-completion/completions/openai-usage"
+    assert.is_not_nil(io.open(script), script)
+    local function complete(...)
+      local words = { "openai-usage", ... }
+      local out, ok = run(("bash -c %s"):format(util.q(("source %s; COMP_WORDS=(%s); COMP_CWORD=%d; _openai_usage; "
+        .. 'echo "${COMPREPLY[*]}"'):format(util.q(script), table.concat(words, " "), #words - 1))))
+      assert.is_true(ok, out)
+      return out:gsub("\n$", "")
+    end
+    assert.are.equal("images", complete "ima")
+    assert.are.equal("--group-by", complete("images", "--group"))
+    assert.are.equal("--sizes", complete("images", "--siz"))
+    assert.are.equal("", complete("costs", "--siz")) -- costs has no size filter
+    local cli = require "openai_usage.cli"
+    local names = {}
+    for _, o in ipairs(cli.options "images") do
+      for _, name in ipairs(o.names) do
+        if name:match "^%-%-" then
+          names[#names + 1] = name
+        end
+      end
+    end
+    table.sort(names)
+    local offered = {}
+    for w in complete("images", "--"):gmatch "%S+" do
+      offered[#offered + 1] = w
+    end
+    table.sort(offered)
+    assert.are.same(names, offered)
+  end)
 end)
 
 describe("the bundled reference-page generator", function()

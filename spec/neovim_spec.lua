@@ -390,7 +390,10 @@ describe("Neovim", function()
     for row in client:results(cost_job.endpoint, cost_job.params) do
       cost_rows[#cost_rows + 1] = row
     end
-    local meta = assert(require("openai_usage.cost").apply(cost_job, cost_rows, client, cli.shape))
+    -- the blocking job over the same rows: its Costs walk through the client
+    local jobs = require "openai_usage.job"
+    local fold = jobs.fold_rows(cost_job, cost_rows)
+    local meta = jobs.cost(client, cost_job, fold, cli.figures "images")
     local expected = cli.render(cost_job, cost_rows, meta):gsub("\n$", "")
     assert.matches("actual amounts", expected, 1, true) -- from the Costs endpoint, not the estimate
     srv:reset()

@@ -72,6 +72,43 @@ describe("report steps", function()
     assert.are.equal(250, by_key(summed, "project_id").a.usage_bytes)
   end)
 
+  it("folds of group, totals and series, fed a row at a time, give what the list steps give", function()
+    local levels = {
+      { project_id = "a", usage_bytes = 100, start_time = T0 },
+      { project_id = "a", usage_bytes = 150, start_time = T0 + D },
+      { project_id = "b", usage_bytes = 7, start_time = T0 + D },
+      { project_id = "b", usage_bytes = 5, start_time = T0 },
+    }
+    local costs = report.rows {
+      { amount = { value = 0.06, currency = "usd" }, line_item = "Image models", project_id = "p", start_time = T0 },
+      { amount = { value = 0.5, currency = "usd" }, line_item = "Image models", start_time = T0 + D },
+    }
+    local cases = {
+      { images(), "model" }, { images(), "model,size", { "images" }, { none = "unknown", count = "rows" } },
+      { images(), {} }, { images(), "start_time" }, { levels, "project_id" }, { levels, {} },
+      { levels, "start_time" }, { levels, "project_id", nil, { levels = {} } }, { costs, "project_id", { "amount" } },
+      { {}, "model" },
+    }
+    local function fed(fold, rows)
+      for _, row in ipairs(rows) do
+        fold:add(row)
+      end
+      return fold
+    end
+    for i, case in ipairs(cases) do
+      local rows, by, sums, opts = case[1], case[2], case[3], case[4]
+      assert.are.same(report.group(rows, by, sums, opts), fed(report.group_fold(by, opts), rows):result(sums), i)
+      assert.are.same(report.totals(rows, sums), fed(report.totals_fold(), rows):result(sums), i)
+      for _, width in ipairs { "1d", 3600 } do
+        local spec = { start = T0, stop = T0 + 3 * D, width = width, by = by, value = sums }
+        assert.are.same(report.series(rows, spec), fed(report.series_fold(spec), rows):result(), i)
+      end
+    end
+    assert.has_error(function()
+      report.series_fold { width = "1d" } -- no range: a fold cannot wait for the last row
+    end)
+  end)
+
   it("group with no fields is the grand total", function()
     local g = report.group(images(), {})
     assert.are.same({ { images = 21, num_model_requests = 14 } }, { g[1] })

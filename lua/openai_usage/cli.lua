@@ -4,21 +4,20 @@
 -- come from the rule table, so every endpoint gets its own.
 local usage = require "openai_usage"
 local core = require "openai_usage.core"
-local report = require "openai_usage.report"
 local time = require "openai_usage.time"
 local format = require "openai_usage.format"
+local errors = require "openai_usage.errors"
+local jobs = require "openai_usage.job"
 
 local M = {}
 
 --- Exit codes, as documented in --help.
 M.EXIT = { ok = 0, failed = 1, usage = 2, output = 3, interrupted = 130 }
 
+-- A bad argument: the one error value (openai_usage.errors), kind "usage";
+-- M.run prints its message and exits 2.
 local function fail(message)
-  return nil, setmetatable({ kind = "usage", message = message }, {
-    __tostring = function(e)
-      return e.message
-    end,
-  })
+  return nil, errors.new { kind = "usage", message = message }
 end
 
 local function endpoints()
@@ -55,33 +54,108 @@ local function filter_options(rule)
   return out
 end
 
+-- The bucket widths the rule table allows on some endpoint, shortest first.
+local function all_widths()
+  local seen, out = {}, {}
+  for _, name in ipairs(endpoints()) do
+    for _, w in ipairs(usage.rules(name).widths) do
+      if not seen[w.width] then
+        seen[w.width] = true
+        out[#out + 1] = w.width
+      end
+    end
+  end
+  table.sort(out, function(a, b)
+    return time.width(a) < time.width(b)
+  end)
+  return out
+end
+
+local function or_list(list)
+  if #list < 2 then
+    return table.concat(list)
+  end
+  return table.concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
+end
+
+-- The command line's options, one entry each: names, the value's
+-- placeholder (none for a flag), the job field it sets (and the value a
+-- flag sets, default true), and its help. --help, completion and M.parse
+-- read this list; an endpoint's filters come from the rule table.
 local OPTIONS = {
-  { "--since TIME", "start of the range (default 30d; 7d with --bucket 1h, 24h with 1m)" },
-  { "--until TIME", "end of the range, exclusive (default: now)" },
-  { "--bucket WIDTH", "bucket width: 1m, 1h or 1d, as the endpoint allows (default 1d)" },
-  { "--group-by F,F", "fields to group by, sent to the API and kept in the report" },
-  { "--by-time", "one row per bucket and group (default: totals over the range)" },
-  { "--fields F,F", "the figures to show, in order (default: all of the endpoint's)" },
-  { "--top N", 'keep the N largest groups; the rest add up to one "(other)" row' },
-  { "--sort SPEC", "order of rows, e.g. -images,model (default: largest first)" },
-  { "--share", "add each row's share of the first figure, in percent" },
-  { "--cost", "add a cost column: real amounts from the costs endpoint where the\n"
+  { names = { "--since" }, arg = "TIME", key = "since",
+    help = "start of the range (default 30d; 7d with --bucket 1h, 24h with 1m)" },
+  { names = { "--until" }, arg = "TIME", key = "until", help = "end of the range, exclusive (default: now)" },
+  { names = { "--bucket" }, arg = "WIDTH", key = "bucket", help = function()
+    return ("bucket width: %s, as the endpoint allows (default 1d)"):format(or_list(all_widths()))
+  end },
+  { names = { "--group-by" }, arg = "F,F", key = "group_by",
+    help = "fields to group by, sent to the API and kept in the report" },
+  { names = { "--by-time" }, key = "by_time", help = "one row per bucket and group (default: totals over the range)" },
+  { names = { "--fields" }, arg = "F,F", key = "fields",
+    help = "the figures to show, in order (default: all of the endpoint's)" },
+  { names = { "--top" }, arg = "N", key = "top",
+    help = 'keep the N largest groups; the rest add up to one "(other)" row' },
+  { names = { "--sort" }, arg = "SPEC", key = "sort",
+    help = "order of rows, e.g. -images,model (default: largest first)" },
+  { names = { "--share" }, key = "share", help = "add each row's share of the first figure, in percent" },
+  { names = { "--cost" }, key = "cost", help = "add a cost column: real amounts from the costs endpoint where the\n"
     .. "grouping allows, else an estimate from a dated price table (images)" },
-  { "--prices FILE", "a Lua price table to use instead of the bundled one" },
-  { "--quality Q", "image quality the estimate assumes (default: the table's)" },
-  { "--format F", "table, md, csv, json, jsonl, svg or html (default table)" },
-  { "--out FILE", "write the report to FILE (atomically) instead of stdout" },
-  { "--cache DIR", "keep pages of settled buckets in DIR; re-runs skip those requests" },
-  { "--settle-after T", "a bucket is settled (cached) T after it ends: 3600, 90m, 2d\n"
-    .. "(default 1h for usage, 2d for costs: the API revises late data)" },
-  { "--max-pages N", "stop with an error after N pages if the API has more" },
-  { "--base-url URL", "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
-  { "--timeout SECONDS", "give up an attempt after that long (default 600; also after 60 s\nwithout a byte)" },
-  { "--progress", "show the progress line even when stderr is not a terminal" },
-  { "--no-progress", "never show it" },
-  { "-h, --help", "this help; with an endpoint, its filters too" },
-  { "--version", "print the version" },
+  { names = { "--prices" }, arg = "FILE", key = "prices",
+    help = "a Lua price table to use instead of the bundled one" },
+  { names = { "--quality" }, arg = "Q", key = "quality",
+    help = "image quality the estimate assumes (default: the table's)" },
+  { names = { "--format" }, arg = "F", key = "format", help = function()
+    return ("%s (default table)"):format(or_list(format.NAMES))
+  end },
+  { names = { "--out" }, arg = "FILE", key = "out", help = "write the report to FILE (atomically) instead of stdout" },
+  { names = { "--cache" }, arg = "DIR", key = "cache",
+    help = "keep pages of settled buckets in DIR; re-runs skip those requests" },
+  { names = { "--settle-after" }, arg = "T", key = "settle_after",
+    help = "a bucket is settled (cached) T after it ends: 3600, 90m, 2d\n"
+      .. "(default 1h for usage, 2d for costs: the API revises late data)" },
+  { names = { "--max-pages" }, arg = "N", key = "max_pages",
+    help = "stop with an error after N pages if the API has more" },
+  { names = { "--base-url" }, arg = "URL", key = "base_url",
+    help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
+  { names = { "--timeout" }, arg = "SECONDS", key = "timeout",
+    help = "give up an attempt after that long (default 600; also after 60 s\nwithout a byte)" },
+  { names = { "--progress" }, key = "progress", help = "show the progress line even when stderr is not a terminal" },
+  { names = { "--no-progress" }, key = "progress", value = false, help = "never show it" },
+  { names = { "-h", "--help" }, key = "help", help = "this help; with an endpoint, its filters too" },
+  { names = { "--version" }, key = "version", help = "print the version" },
 }
+
+local OPTION_BY_NAME = {}
+for _, o in ipairs(OPTIONS) do
+  for _, name in ipairs(o.names) do
+    OPTION_BY_NAME[name] = o
+  end
+end
+
+local function help_of(o)
+  return type(o.help) == "function" and o.help() or o.help
+end
+
+--- The options the command line takes, as { names, arg, key, help }
+-- (help a string), then the endpoint's filters when one is named.
+function M.options(endpoint)
+  local out = {}
+  for _, o in ipairs(OPTIONS) do
+    out[#out + 1] = { names = o.names, arg = o.arg, key = o.key, help = help_of(o) }
+  end
+  local rule = endpoint and rule_of(endpoint)
+  for _, f in ipairs(rule and filter_options(rule) or {}) do
+    local p = f.param
+    local what = p.doc or ""
+    if p.values then
+      what = what .. " (" .. table.concat(p.values, ", ") .. ")"
+    end
+    local arg = p.type == "bool" and "true|false" or "A,B"
+    out[#out + 1] = { names = { f.option }, arg = arg, param = p.name, help = what, filter = true }
+  end
+  return out
+end
 
 local function wrap_rows(rows)
   local out = {}
@@ -96,6 +170,51 @@ local function wrap_rows(rows)
   return table.concat(out, "\n")
 end
 
+local function option_rows(options)
+  local rows = {}
+  for _, o in ipairs(options) do
+    rows[#rows + 1] = { table.concat(o.names, ", ") .. (o.arg and " " .. o.arg or ""), o.help }
+  end
+  return rows
+end
+
+-- The help's part about one endpoint: its filters, group_by fields, widths.
+local function endpoint_help(endpoint, rule)
+  local filters = {}
+  for _, o in ipairs(M.options(endpoint)) do
+    if o.filter then
+      filters[#filters + 1] = o
+    end
+  end
+  local lines = { "", ("filters of %s (%s):"):format(endpoint, rule.path),
+    #filters > 0 and wrap_rows(option_rows(filters)) or "  (none)" }
+  local group = param_rule(rule, "group_by")
+  if group and group.values then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = "  --group-by takes: " .. table.concat(group.values, ", ")
+  end
+  local widths = {}
+  for _, w in ipairs(rule.widths) do
+    widths[#widths + 1] = ("%s (up to %d a page)"):format(w.width, w.max_limit)
+  end
+  lines[#lines + 1] = "  --bucket takes: " .. table.concat(widths, ", ")
+  return lines
+end
+
+local TRAILER = {
+  "",
+  "times: Unix seconds, 2024-11-01, 2024-11-01T12:00:00Z, or 90m, 24h, 7d before now (UTC)",
+  "",
+  "exit codes:",
+  "  0  the report was written",
+  "  1  a request failed (network, timeout, HTTP or API error), or a report step refused the data",
+  "  2  bad arguments or configuration (nothing was sent)",
+  "  3  the report could not be written (stdout or --out: a full disk, no permission)",
+  "  130  interrupted (Ctrl-C): the transfer stopped, nothing was written",
+  "",
+  "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html",
+}
+
 --- The --help text; with an endpoint, its own filters and group_by fields.
 function M.help(endpoint)
   local lines = {
@@ -107,69 +226,51 @@ function M.help(endpoint)
     "endpoints: " .. table.concat(endpoints(), ", "),
     "",
     "options:",
-    wrap_rows(OPTIONS),
+    wrap_rows(option_rows(M.options())),
   }
   local rule = endpoint and rule_of(endpoint)
-  if rule then
-    local rows = {}
-    for _, f in ipairs(filter_options(rule)) do
-      local p = f.param
-      local what = p.doc or ""
-      if p.values then
-        what = what .. " (" .. table.concat(p.values, ", ") .. ")"
-      end
-      rows[#rows + 1] = { f.option .. (p.type == "bool" and " true|false" or " A,B"), what }
+  local extra = rule and endpoint_help(endpoint, rule)
+    or { "", "openai-usage ENDPOINT --help lists that endpoint's filters." }
+  for _, list in ipairs { extra, TRAILER } do
+    for _, line in ipairs(list) do
+      lines[#lines + 1] = line
     end
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = ("filters of %s (%s):"):format(endpoint, rule.path)
-    lines[#lines + 1] = #rows > 0 and wrap_rows(rows) or "  (none)"
-    local group = param_rule(rule, "group_by")
-    if group and group.values then
-      lines[#lines + 1] = ""
-      lines[#lines + 1] = "  --group-by takes: " .. table.concat(group.values, ", ")
-    end
-    local widths = {}
-    for _, w in ipairs(rule.widths) do
-      widths[#widths + 1] = ("%s (up to %d a page)"):format(w.width, w.max_limit)
-    end
-    lines[#lines + 1] = "  --bucket takes: " .. table.concat(widths, ", ")
-  else
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = "openai-usage ENDPOINT --help lists that endpoint's filters."
   end
-  lines[#lines + 1] = ""
-  lines[#lines + 1] = "times: Unix seconds, 2024-11-01, 2024-11-01T12:00:00Z, or 90m, 24h, 7d before now (UTC)"
-  lines[#lines + 1] = ""
-  lines[#lines + 1] = "exit codes:"
-  lines[#lines + 1] = "  0  the report was written"
-  lines[#lines + 1] = "  1  a request failed (network, timeout, HTTP or API error)"
-  lines[#lines + 1] = "  2  bad arguments or configuration (nothing was sent)"
-  lines[#lines + 1] = "  3  the report could not be written (stdout or --out: a full disk, no permission)"
-  lines[#lines + 1] = "  130  interrupted (Ctrl-C): the transfer stopped, nothing was written"
-  lines[#lines + 1] = ""
-  lines[#lines + 1] = "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html"
   return table.concat(lines, "\n") .. "\n"
 end
 
-local FLAGS = { ["--by-time"] = "by_time", ["--share"] = "share", ["--cost"] = "cost", ["--progress"] = "progress" }
-local VALUED = {
-  ["--since"] = "since",
-  ["--until"] = "until",
-  ["--bucket"] = "bucket",
-  ["--group-by"] = "group_by",
-  ["--top"] = "top",
-  ["--sort"] = "sort",
-  ["--fields"] = "fields",
-  ["--prices"] = "prices",
-  ["--quality"] = "quality",
-  ["--format"] = "format",
-  ["--out"] = "out",
-  ["--cache"] = "cache",
-  ["--settle-after"] = "settle_after",
-  ["--max-pages"] = "max_pages",
-  ["--base-url"] = "base_url",
-  ["--timeout"] = "timeout",
-}
+--- A bash completion script for openai-usage, from the option list and
+-- the rule table: endpoints first, then the options and the named
+-- endpoint's filters (make install puts it in share/bash-completion).
+function M.bash_completion()
+  local cases = {}
+  for _, name in ipairs(endpoints()) do
+    local names = {}
+    for _, o in ipairs(M.options(name)) do
+      for _, option in ipairs(o.names) do
+        names[#names + 1] = option
+      end
+    end
+    cases[#cases + 1] = ("    %s) words=%q ;;"):format(name, table.concat(names, " "))
+  end
+  return table.concat({
+    "# bash completion for openai-usage (written by make install from cli.lua's option list)",
+    "_openai_usage() {",
+    '  local cur="${COMP_WORDS[COMP_CWORD]}" words',
+    "  if [ \"$COMP_CWORD\" -le 1 ]; then",
+    ('    COMPREPLY=($(compgen -W %q -- "$cur"))'):format(table.concat(endpoints(), " ")),
+    "    return",
+    "  fi",
+    '  case "${COMP_WORDS[1]}" in',
+    table.concat(cases, "\n"),
+    "    *) words= ;;",
+    "  esac",
+    '  COMPREPLY=($(compgen -W "$words" -- "$cur"))',
+    "}",
+    "complete -o default -F _openai_usage openai-usage",
+    "",
+  }, "\n")
+end
 
 -- One note for each value of an open filter (sizes, sources) that its
 -- description does not list: sent as given (a near miss was refused).
@@ -211,29 +312,23 @@ local function has_field(list, name)
   return false
 end
 
+-- The default range of each width: a CLI choice, not a rule of the API.
 local DEFAULT_SINCE = { ["1d"] = "30d", ["1h"] = "7d", ["1m"] = "24h" }
 
---- A job from arguments: { endpoint, params (the API query), group_by,
--- format, ... } or nil, err (err.kind "usage"; err.help when --help was
--- asked for, err.version for --version). now: Unix seconds (default now).
-function M.parse(argv, now)
-  now = now or os.time()
-  local job = { format = "table", now = now }
+-- The words of argv into job fields (from OPTIONS), the endpoint and the
+-- --name value pairs left for the endpoint's filters.
+local function read_words(argv, job)
   local filters = {}
   local i = 1
   while i <= #argv do
     local a = argv[i]
     local name, inline = a:match "^(%-%-[%w%-]+)=(.*)$"
     name = name or a
-    if a == "-h" or a == "--help" then
-      job.help = true
-    elseif a == "--version" then
-      job.version = true
-    elseif a == "--no-progress" then
-      job.progress = false
-    elseif FLAGS[a] then
-      job[FLAGS[a]] = true
-    elseif VALUED[name] or (name:sub(1, 2) == "--" and not FLAGS[name]) then
+    local o = OPTION_BY_NAME[name]
+    local valued = (o and o.arg) or (not o and name:sub(1, 2) == "--")
+    if o and not o.arg and inline == nil then
+      job[o.key] = o.value == nil or o.value
+    elseif valued then
       local value = inline
       if value == nil then
         i = i + 1
@@ -242,8 +337,8 @@ function M.parse(argv, now)
           return fail(name .. ": needs a value")
         end
       end
-      if VALUED[name] then
-        job[VALUED[name]] = value
+      if o then
+        job[o.key] = value
       else
         filters[#filters + 1] = { option = name, value = value }
       end
@@ -256,9 +351,20 @@ function M.parse(argv, now)
     end
     i = i + 1
   end
-  if job.help or job.version then
-    return job
+  return filters
+end
+
+-- A whole number >= 1 from option's text, or nil, err.
+local function whole_number(option, text)
+  local n = tonumber(text)
+  if not n or n < 1 or n ~= math.floor(n) then
+    return fail(('%s: "%s" is not a whole number >= 1'):format(option, text))
   end
+  return math.tointeger and math.tointeger(n) or n
+end
+
+-- --timeout, --settle-after, --max-pages, --top: text to numbers.
+local function check_numbers(job)
   if job.timeout ~= nil then
     local seconds = tonumber(job.timeout)
     if not seconds or seconds <= 0 or seconds ~= seconds then
@@ -266,6 +372,27 @@ function M.parse(argv, now)
     end
     job.timeout = seconds
   end
+  if job.settle_after then
+    local seconds, message = time.duration(job.settle_after)
+    if not seconds then
+      return fail("--settle-after: " .. message)
+    end
+    job.settle_after = seconds
+  end
+  for _, o in ipairs { { "--max-pages", "max_pages" }, { "--top", "top" } } do
+    if job[o[2]] then
+      local n, err = whole_number(o[1], job[o[2]])
+      if not n then
+        return nil, err
+      end
+      job[o[2]] = n
+    end
+  end
+  return job
+end
+
+-- The endpoint's rule, or nil, err naming the endpoints.
+local function check_endpoint(job)
   if not job.endpoint then
     return fail("name an endpoint: " .. table.concat(endpoints(), ", "))
   end
@@ -273,9 +400,11 @@ function M.parse(argv, now)
   if not rule then
     return fail(('"%s" is not an endpoint: %s'):format(job.endpoint, table.concat(endpoints(), ", ")))
   end
-  local params = {}
-  job.params = params
-  -- Filters: only the endpoint's own list and boolean parameters.
+  return rule
+end
+
+-- Filters into params: only the endpoint's own list and boolean parameters.
+local function apply_filters(job, rule, filters, params)
   local allowed = {}
   for _, f in ipairs(filter_options(rule)) do
     allowed[f.option] = f.param
@@ -300,32 +429,37 @@ function M.parse(argv, now)
       params[p.name] = split(f.value)
     end
   end
-  job.bucket = job.bucket or rule.default_width or "1d"
-  local width_rule
+  return params
+end
+
+-- The rule of the job's bucket width (job.bucket defaults to the
+-- endpoint's), or nil, err listing the widths it allows.
+local function width_rule_of(job, rule)
+  job.bucket = job.bucket or rule.default_width or rule.widths[1].width
   for _, w in ipairs(rule.widths) do
     if w.width == job.bucket then
-      width_rule = w
+      return w
     end
   end
-  if not width_rule then
-    local names = {}
-    for _, w in ipairs(rule.widths) do
-      names[#names + 1] = w.width
-    end
-    return fail(('--bucket: "%s" is not one of %s for %s'):format(job.bucket, table.concat(names, ", "), job.endpoint))
+  local names = {}
+  for _, w in ipairs(rule.widths) do
+    names[#names + 1] = w.width
   end
+  return fail(('--bucket: "%s" is not one of %s for %s'):format(job.bucket, table.concat(names, ", "), job.endpoint))
+end
+
+-- --since and --until into Unix seconds: job.since, job["until"].
+local function resolve_range(job, now)
   local width = assert(time.width(job.bucket))
   job.width = width
   local since, err = time.parse(job.since or DEFAULT_SINCE[job.bucket] or "30d", now)
   if not since then
     return fail("--since: " .. err)
   end
-  if job.since == nil or not tostring(job.since):match "^%d+$" then
-    -- a relative or default start snaps to a bucket boundary (UTC), so
-    -- buckets are whole days, hours or minutes
-    if job.since == nil or tostring(job.since):match "[smhdw]$" then
-      since = since - since % width
-    end
+  -- a relative or default start snaps to a bucket boundary (UTC), so
+  -- buckets are whole days, hours or minutes
+  if job.since == nil or tostring(job.since):match "[smhdw]$" then
+    since = since - since % width
   end
   local stop = now
   if job["until"] then
@@ -338,34 +472,31 @@ function M.parse(argv, now)
     return fail(("--until (%s) must be after --since (%s)"):format(time.iso(stop), time.iso(since)))
   end
   job.since, job["until"] = since, stop
-  params.start_time = since
-  if job["until"] ~= now or job.cache then
-    params.end_time = stop
+  return job
+end
+
+-- --cost prices each model and size: the API must split by them.
+local function cost_group_by(job, params)
+  if job.endpoint ~= "images" then
+    return fail("--cost: estimates exist for images only; for amounts billed, report on costs (openai-usage costs)")
   end
-  params.bucket_width = job.bucket
-  params.limit = width_rule.max_limit
-  job.group_by = job.group_by and split(job.group_by) or {}
-  if #job.group_by > 0 then
-    params.group_by = job.group_by
+  local api_group = {}
+  for _, f in ipairs(job.group_by) do
+    api_group[#api_group + 1] = f
   end
-  if job.cost then
-    if job.endpoint ~= "images" then
-      return fail("--cost: estimates exist for images only; for amounts billed, report on costs (openai-usage costs)")
-    end
-    -- an estimate prices each model and size, so the API must split by them
-    local api_group = {}
-    for _, f in ipairs(job.group_by) do
+  for _, f in ipairs { "model", "size" } do
+    if not has_field(api_group, f) then
       api_group[#api_group + 1] = f
     end
-    for _, f in ipairs { "model", "size" } do
-      if not has_field(api_group, f) then
-        api_group[#api_group + 1] = f
-      end
-    end
-    params.group_by = api_group
   end
-  local figures = M.figures(job.endpoint)
+  params.group_by = api_group
+  return params
+end
+
+-- --fields and --format against what the endpoint and formats offer.
+local function check_outputs(job)
   if job.fields then
+    local figures = M.figures(job.endpoint)
     local known = {}
     for _, f in ipairs(figures) do
       known[f] = true
@@ -377,47 +508,91 @@ function M.parse(argv, now)
       end
     end
   end
-  if job.settle_after then
-    local seconds, message = time.duration(job.settle_after)
-    if not seconds then
-      return fail("--settle-after: " .. message)
-    end
-    job.settle_after = seconds
-  end
-  if job.max_pages then
-    local n = tonumber(job.max_pages)
-    if not n or n < 1 or n ~= math.floor(n) then
-      return fail(('--max-pages: "%s" is not a whole number >= 1'):format(job.max_pages))
-    end
-    job.max_pages = math.tointeger and math.tointeger(n) or n
-  end
-  if job.top then
-    local n = tonumber(job.top)
-    if not n or n < 1 or n ~= math.floor(n) then
-      return fail(('--top: "%s" is not a whole number >= 1'):format(job.top))
-    end
-    job.top = n
-  end
-  local known = {}
-  for _, name in ipairs(format.NAMES) do
-    known[name] = true
-  end
-  if not known[job.format] then
+  if not has_field(format.NAMES, job.format) then
     return fail(('--format: "%s" is not one of %s'):format(job.format, table.concat(format.NAMES, ", ")))
   end
-  -- Validate the whole query now, so a bad one fails before any request.
+  return job
+end
+
+-- The API query of the job: range, width, page size (the rule's most),
+-- grouping; validated whole, so a bad one fails before any request.
+local function build_query(job, rule, width_rule, params)
+  params.start_time = job.since
+  if job["until"] ~= job.now or job.cache then
+    params.end_time = job["until"]
+  end
+  params.bucket_width = job.bucket
+  params.limit = width_rule.max_limit
+  job.group_by = job.group_by and split(job.group_by) or {}
+  if #job.group_by > 0 then
+    params.group_by = job.group_by
+  end
+  if job.cost then
+    local ok, err = cost_group_by(job, params)
+    if not ok then
+      return nil, err
+    end
+  end
   local _, qerr = usage.encode_query(job.endpoint, params)
   if qerr then
     return fail(tostring(qerr.message or qerr))
   end
   job.notes = unlisted_notes(filter_options(rule), params)
-  if job.cost then
-    local cost = require "openai_usage.cost"
-    local table_or_err, perr = cost.load(job.prices)
-    if not table_or_err then
-      return fail("--prices: " .. tostring(perr))
+  return params
+end
+
+local function load_prices(job)
+  local table_or_err, perr = require("openai_usage.cost").load(job.prices)
+  if not table_or_err then
+    return fail("--prices: " .. tostring(perr))
+  end
+  job.prices_table = table_or_err
+  return job
+end
+
+--- A job from arguments: { endpoint, params (the API query), group_by,
+-- format, ... } or nil, err (err.kind "usage"; job.help when --help was
+-- asked for, job.version for --version). now: Unix seconds (default now).
+function M.parse(argv, now)
+  now = now or os.time()
+  local job = { format = "table", now = now }
+  local filters, err = read_words(argv, job)
+  if not filters then
+    return nil, err
+  end
+  if job.help or job.version then
+    return job
+  end
+  local ok, rule, width_rule
+  ok, err = check_numbers(job)
+  if ok then
+    rule, err = check_endpoint(job)
+  end
+  if rule then
+    job.params = {}
+    ok, err = apply_filters(job, rule, filters, job.params)
+  end
+  if rule and ok then
+    width_rule, err = width_rule_of(job, rule)
+  end
+  if not width_rule then
+    return nil, err
+  end
+  for _, step in ipairs {
+    function() return resolve_range(job, now) end,
+    function() return build_query(job, rule, width_rule, job.params) end,
+    function() return check_outputs(job) end,
+    function()
+      if job.cost then
+        return load_prices(job)
+      end
+      return job
+    end,
+  } do
+    ok, err = step()
+    if not ok then
+      return nil, err
     end
-    job.prices_table = table_or_err
   end
   return job
 end
@@ -434,185 +609,10 @@ function M.figures(endpoint)
   return out
 end
 
---- The report rows of a job from result rows (each stamped with its
--- bucket's start_time and end_time), before formatting. decorate(rows),
--- when given, may add columns to the grouped rows before they are sorted,
--- cut to the top N and shared.
-function M.shape(job, rows, decorate)
-  rows = report.rows(rows)
-  local by = job.group_by
-  -- the figures in the API's order (or --fields'), then any the rows add
-  -- (an estimated cost comes last)
-  local sums, seen = {}, {}
-  local present = {}
-  for _, f in ipairs(report.numeric_fields(rows)) do
-    present[f] = true
-  end
-  for _, f in ipairs(job.fields or M.figures(job.endpoint)) do
-    if present[f] or job.fields then
-      sums[#sums + 1], seen[f] = f, true
-    end
-  end
-  if not job.fields then
-    for _, f in ipairs(report.numeric_fields(rows)) do
-      if not seen[f] and f ~= "cost" then
-        sums[#sums + 1] = f
-      end
-    end
-  end
-  if #rows > 0 and rows[1].cost ~= nil then
-    sums[#sums + 1] = "cost"
-  end
-  local shaped
-  if job.by_time then
-    shaped = report.series(rows, { start = job.since, stop = job["until"], width = job.width, by = by, value = sums })
-  else
-    shaped = report.group(rows, by, sums)
-  end
-  if decorate then
-    decorate(shaped)
-  end
-  local first = sums[1]
-  if job.sort then
-    shaped = report.sort(shaped, job.sort)
-  elseif first and not job.by_time then
-    shaped = report.sort(shaped, "-" .. first)
-  end
-  if job.top and first and not job.by_time then
-    shaped = report.top(shaped, job.top, first)
-  end
-  if job.share and first then
-    shaped = report.share(shaped, first, "share")
-  end
-  return shaped
-end
-
-local function single_currency(rows)
-  local currency
-  for _, row in ipairs(rows) do
-    if row.currency then
-      if currency and currency ~= row.currency then
-        return nil
-      end
-      currency = row.currency
-    end
-  end
-  return currency
-end
-
--- Words of text in lines of at most width bytes (a longer word stands alone).
-local function wrap(text, width)
-  local lines, line = {}, ""
-  for word in text:gmatch "%S+" do
-    if line ~= "" and #line + 1 + #word > width then
-      lines[#lines + 1] = line
-      line = word
-    else
-      line = line == "" and word or line .. " " .. word
-    end
-  end
-  lines[#lines + 1] = line
-  return table.concat(lines, "\n")
-end
-
--- Figures whose unit (field name .. "_unit", as costs' quantity_unit)
--- differs between rows: their total would add tokens to images.
-local function mixed_units(rows)
-  local units, mixed = {}, {}
-  for _, row in ipairs(rows) do
-    for k, v in pairs(row) do
-      local figure = type(k) == "string" and k:match "^(.+)_unit$"
-      if figure then
-        v = tostring(v)
-        if units[figure] ~= nil and units[figure] ~= v then
-          mixed[figure] = true
-        end
-        units[figure] = v
-      end
-    end
-  end
-  return mixed
-end
-
-local function describe_range(job)
-  return ("%s, %s to %s, %s buckets"):format(job.endpoint, time.label(job.since), time.label(job["until"]), job.bucket)
-end
-
---- The report text of a job over result rows. meta.cost (optional) is what
--- openai_usage.cost worked out: its rows carry the cost column.
+--- The report text of a job over a list of result rows (each stamped with
+-- its bucket's times), as cli.run would write it; meta as jobs.cost gives.
 function M.render(job, rows, meta)
-  meta = meta or {}
-  rows = report.rows(rows) -- costs' amount = { value, currency } lifted
-  local currency = single_currency(rows)
-  local shaped = meta.shaped or M.shape(job, rows)
-  local headers = {}
-  if currency then
-    headers.amount = "amount_" .. currency
-  end
-  if meta.shaped and job.prices_table then
-    headers.cost = "cost_" .. (job.prices_table.currency or "usd")
-  end
-  local title = "OpenAI usage: " .. describe_range(job)
-  if #job.group_by > 0 then
-    title = title .. ", by " .. table.concat(job.group_by, ", ")
-  end
-  local opts = {
-    headers = headers,
-    no_total = mixed_units(rows),
-    total = not job.by_time and (job.format == "table" or job.format == "md" or job.format == "html"),
-    width = job.width,
-    title = (job.format == "table" or job.format == "md" or job.format == "html" or job.format == "svg") and title or nil,
-    subtitle = ("GET %s · generated %s"):format(rule_of(job.endpoint).path, time.iso(job.now)),
-    note = meta.note,
-  }
-  if job.format == "html" then
-    return M.html(job, rows, shaped, opts)
-  end
-  local text = format.render(shaped, job.format, opts)
-  if meta.note and (job.format == "table" or job.format == "md") then
-    text = text .. "\n" .. wrap(meta.note, 100) .. "\n"
-  end
-  return text
-end
-
--- The HTML report: the table, bars of its first figure and, for time data,
--- a stacked series by the first grouping field.
-function M.html(job, rows, shaped, opts)
-  local chart = require "openai_usage.chart"
-  local sums = report.numeric_fields(shaped)
-  local value = sums[1]
-  local sections = {}
-  if value and #shaped > 0 then
-    if not job.by_time then
-      sections[#sections + 1] = { svg = format.render(shaped, "svg", { chart = { kind = "bars" }, title = value .. " by " .. (#job.group_by > 0 and table.concat(job.group_by, ", ") or "range") }) }
-    end
-    local series = report.series(report.rows(rows), {
-      start = job.since,
-      stop = job["until"],
-      width = job.width,
-      by = job.group_by[1],
-      value = value,
-    })
-    if #series > 0 then
-      sections[#sections + 1] = {
-        svg = chart.stacked(series, {
-          series = job.group_by[1],
-          value = value,
-          title = value .. " per " .. job.bucket .. " bucket" .. (job.group_by[1] and " by " .. job.group_by[1] or ""),
-          width_seconds = job.width,
-        }),
-      }
-    end
-  end
-  return format.render(shaped, "html", {
-    headers = opts.headers,
-    total = opts.total,
-    width = opts.width,
-    title = opts.title,
-    subtitle = opts.subtitle,
-    note = opts.note,
-    sections = sections,
-  })
+  return jobs.text(job, jobs.fold_rows(job, rows), meta or {}, M.figures(job.endpoint), rule_of(job.endpoint).path)
 end
 
 local function is_terminal(fd)
@@ -648,6 +648,88 @@ local function write_stream(stream, text)
   return true
 end
 
+-- The client of a job (client options under the command line's), or nil
+-- after saying why on stderr.
+local function open_client(job, options, stderr)
+  local client_options = {
+    base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
+    timeout = job.timeout,
+  }
+  for k, v in pairs(options.client or {}) do
+    client_options[k] = client_options[k] or v
+  end
+  local key = client_options.api_key or os.getenv "OPENAI_ADMIN_KEY"
+  if key == nil or key == "" then
+    stderr:write("openai-usage: OPENAI_ADMIN_KEY is not set (an admin key from platform.openai.com)\n")
+    return nil
+  end
+  local client, cerr = usage.new(client_options)
+  if not client then
+    stderr:write("openai-usage: ", usage.printable(tostring(cerr)), "\n")
+  end
+  return client
+end
+
+-- The progress line: show(pages, fold) rewrites it after a page, show()
+-- erases it; nothing when progress is off (default: on a terminal only).
+local function progress_line(job, stderr)
+  local progress = job.progress
+  if progress == nil then
+    progress = is_terminal(2)
+  end
+  local started = usage.clock()
+  return function(pages, fold)
+    if progress then
+      if not pages then
+        stderr:write "\r\27[K"
+      else
+        stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, fold.buckets, fold.rows,
+          usage.clock() - started))
+      end
+      stderr:flush()
+    end
+  end
+end
+
+-- The job's report text through client (closed here), or nil and the exit
+-- code after saying why. Ctrl-C (bin/openai-usage catches it) stops the
+-- transfer: exit 130 and nothing written, whichever step it came in.
+local function report_text(client, job, stderr)
+  local show, pages, fold = progress_line(job, stderr), 0, nil
+  local ok, walk_err = pcall(function()
+    fold = jobs.walk(client, job, function(f)
+      pages, fold = pages + 1, f
+      show(pages, fold)
+    end)
+  end)
+  show()
+  local meta, figures = {}, M.figures(job.endpoint)
+  if ok and job.cost and not core.interrupted() then
+    meta = jobs.cost(client, job, fold, figures)
+  end
+  client:close()
+  if core.interrupted() then
+    stderr:write("openai-usage: interrupted\n")
+    return nil, M.EXIT.interrupted
+  end
+  if not ok then
+    stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
+    return nil, M.EXIT.failed
+  end
+  -- a report step that refuses the data (a chart of too many buckets) is
+  -- one line and exit 1, not a traceback
+  local shaped, text = pcall(jobs.text, job, fold, meta, figures, rule_of(job.endpoint).path)
+  if not shaped and not core.interrupted() then
+    stderr:write("openai-usage: ", usage.printable(tostring(text)), "\n")
+    return nil, M.EXIT.failed
+  end
+  if core.interrupted() then -- while the report was being shaped: nothing is written
+    stderr:write("openai-usage: interrupted\n")
+    return nil, M.EXIT.interrupted
+  end
+  return text
+end
+
 --- Runs the command: argv (a list of strings); options.stdout/stderr (file
 -- handles, default io's), options.now (Unix seconds), options.client (client
 -- options under the command line's, e.g. api_key and base_url),
@@ -659,10 +741,9 @@ function M.run(argv, options)
     core.catch_sigint()
   end
   local stdout, stderr = options.stdout or io.stdout, options.stderr or io.stderr
-  local now = options.now or os.time()
-  local job, err = M.parse(argv, now)
+  local job, err = M.parse(argv, options.now or os.time())
   if not job then
-    stderr:write("openai-usage: ", usage.printable(tostring(err)), "\n")
+    stderr:write("openai-usage: ", usage.printable(tostring(err.message)), "\n")
     return M.EXIT.usage
   end
   local function output(text)
@@ -682,84 +763,13 @@ function M.run(argv, options)
   for _, note in ipairs(job.notes or {}) do
     stderr:write("openai-usage: ", note, "\n")
   end
-  local client_options = {
-    base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
-    timeout = job.timeout,
-  }
-  for k, v in pairs(options.client or {}) do
-    client_options[k] = client_options[k] or v
-  end
-  local key = client_options.api_key or os.getenv "OPENAI_ADMIN_KEY"
-  if key == nil or key == "" then
-    stderr:write("openai-usage: OPENAI_ADMIN_KEY is not set (an admin key from platform.openai.com)\n")
-    return M.EXIT.usage
-  end
-  local client, cerr = usage.new(client_options)
+  local client = open_client(job, options, stderr)
   if not client then
-    stderr:write("openai-usage: ", usage.printable(tostring(cerr)), "\n")
     return M.EXIT.usage
   end
-  local progress = job.progress
-  if progress == nil then
-    progress = is_terminal(2)
-  end
-  local started = usage.clock()
-  local pages, buckets, rows = 0, 0, {}
-  -- one line, rewritten after each page and erased at the end
-  local function show(final)
-    if progress then
-      if final then
-        stderr:write "\r\27[K"
-      else
-        stderr:write(("\r\27[Kpages %d · buckets %d · rows %d · %.1f s"):format(pages, buckets, #rows, usage.clock() - started))
-      end
-      stderr:flush()
-    end
-  end
-  local ok, walk_err = pcall(function()
-    for page in client:pages(job.endpoint, job.params) do
-      pages, buckets = pages + 1, buckets + #(page.data or {})
-      require("openai_usage.walk").rows(page, rows) -- stamped with their bucket's times
-      show(false)
-    end
-  end)
-  show(true)
-  -- Ctrl-C (bin/openai-usage catches it): the transfer stopped; exit 130
-  -- and write nothing, whichever step it came in
-  local function interrupted()
-    client:close()
-    stderr:write("openai-usage: interrupted\n")
-    return M.EXIT.interrupted
-  end
-  if core.interrupted() then
-    return interrupted()
-  end
-  if not ok then
-    client:close()
-    stderr:write("openai-usage: ", usage.printable(tostring(walk_err)), "\n")
-    return M.EXIT.failed
-  end
-  local meta = {}
-  if job.cost then
-    local cost = require "openai_usage.cost"
-    local cost_err
-    meta, cost_err = cost.apply(job, rows, client, M.shape)
-    if not meta and core.interrupted() then
-      return interrupted()
-    elseif not meta then
-      client:close()
-      stderr:write("openai-usage: ", usage.printable(tostring(cost_err)), "\n")
-      return M.EXIT.failed
-    end
-  end
-  if core.interrupted() then
-    return interrupted()
-  end
-  client:close()
-  local text = M.render(job, rows, meta)
-  if core.interrupted() then -- while the report was being shaped: nothing is written
-    stderr:write("openai-usage: interrupted\n")
-    return M.EXIT.interrupted
+  local text, code = report_text(client, job, stderr)
+  if not text then
+    return code
   end
   if job.out then
     local written, werr = write_atomically(job.out, text)

@@ -2,6 +2,8 @@
 -- endpoint when the report's grouping can be matched to them (by project,
 -- or no grouping), else an estimate from a dated price table, with a note
 -- saying which, and what quality the estimate assumed.
+local time = require "openai_usage.time"
+
 local M = {}
 
 M.DEFAULT = "openai_usage.prices"
@@ -121,77 +123,91 @@ local function is_image_item(item, prices)
   return false
 end
 
---- Real image costs by project over the job's range: { [project_id or
--- "*"] = amount }, the line items used, the currency; or nil, err.
-function M.actual(client, job, prices)
-  local by_project = job.group_by[1] == "project_id"
-  local params = {
+--- The Costs query whose rows give a job's actual image costs, or nil
+-- when the job's grouping cannot be matched to them (only by project, or
+-- no grouping, and not over time). The width and page size are the
+-- widest the rule table allows the Costs endpoint.
+function M.query(job)
+  if job.by_time or not (#job.group_by == 0 or (#job.group_by == 1 and job.group_by[1] == "project_id")) then
+    return nil
+  end
+  local rule = require("openai_usage").rules "costs"
+  local widest
+  for _, w in ipairs(rule.widths) do
+    if not widest or time.width(w.width) > time.width(widest.width) then
+      widest = w
+    end
+  end
+  return {
     start_time = job.since,
     end_time = job["until"],
-    bucket_width = "1d",
+    bucket_width = widest.width,
     group_by = { "project_id", "line_item" },
-    limit = 180,
+    limit = widest.max_limit,
   }
+end
+
+--- Real image costs by project from the Costs rows of M.query: { [project_id
+-- or "*"] = amount }, the line items used, the currency.
+function M.actual(rows, job, prices)
+  local by_project = job.group_by[1] == "project_id"
   local amounts, items, currency = {}, {}, nil
-  local ok, err = pcall(function()
-    for row in client:results("costs", params) do
-      if is_image_item(row.line_item, prices) and type(row.amount) == "table" then
-        local key = by_project and (row.project_id or "(none)") or "*"
-        amounts[key] = (amounts[key] or 0) + (row.amount.value or 0)
-        items[row.line_item] = true
-        currency = currency or row.amount.currency
-      end
+  for _, row in ipairs(rows) do
+    if is_image_item(row.line_item, prices) and type(row.amount) == "table" then
+      local key = by_project and (row.project_id or "(none)") or "*"
+      amounts[key] = (amounts[key] or 0) + (row.amount.value or 0)
+      items[row.line_item] = true
+      currency = currency or row.amount.currency
     end
-  end)
-  if not ok then
-    return nil, err
   end
   return amounts, sorted(items), currency
 end
 
---- Works out the cost column for a CLI job over its result rows:
--- returns { shaped = report rows with cost, note = text } or nil, err.
--- shape(job, rows, decorate) builds the report rows.
-function M.apply(job, rows, client, shape)
-  local prices = job.prices_table or assert(M.load())
-  local quality = job.quality or prices.default_quality or "medium"
-  local label = prices.file or "the bundled table"
-  local real_possible = not job.by_time
-    and (#job.group_by == 0 or (#job.group_by == 1 and job.group_by[1] == "project_id"))
+-- The note of an estimate: what it assumed, and what had no price.
+local function estimate_note(estimate)
+  local prices = estimate.prices
+  local note = ("cost: an estimate at %s quality (the Usage API does not report quality), prices of %s from %s (%s)")
+    :format(estimate.quality, prices.date, prices.file or "the bundled table", prices.currency or "usd")
+  if estimate.unpriced > 0 then
+    local count = require("openai_usage.text").thousands(("%d"):format(estimate.unpriced))
+    note = note .. ("; %s images had no price (%s)"):format(count, table.concat(sorted(estimate.missing), "; "))
+  end
+  return note
+end
+
+--- The cost column of a job: estimate is what its rows' estimate came to
+-- ({ prices, quality, unpriced, missing }); costs_rows the rows of M.query
+-- (nil when there was no such query, or with costs_err when it failed).
+-- Returns { decorate = fn(grouped rows) adding the actual amounts, or nil
+-- for the estimate the rows carry; note = text }.
+function M.apply(job, estimate, costs_rows, costs_err)
   local costs_note
-  if real_possible then
-    local amounts, items, currency = M.actual(client, job, prices)
-    if amounts and #items > 0 then
-      local shaped = shape(job, rows, function(grouped)
-        for _, row in ipairs(grouped) do
-          local key = job.group_by[1] and row.project_id or "*"
-          row.cost = amounts[key] or 0.0
-        end
-        grouped.columns[#grouped.columns + 1] = "cost"
-      end)
+  if costs_rows then
+    local amounts, items, currency = M.actual(costs_rows, job, estimate.prices)
+    if #items > 0 then
       return {
-        shaped = shaped,
+        decorate = function(grouped)
+          for _, row in ipairs(grouped) do
+            local key = job.group_by[1] and row.project_id or "*"
+            row.cost = amounts[key] or 0.0
+          end
+          grouped.columns[#grouped.columns + 1] = "cost"
+        end,
         note = ("cost: actual amounts (%s) from the Costs endpoint, line items: %s"):format(
           currency or "usd", table.concat(items, ", ")),
       }
     end
-    costs_note = amounts and "the Costs endpoint listed no image line items"
-      or ("the Costs endpoint was not available: " .. tostring(items))
+    costs_note = "the Costs endpoint listed no image line items"
+  elseif costs_err ~= nil then
+    costs_note = "the Costs endpoint was not available: " .. tostring(costs_err)
   end
-  local unpriced, missing = M.estimate(rows, prices, quality)
-  local shaped = shape(job, rows)
-  local note = ("cost: an estimate at %s quality (the Usage API does not report quality), prices of %s from %s (%s)")
-    :format(quality, prices.date, label, prices.currency or "usd")
-  if unpriced > 0 then
-    local count = require("openai_usage.format").thousands(("%d"):format(unpriced))
-    note = note .. ("; %s images had no price (%s)"):format(count, table.concat(sorted(missing), "; "))
-  end
+  local note = estimate_note(estimate)
   if costs_note then
     note = note .. "; " .. costs_note
-  elseif not real_possible then
+  else
     note = note .. "; actual amounts need --group-by project_id or no grouping, without --by-time"
   end
-  return { shaped = shaped, note = note }
+  return { note = note }
 end
 
 return M

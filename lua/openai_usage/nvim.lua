@@ -166,25 +166,17 @@ function M.run(argv, options)
     return fail(cerr)
   end
 
-  local rows, buckets = {}, 0
-  -- what the command line does, as a task: its walks yield to the timer
+  local jobs = require "openai_usage.job"
+  local figures, path = cli.figures(job.endpoint), usage.rules(job.endpoint).path
+  local fold -- the job's rows so far
+  -- the command line's job, as a task: its walks yield to the timer
   local task, terr = async.task(client, function(c)
-    local last
-    for row, bucket in c:results(job.endpoint, job.params) do
-      rows[#rows + 1] = row
-      if bucket ~= last then
-        buckets, last = buckets + 1, bucket
-      end
+    fold = jobs.fold(job)
+    for page in c:pages(job.endpoint, job.params) do
+      fold:page(page)
     end
-    local meta
-    if job.cost then
-      local cost_err
-      meta, cost_err = require("openai_usage.cost").apply(job, rows, c, cli.shape)
-      if not meta then
-        return nil, cost_err
-      end
-    end
-    return cli.render(job, rows, meta)
+    local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
+    return jobs.text(job, fold, meta, figures, path)
   end)
   if not task then
     client:close()
@@ -205,7 +197,8 @@ function M.run(argv, options)
     if task.pages ~= shown_pages then
       shown_pages = task.pages
       vim.api.nvim_echo({ { ("openai-usage: %s · pages %d · buckets %d · rows %d · %.1f s")
-        :format(job.endpoint, task.pages, buckets, #rows, seconds()) } }, false, {})
+        :format(job.endpoint, task.pages, fold and fold.buckets or 0, fold and fold.rows or 0, seconds()) } },
+        false, {})
     end
   end
 
@@ -236,13 +229,13 @@ function M.run(argv, options)
         fail("--out: " .. tostring(write_err))
         return finish(nil, write_err)
       end
-      notify(("%s: %d rows written to %s in %.1f s"):format(job.endpoint, #rows, job.out, seconds()))
+      notify(("%s: %d rows written to %s in %.1f s"):format(job.endpoint, fold.rows, job.out, seconds()))
       return finish(nil)
     end
     local buf = M.show("openai-usage://" .. job.endpoint, text,
       { mods = options.mods, filetype = FILETYPES[job.format] })
     local from_cache = task.cached > 0 and (" (%d from the cache)"):format(task.cached) or ""
-    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, task.pages, from_cache, #rows, seconds()))
+    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, task.pages, from_cache, fold.rows, seconds()))
     finish(buf)
   end
 
@@ -311,10 +304,13 @@ function M.complete(arglead, line)
   if typed <= 1 then
     candidates = usage.rules()
   else
-    -- the options the CLI's help lists, for the endpoint named
-    local help = require("openai_usage.cli").help(words[2])
-    for option in help:gmatch "\n%s+(%-%-[%w%-]+)" do
-      candidates[#candidates + 1] = option
+    -- the CLI's option list, with the filters of the endpoint named
+    for _, o in ipairs(require("openai_usage.cli").options(words[2])) do
+      for _, name in ipairs(o.names) do
+        if name:sub(1, 2) == "--" then
+          candidates[#candidates + 1] = name
+        end
+      end
     end
   end
   local matches, seen = {}, {}

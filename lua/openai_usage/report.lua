@@ -638,6 +638,217 @@ function M.rebucket(rows, width, opts)
   return with_columns(out, concat(concat({ "start_time", "end_time" }, labels), sums))
 end
 
+-- Folds: the same steps over rows that arrive one at a time (a walk's
+-- pages), keeping per-group state instead of every row. fold:add(row) takes
+-- a flat row; fold:result(sums) gives what the list step would give for the
+-- rows added, summing sums (a list; default the numeric fields seen). A
+-- fold sums every numeric field it meets, so sums may be chosen at the end.
+
+-- Adds row's numeric fields into acc, noting each in seen; levels take
+-- the latest bucket's.
+local function fold_all(acc, row, levels, latest, seen)
+  for f, v in pairs(row) do
+    if type(v) == "number" then
+      seen[f] = true
+      if levels[f] then
+        local t = is_number(row.start_time) and row.start_time or 0
+        local at = latest[f]
+        if at == nil or t > at then
+          latest[f], acc[f] = t, v
+        elseif t == at then
+          acc[f] = acc[f] + v
+        end
+      else
+        acc[f] = (acc[f] or 0) + v
+      end
+    end
+  end
+end
+
+local function seen_numeric(seen)
+  local names = {}
+  for f in pairs(seen) do
+    if not TIME_FIELD[f] then
+      names[#names + 1] = f
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+-- The group of row in a tree keyed by its group values, one level per
+-- field (strings as themselves, other values by type and text, as key_of
+-- tells them apart), so a row's group is found without building a key.
+local OTHERS = {}
+local function find_group(tree, row, by, none)
+  local node = tree
+  for i = 1, #by do
+    local v = row[by[i]]
+    if v == nil then
+      v = none
+    end
+    if type(v) ~= "string" then -- under a key no string is
+      local others = node[OTHERS]
+      if not others then
+        others = {}
+        node[OTHERS] = others
+      end
+      node, v = others, type(v) .. ":" .. tostring(v)
+    end
+    local next_node = node[v]
+    if not next_node then
+      next_node = {}
+      node[v] = next_node
+    end
+    node = next_node
+  end
+  return node
+end
+
+local GroupFold = {}
+GroupFold.__index = GroupFold
+
+--- The fold of M.group(rows, by, sums, opts): fold:add(row), then
+-- fold:result(sums) (opts.count as group's).
+function M.group_fold(by, opts)
+  opts = opts or {}
+  by = list(by, "group: by") or {}
+  local levels = opts.levels or M.LEVEL
+  for _, f in ipairs(by) do
+    if f == "start_time" then
+      levels = {} -- one bucket a group: every field adds up
+    end
+  end
+  return setmetatable({ by = by, opts = opts, none = opts.none or M.NONE, levels = levels, groups = {}, index = {},
+    seen = {} }, GroupFold)
+end
+
+function GroupFold:add(row)
+  local node = find_group(self.index, row, self.by, self.none)
+  local g = node[true]
+  if not g then
+    g = { labels = {}, acc = {}, latest = {}, count = 0 }
+    for _, f in ipairs(self.by) do
+      g.labels[f] = group_value(row, f, self.none)
+    end
+    node[true] = g
+    self.groups[#self.groups + 1] = g
+  end
+  fold_all(g.acc, row, self.levels, g.latest, self.seen)
+  g.count = g.count + 1
+end
+
+function GroupFold:result(sums)
+  sums = list(sums, "group: sums") or seen_numeric(self.seen)
+  local count = self.opts.count
+  local out = {}
+  for i, g in ipairs(self.groups) do
+    local row = {}
+    for _, f in ipairs(sums) do
+      row[f] = g.acc[f] or 0
+    end
+    for _, f in ipairs(self.by) do
+      row[f] = g.labels[f]
+    end
+    if count then
+      row[count] = g.count
+    end
+    out[i] = row
+  end
+  local columns = concat(self.by, sums)
+  if count then
+    columns[#columns + 1] = count
+  end
+  return with_columns(out, columns)
+end
+
+local NO_LEVELS = {}
+local SeriesFold = {}
+SeriesFold.__index = SeriesFold
+
+--- The fold of M.series(rows, spec): spec.start and spec.stop are needed
+-- here (a fold cannot wait for the last row to learn the range).
+function M.series_fold(spec)
+  local w = width_of(spec.width or 86400, "series: width")
+  if spec.start == nil or spec.stop == nil then
+    raise "series_fold: needs spec.start and spec.stop"
+  end
+  return setmetatable({ w = w, by = list(spec.by, "series: by") or {}, value = spec.value,
+    start = time_of(spec.start, "series: start"), stop = time_of(spec.stop, "series: stop"),
+    none = spec.none or M.NONE, groups = {}, group_index = {}, cells = {}, seen = {} }, SeriesFold)
+end
+
+function SeriesFold:add(row)
+  local t = row.start_time
+  if is_number(t) and t >= self.start and t < self.stop then
+    local key = key_of(row, self.by, self.none)
+    if not self.group_index[key] then
+      local g = {}
+      for _, f in ipairs(self.by) do
+        g[f] = group_value(row, f, self.none)
+      end
+      self.group_index[key] = g
+      self.groups[#self.groups + 1] = key
+    end
+    local b = self.start + floor((t - self.start) / self.w) * self.w
+    local cell_key = b .. "\0" .. key
+    local cell = self.cells[cell_key]
+    if not cell then
+      cell = {}
+      self.cells[cell_key] = cell
+    end
+    fold_all(cell, row, NO_LEVELS, nil, self.seen)
+  else
+    for f, v in pairs(row) do
+      if type(v) == "number" then
+        self.seen[f] = true
+      end
+    end
+  end
+end
+
+function SeriesFold:result(sums)
+  sums = list(sums or self.value, "series: value") or seen_numeric(self.seen)
+  local groups, group_index, by = self.groups, self.group_index, self.by
+  if #groups == 0 and #by == 0 then
+    groups = { key_of({}, by, self.none) }
+    group_index = { [groups[1]] = {} }
+  end
+  local out = {}
+  for b = self.start, self.stop - 1, self.w do
+    for _, key in ipairs(groups) do
+      local row = { start_time = b, end_time = b + self.w }
+      for f, v in pairs(group_index[key]) do
+        row[f] = v
+      end
+      local cell = self.cells[b .. "\0" .. key] or {}
+      for _, f in ipairs(sums) do
+        row[f] = cell[f] or 0
+      end
+      out[#out + 1] = row
+    end
+  end
+  return with_columns(out, concat(concat({ "start_time", "end_time" }, by), sums))
+end
+
+local TotalsFold = {}
+TotalsFold.__index = TotalsFold
+
+--- The fold of M.totals(rows, sums): one row, zeros when no row came.
+function M.totals_fold()
+  return setmetatable({ group = M.group_fold({}, { levels = {} }) }, TotalsFold)
+end
+
+function TotalsFold:add(row)
+  self.group:add(row)
+end
+
+function TotalsFold:result(sums)
+  sums = list(sums, "totals: sums") or seen_numeric(self.group.seen)
+  local rows = self.group:result(sums)
+  return with_columns({ rows[1] or zero_sums(sums) }, sums)
+end
+
 --- Text of rows in a format: table, md, csv, json, jsonl, svg or html.
 -- See openai_usage.format for the options.
 function M.format(rows, name, opts)
