@@ -453,6 +453,14 @@ describe("client", function()
       end
     end)
 
+    it("a core without its Lua half (a broken install) refuses to load, naming what is missing", function()
+      -- the C core's error values take openai_usage.errors' metatable, so it needs that module
+      local cpath = (os.getenv "LUA_CPATH" or package.cpath):match "^[^;]*"
+      local out = util.capture(("env LUA_PATH='/nonexistent/?.lua' LUA_CPATH=%s %s -e %s 2>&1"):format(
+        util.q(cpath), util.suite_lua(), util.q 'print(pcall(require, "openai_usage.core"))'))
+      assert.matches("^false\t.*module 'openai_usage.errors' not found", out)
+    end)
+
     it("reads OPENAI_ADMIN_KEY, OPENAI_BASE_URL, OPENAI_ORG_ID and OPENAI_PROJECT_ID", function()
       local lua = util.suite_lua()
       local script = os.tmpname()

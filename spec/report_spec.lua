@@ -299,7 +299,11 @@ describe("report steps", function()
     assert.are.equal(tostring(core_error(copy)), tostring(errors.new(fields)))
     assert.are.equal("openai_usage: http 429 (rate_limit): slow\\x0d\\x0adown \\x1b[31m \\u009b \\xff \195\169"
       .. " [request_id req_1]", tostring(errors.new(fields)))
-    -- text.printable is the core's usage.printable, byte for byte
+    -- one error value: the C core's errors take errors.lua's metatable, so
+    -- there is one __tostring, and usage.printable is text.printable
+    assert.are.equal(errors.metatable, getmetatable(core_error { kind = "x", message = "y" }))
+    assert.are.equal(errors.metatable, getmetatable(select(2, require("openai_usage").new { api_key = 5 })))
+    assert.are.equal(txt.printable, require("openai_usage").printable)
     local printable, seed = require("openai_usage").printable, 7
     for _ = 1, 300 do
       local bytes = {}

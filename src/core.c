@@ -246,8 +246,6 @@ static const luaL_Reg core_functions[] = {
     {"rules", core_rules},
     {"new", ou_client_new},
     {"error", ou_error_new_lua},
-    /* the escaping tostring(err) does, for the CLI's and Neovim's messages */
-    {"printable", ou_printable_lua},
     {"sleep", core_sleep},
     {"catch_sigint", core_catch_sigint},
     {"interrupted", core_interrupted},

@@ -18,15 +18,8 @@ void ou_error_setnumber(lua_State *L, const char *key, double value);
 /* Returns nil, err (the error table at the top) to Lua: use as `return ou_error_return(L);`. */
 int ou_error_return(lua_State *L);
 
-/* Adds s (n bytes) to b as text a terminal only displays: C0 controls, DEL
- * and bytes that are not UTF-8 as \xHH, the C1 controls U+0080..U+009F as
- * \u00HH; everything else as is. */
-void ou_add_printable(luaL_Buffer *b, const char *s, size_t n);
-
-/* core.printable(s): s escaped so, for messages printed on a terminal. */
-int ou_printable_lua(lua_State *L);
-
-/* Registers the metatable; also exposed to Lua as core.error(fields). */
+/* Registers openai_usage.errors' metatable as the core's (requiring that
+ * module; raises when it cannot be loaded); core.error(fields) makes one. */
 void ou_error_open(lua_State *L);
 int ou_error_new_lua(lua_State *L);
 

@@ -45,7 +45,11 @@ function M.new(fields)
   return setmetatable(fields, meta)
 end
 
---- Whether v is an error value made here.
+--- The metatable of every error value: the C core's errors take it too
+-- (src/error.c), so tostring is this one function wherever an error is made.
+M.metatable = meta
+
+--- Whether v is an error value (made here or by the C core).
 function M.is(v)
   return getmetatable(v) == meta
 end

@@ -144,7 +144,7 @@ M.error = usage_error
 
 --- s as text a terminal only displays: control bytes (C0, DEL, C1, bytes
 -- that are not UTF-8) become \xHH or \u00HH, as tostring(err) shows them.
-M.printable = core.printable
+M.printable = require("openai_usage.text").printable
 
 --- Monotonic wall-clock seconds (for timing; plain Lua has none).
 M.clock = core.clock
