@@ -165,23 +165,29 @@ end
 -- OpenAPI description says "usage in bytes" and no more.
 M.LEVEL = { usage_bytes = true }
 
+-- Adds row's figure v of field f into acc: a sum, except for a level
+-- field, which takes the rows of the latest start_time (latest[f] holds it).
+local function add_figure(acc, f, v, row, levels, latest)
+  if levels[f] then
+    local t = is_number(row.start_time) and row.start_time or 0
+    local at = latest[f]
+    if at == nil or t > at then
+      latest[f], acc[f] = t, v
+    elseif t == at then
+      acc[f] = acc[f] + v
+    end
+  else
+    acc[f] = (acc[f] or 0) + v
+  end
+end
+
 -- Combines the rows of one group: sums, except level fields, which take
 -- the rows of the latest start_time.
 local function fold(g, row, sums, levels, latest)
   for _, f in ipairs(sums) do
     local v = row[f]
     if is_number(v) then
-      if levels[f] then
-        local t = is_number(row.start_time) and row.start_time or 0
-        local seen = latest[f]
-        if seen == nil or t > seen then
-          latest[f], g[f] = t, v
-        elseif t == seen then
-          g[f] = g[f] + v
-        end
-      else
-        g[f] = g[f] + v
-      end
+      add_figure(g, f, v, row, levels, latest)
     end
   end
 end
@@ -650,17 +656,7 @@ local function fold_all(acc, row, levels, latest, seen)
   for f, v in pairs(row) do
     if type(v) == "number" then
       seen[f] = true
-      if levels[f] then
-        local t = is_number(row.start_time) and row.start_time or 0
-        local at = latest[f]
-        if at == nil or t > at then
-          latest[f], acc[f] = t, v
-        elseif t == at then
-          acc[f] = acc[f] + v
-        end
-      else
-        acc[f] = (acc[f] or 0) + v
-      end
+      add_figure(acc, f, v, row, levels, latest)
     end
   end
 end
