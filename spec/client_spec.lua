@@ -456,8 +456,11 @@ describe("client", function()
     it("a core without its Lua half (a broken install) refuses to load, naming what is missing", function()
       -- the C core's error values take openai_usage.errors' metatable, so it needs that module
       local cpath = (os.getenv "LUA_CPATH" or package.cpath):match "^[^;]*"
-      local out = util.capture(("env LUA_PATH='/nonexistent/?.lua' LUA_CPATH=%s %s -e %s 2>&1"):format(
-        util.q(cpath), util.suite_lua(), util.q 'print(pcall(require, "openai_usage.core"))'))
+      local script = os.tmpname()
+      util.write(script, 'print(pcall(require, "openai_usage.core"))\n')
+      local out = util.capture(("env LUA_PATH='/nonexistent/?.lua' LUA_CPATH=%s %s %s 2>&1"):format(
+        util.q(cpath), util.suite_lua(), util.q(script)))
+      os.remove(script)
       assert.matches("^false\t.*module 'openai_usage.errors' not found", out)
     end)
 
