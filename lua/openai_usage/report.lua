@@ -210,6 +210,17 @@ local function key_of(row, by, none)
   return table.concat(parts, "\0")
 end
 
+-- The level fields of a grouping by by: none when it groups by start_time
+-- (one bucket a group: every field adds up), else opts.levels or M.LEVEL.
+local function levels_of(by, opts)
+  for _, f in ipairs(by) do
+    if f == "start_time" then
+      return {}
+    end
+  end
+  return opts.levels or M.LEVEL
+end
+
 --- Groups rows by fields (a list or "a,b") and sums numeric fields (a list;
 -- default every numeric field). A level field (M.LEVEL, or opts.levels, a
 -- set of names) takes its latest bucket's value instead of a sum, unless
@@ -221,12 +232,7 @@ function M.group(rows, by, sums, opts)
   by = list(by, "group: by") or {}
   sums = list(sums, "group: sums") or M.numeric_fields(rows)
   local none = opts.none or M.NONE
-  local levels = opts.levels or M.LEVEL
-  for _, f in ipairs(by) do
-    if f == "start_time" then
-      levels = {} -- one bucket a group: every field adds up
-    end
-  end
+  local levels = levels_of(by, opts)
   local latest = {}
   local out, index = {}, {}
   for _, row in ipairs(rows) do
@@ -709,12 +715,7 @@ GroupFold.__index = GroupFold
 function M.group_fold(by, opts)
   opts = opts or {}
   by = list(by, "group: by") or {}
-  local levels = opts.levels or M.LEVEL
-  for _, f in ipairs(by) do
-    if f == "start_time" then
-      levels = {} -- one bucket a group: every field adds up
-    end
-  end
+  local levels = levels_of(by, opts)
   return setmetatable({ by = by, opts = opts, none = opts.none or M.NONE, levels = levels, groups = {}, index = {},
     seen = {} }, GroupFold)
 end
