@@ -1126,13 +1126,18 @@ class Handler(BaseHTTPRequestHandler):
         raw = "body" in fault or "body_hex" in fault
         self.send_body(status, body, content_type, headers, gzip_ok=not raw)
 
-    def send_truncated(self, status, body, keep, reset=False):
+    def promise_body(self, status, body):
+        """The status and headers of a JSON answer whose Content-Length
+        promises all of body; the connection closes after it."""
         self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("x-request-id", "req_" + secrets.token_hex(16))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+
+    def send_truncated(self, status, body, keep, reset=False):
+        self.promise_body(status, body)
         try:
             self.wfile.write(body[:keep])
             self.wfile.flush()
@@ -1147,12 +1152,7 @@ class Handler(BaseHTTPRequestHandler):
         """Headers and `keep` bytes of the body, then silence on an open
         connection until the client goes away (or 120 s); counted as a drip."""
         state = self.server.state
-        self.close_connection = True
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("x-request-id", "req_" + secrets.token_hex(16))
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self.promise_body(status, body)
         with state.lock:
             state.active_drips += 1
         try:
