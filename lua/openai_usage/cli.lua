@@ -550,6 +550,12 @@ local function load_prices(job)
   return job
 end
 
+--- The commands beside the endpoint reports (`openai-usage sync ...`): name
+-- -> the module whose run(argv, options, cli) does it and returns the exit
+-- code; argv is what follows the command's name, options as M.run's, cli
+-- this module (its EXIT, parse, open_client, write_stream, write_atomically).
+M.COMMANDS = {}
+
 --- A job from arguments: { endpoint, params (the API query), group_by,
 -- format, ... } or nil, err (err.kind "usage"; job.help when --help was
 -- asked for, job.version for --version). now: Unix seconds (default now).
@@ -740,6 +746,14 @@ function M.run(argv, options)
   if options.catch_sigint then
     core.catch_sigint()
   end
+  local command = argv[1] and M.COMMANDS[argv[1]]
+  if command then
+    local rest = {}
+    for i = 2, #argv do
+      rest[#rest + 1] = argv[i]
+    end
+    return require(command).run(rest, options, M)
+  end
   local stdout, stderr = options.stdout or io.stdout, options.stderr or io.stderr
   local job, err = M.parse(argv, options.now or os.time())
   if not job then
@@ -783,5 +797,8 @@ function M.run(argv, options)
 end
 
 M.write_atomically = write_atomically
+M.write_stream = write_stream
+M.open_client = open_client
+M.is_terminal = is_terminal
 
 return M
