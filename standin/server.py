@@ -445,13 +445,20 @@ class Organization:
                  "growth": (1 + mix(109, 3, i) % 20) * MIB, "phase": mix(109, 4, i) % 45}
                 for i, (store, project) in enumerate(self.vector_stores)]
 
-    def line_items(self, a, b, lo, hi):
+    def line_items(self, a, b, lo, hi, billed_prices=None):
         """Every line item of cost in [a, b): (project, key or None, line
-        item, unit, quantity, amount), endpoint by endpoint."""
+        item, unit, quantity, amount), endpoint by endpoint. billed_prices
+        ({model: {size: price}}, the setting) bills those images at other
+        prices than PRICES, as the API does once a price changes."""
         out = []
         for family in self.families.values():
             for s, item, unit, quantity, amount in family.line_items(a, b, lo, hi):
-                out.append((s["dims"]["project_id"], s["dims"].get("api_key_id"), item, unit, quantity, amount))
+                dims = s["dims"]
+                if billed_prices and item == PRICES["images"]["line_item"]:
+                    price = billed_prices.get(dims["model"], {}).get(dims["size"])
+                    if price is not None:
+                        amount = quantity * price
+                out.append((dims["project_id"], dims.get("api_key_id"), item, unit, quantity, amount))
         return out
 
 
@@ -664,7 +671,7 @@ def usage_page(org, endpoint, query, now, cursor_loop=False, late=0):
     return page_of(data, query, next_start, cursor_loop)
 
 
-def costs_page(org, endpoint, query, now, cursor_loop=False, late=0):
+def costs_page(org, endpoint, query, now, cursor_loop=False, late=0, billed_prices=None):
     """Costs follow from the usage: each stream's requests times its line
     items' quantity and price (see PRICES and README.md)."""
     lo = history_start(now)
@@ -673,7 +680,7 @@ def costs_page(org, endpoint, query, now, cursor_loop=False, late=0):
     data = []
     for start, end in buckets:
         groups = {}
-        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now - late):
+        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now - late, billed_prices):
             dims = {"project_id": project, "api_key_id": key, "line_item": item}
             if not query.keeps(dims):
                 continue
@@ -744,7 +751,7 @@ FAULT_ERRORS = {
 SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
     "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
-    "late_until": (int,), "idle_close_ms": (int, float, type(None)),
+    "late_until": (int,), "idle_close_ms": (int, float, type(None)), "billed_prices": (dict,),
 }
 FAULT_TYPES = {
     "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
@@ -943,6 +950,12 @@ class Handler(BaseHTTPRequestHandler):
                 check_fields(settings, SETTING_TYPES, "settings")
                 if settings.get("fixture_page") and not os.path.isfile(settings["fixture_page"]):
                     raise ValueError("settings: fixture_page '%s' is not a file" % settings["fixture_page"])
+                for model, sizes in settings.get("billed_prices", {}).items():
+                    if model not in PRICES["images"]["per_image"] or not isinstance(sizes, dict) or not all(
+                            size in PRICES["images"]["per_image"][model] and isinstance(price, (int, float))
+                            and not isinstance(price, bool) and price >= 0 for size, price in sizes.items()):
+                        raise ValueError("settings: billed_prices is {model: {size: price >= 0}} over the models "
+                                         "and sizes of PRICES['images']; '%s' is not" % model)
                 with state.lock:
                     state.settings.update(settings)
                 return self.send_body(200, b'{"ok":true}', gzip_ok=False)
@@ -1064,8 +1077,11 @@ class Handler(BaseHTTPRequestHandler):
             usage_query = UsageQuery(endpoint, query, now, cursor_loop)
         except BadRequest as e:
             return 400, envelope(str(e), param=e.param)
-        make_page = costs_page if endpoint.name == "costs" else usage_page
-        page = make_page(state.org, endpoint, usage_query, now, cursor_loop, late)
+        if endpoint.name == "costs":
+            page = costs_page(state.org, endpoint, usage_query, now, cursor_loop, late,
+                              state.settings.get("billed_prices"))
+        else:
+            page = usage_page(state.org, endpoint, usage_query, now, cursor_loop, late)
         return 200, json.dumps(page, separators=(",", ":")).encode()
 
     def fixture_body(self, path, query):
