@@ -12,7 +12,7 @@ local jobs = require "openai_usage.job"
 local M = {}
 
 --- Exit codes, as documented in --help.
-M.EXIT = { ok = 0, failed = 1, usage = 2, output = 3, interrupted = 130 }
+M.EXIT = { ok = 0, failed = 1, usage = 2, output = 3, at_risk = 4, interrupted = 130 }
 
 -- A bad argument: the one error value (openai_usage.errors), kind "usage";
 -- M.run prints its message and exits 2.
@@ -210,10 +210,20 @@ local TRAILER = {
   "  1  a request failed (network, timeout, HTTP or API error), or a report step refused the data",
   "  2  bad arguments or configuration (nothing was sent)",
   "  3  the report could not be written (stdout or --out: a full disk, no permission)",
+  "  4  check: a budget is over, forecast over its threshold or unknown; reconcile: the price table looks stale",
   "  130  interrupted (Ctrl-C): the transfer stopped, nothing was written",
   "",
   "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html",
 }
+
+local function command_names()
+  local names = {}
+  for name in pairs(M.COMMANDS) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  return names
+end
 
 --- The --help text; with an endpoint, its own filters and group_by fields.
 function M.help(endpoint)
@@ -224,6 +234,7 @@ function M.help(endpoint)
     "comes from OPENAI_ADMIN_KEY.",
     "",
     "endpoints: " .. table.concat(endpoints(), ", "),
+    "commands: " .. table.concat(command_names(), ", ") .. " (openai-usage COMMAND --help)",
     "",
     "options:",
     wrap_rows(option_rows(M.options())),
@@ -555,6 +566,8 @@ end
 -- code; argv is what follows the command's name, options as M.run's, cli
 -- this module (its EXIT, parse, open_client, write_stream, write_atomically).
 M.COMMANDS = {}
+M.COMMANDS.check = "openai_usage.cmd.check"
+M.COMMANDS.reconcile = "openai_usage.cmd.reconcile"
 
 --- A job from arguments: { endpoint, params (the API query), group_by,
 -- format, ... } or nil, err (err.kind "usage"; job.help when --help was

@@ -105,8 +105,8 @@ local function sorted(set)
   return out
 end
 
--- Line items of image generation: their name says image, or names a model
--- of the price table.
+--- Whether a Costs line item is image generation: its name says image, or
+-- names a model of the price table.
 local function is_image_item(item, prices)
   if type(item) ~= "string" then
     return false
@@ -121,6 +121,21 @@ local function is_image_item(item, prices)
     end
   end
   return false
+end
+M.is_image_item = is_image_item
+
+--- The name of the image line item in Costs rows (the first in order when
+-- there are several), else "Image models": what an estimate of image usage
+-- is billed under.
+function M.image_line_item(rows, prices)
+  local first
+  for _, row in ipairs(rows) do
+    local item = row.line_item
+    if is_image_item(item, prices) and (first == nil or item < first) then
+      first = item
+    end
+  end
+  return first or "Image models"
 end
 
 --- The Costs query whose rows give a job's actual image costs, or nil

@@ -157,6 +157,25 @@ function Server:reset()
   return self:call("reset", {})
 end
 
+--- The Lua source of a price table (for cost.load) holding the stand-in's
+-- image prices (GET /__standin/prices) at one quality, "standard": an
+-- estimate from it is what the stand-in bills, to float rounding.
+function Server:image_price_table()
+  local prices = self:call "prices"
+  local models = {}
+  for model, sizes in pairs(prices.images.per_image) do
+    local cells = {}
+    for size, price in pairs(sizes) do
+      cells[#cells + 1] = ("[%q] = %.17g"):format(size, price)
+    end
+    table.sort(cells)
+    models[#models + 1] = ("    [%q] = { standard = { %s } },"):format(model, table.concat(cells, ", "))
+  end
+  table.sort(models)
+  return table.concat({ "return {", '  date = "stand-in",', ("  currency = %q,"):format(prices.currency),
+    '  default_quality = "standard",', "  images = {", table.concat(models, "\n"), "  },", "}", "" }, "\n")
+end
+
 --- Pending faults, active drips, settings and the request count.
 function Server:status()
   return self:call "status"
