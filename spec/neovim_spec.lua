@@ -415,6 +415,58 @@ describe("Neovim", function()
       ("the timer stalled for %.3f s (pages take %.1f s)"):format(result.max_gap, LATENCY))
   end)
 
+  it(":OpenAIUsage check shows every budget line, those at risk first, without blocking", function()
+    local budget = require "openai_usage.budget"
+    local prices_file = os.tmpname()
+    util.write(prices_file, srv:image_price_table())
+    -- a budget per project that two projects are over (the same walk as openai-usage check's)
+    local plain = budget.evaluate(client, assert(budget.check { { amount = 1e9, scope = "project_id" } }),
+      { at = NOW, prices = assert(require("openai_usage.cost").load(prices_file)) })
+    local spends = {}
+    for _, line in ipairs(plain.lines) do
+      spends[#spends + 1] = line.spend
+    end
+    table.sort(spends)
+    local amount = ("%.2f"):format((spends[2] + spends[3]) / 2)
+    local args = { "check", "--budget", amount, "--scope", "project_id", "--threshold", "10", "--at", tostring(NOW),
+      "--prices", prices_file }
+    local expected_result = budget.evaluate(client, assert(budget.check { { amount = tonumber(amount),
+      scope = "project_id", threshold = 10 } }), { at = NOW, prices = assert(require("openai_usage.cost").load(
+      prices_file)) })
+    local risky, under = {}, {}
+    for _, line in ipairs(expected_result.lines) do
+      local list = line.status == "over" and risky or under
+      list[#list + 1] = budget.describe(line)
+    end
+    assert.are.same({ 2, 2 }, { #risky, #under })
+    for _, line in ipairs(under) do
+      risky[#risky + 1] = line
+    end
+    srv:reset()
+    srv:settings { latency_ms = math.floor(LATENCY * 1000) }
+    local result, code = nvim { steps = run_args(args) }
+    os.remove(prices_file)
+    assert.are.equal(0, code)
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    local buf = result.buffers[1]
+    assert.are.equal("openai-usage://check", buf.name)
+    assert.are.equal("nofile", buf.buftype)
+    assert.are.same(risky, buf.lines)
+    assert.matches("^OVER: project_id proj_", buf.lines[1])
+    assert.truthy(table.concat(result.warnings, "\n"):find("check: 2 of 4 budget lines at risk", 1, true))
+    -- its walks (costs, then the images of the tail) ran on the timer
+    assert.are.equal(2, #srv:requests())
+    assert.is_true(result.seconds >= 2 * LATENCY)
+    assert.is_true(result.max_gap < LATENCY / 2,
+      ("the timer stalled for %.3f s (pages take %.1f s)"):format(result.max_gap, LATENCY))
+    -- a bad argument: check's message at once, nothing sent
+    srv:reset()
+    local bad = nvim { steps = run_args { "check", "--budget", "-1" } }
+    assert.truthy(table.concat(bad.errors, "\n"):find("--budget: -1 is not an amount", 1, true))
+    assert.are.same({}, srv:requests())
+  end)
+
   it("--cache DIR: a second run reads the settled pages from disk, sends nothing, shows the same report", function()
     local dir = os.tmpname()
     os.remove(dir)
@@ -524,16 +576,19 @@ describe("Neovim", function()
     local steps = {
       { at = 0, cmd = "lua OU_EXTRA = { endpoints = vim.fn.getcompletion('OpenAIUsage ', 'cmdline'), "
         .. "options = vim.fn.getcompletion('OpenAIUsage images --group', 'cmdline'), "
-        .. "filters = vim.fn.getcompletion('OpenAIUsage images --mo', 'cmdline') }" },
+        .. "filters = vim.fn.getcompletion('OpenAIUsage images --mo', 'cmdline'), "
+        .. "check = vim.fn.getcompletion('OpenAIUsage check --thr', 'cmdline') }" },
       { at = 0, cmd = "OpenAIUsage --version" },
       { at = 0, cmd = "OpenAIUsage images --help" },
     }
     local result = nvim { steps = steps }
     assert.are.equal("buffer", result.why)
     local endpoints = usage.rules()
+    endpoints[#endpoints + 1] = "check" -- :OpenAIUsage check, beside the endpoints
     table.sort(endpoints)
     assert.are.same(endpoints, result.extra.endpoints)
     assert.are.same({ "--group-by" }, result.extra.options)
+    assert.are.same({ "--threshold" }, result.extra.check)
     assert.are.same({ "--models" }, result.extra.filters)
     assert.matches(usage.version, result.messages[1], 1, true)
     assert.are.equal("openai-usage://help", result.buffers[1].name)

@@ -128,78 +128,21 @@ function M.api_key()
   end
 end
 
---- Runs a report: argv as for the command line (a list of strings), or a
--- string split like a shell would. options: mods (window modifiers),
--- on_done(buf | nil, err) called when it ends. Returns the handle of the
--- running report ({task, job, cancel = fn}), or nil and the error (already
--- shown); --help and --version return true.
-function M.run(argv, options)
-  options = options or {}
-  if type(argv) == "string" then
-    argv = M.split(argv)
-  end
-  local cli = require "openai_usage.cli"
-  local job, err = cli.parse(argv)
-  if not job then
-    return fail(err)
-  end
-  if job.help then
-    M.show("openai-usage://help", cli.help(job.endpoint), options)
-    return true
-  end
-  if job.version then
-    notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
-    return true
-  end
-  local key = M.api_key()
-  if not key then
-    return fail("no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key")
-  end
-  local client, cerr = usage.new {
-    api_key = key,
-    base_url = job.base_url or vim.g.openai_usage_base_url,
-    cache_dir = job.cache,
-    settle_after = job.settle_after,
-    max_pages = job.max_pages,
-  }
-  if not client then
-    return fail(cerr)
-  end
-
-  local jobs = require "openai_usage.job"
-  local figures, path = cli.figures(job.endpoint), usage.rules(job.endpoint).path
-  local fold -- the job's rows so far
-  -- the command line's job, as a task: its walks yield to the timer
-  local task, terr = async.task(client, function(c)
-    fold = jobs.fold(job)
-    for page in c:pages(job.endpoint, job.params) do
-      fold:page(page)
-    end
-    local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
-    return jobs.text(job, fold, meta, figures, path)
-  end)
-  if not task then
-    client:close()
-    return fail(terr)
-  end
-
+-- Steps task (an openai_usage.async task over client) on a timer until it
+-- ends, then releases both: hooks.progress(seconds) after a step that
+-- landed a page, hooks.complete(result, seconds) once it succeeded (returns
+-- the buffer shown, or nil and an error), options.on_done(buf | nil, err)
+-- at the end. Returns the handle ({task, cancel = fn}); what names the
+-- work in messages.
+local function drive(client, task, what, options, hooks)
   local started = uv.hrtime()
   local timer = uv.new_timer()
-  local handle = { task = task, job = job }
+  local handle = { task = task }
   running[handle] = true
   local shown_pages = -1
 
   local function seconds()
     return (uv.hrtime() - started) / 1e9
-  end
-
-  local function progress()
-    if task.pages ~= shown_pages then
-      shown_pages = task.pages
-      vim.api.nvim_echo({ { ("openai-usage: %s · pages %d · buckets %d · rows %d · %.1f s")
-        :format(job.endpoint, task.pages, fold and fold.buckets or 0, fold and fold.rows or 0, seconds()) } },
-        false, {})
-    end
   end
 
   -- Stops the timer and closes the client (a cancelled transfer has been
@@ -222,38 +165,26 @@ function M.run(argv, options)
     end
   end
 
-  local function complete(text)
-    if job.out then
-      local written, write_err = cli.write_atomically(job.out, text)
-      if not written then
-        fail("--out: " .. tostring(write_err))
-        return finish(nil, write_err)
-      end
-      notify(("%s: %d rows written to %s in %.1f s"):format(job.endpoint, fold.rows, job.out, seconds()))
-      return finish(nil)
-    end
-    local buf = M.show("openai-usage://" .. job.endpoint, text,
-      { mods = options.mods, filetype = FILETYPES[job.format] })
-    local from_cache = task.cached > 0 and (" (%d from the cache)"):format(task.cached) or ""
-    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, task.pages, from_cache, fold.rows, seconds()))
-    finish(buf)
-  end
-
   local function step()
     if not running[handle] then
       return
     end
     task:step()
-    progress()
+    if task.pages ~= shown_pages then
+      shown_pages = task.pages
+      hooks.progress(seconds())
+    end
     if task.done then
       if task.err ~= nil then
         fail(task.err)
         finish(nil, task.err)
       else
-        local ok, show_err = pcall(complete, task.result)
+        local ok, buf, show_err = pcall(hooks.complete, task.result, seconds())
         if not ok then -- a bug, not a failed request: say so once and stop
-          fail(show_err)
-          finish(nil, show_err)
+          fail(buf)
+          finish(nil, buf)
+        else
+          finish(buf, show_err)
         end
       end
     end
@@ -261,7 +192,7 @@ function M.run(argv, options)
 
   function handle.cancel()
     if running[handle] then
-      notify(("%s: cancelled after %d pages"):format(job.endpoint, task.pages), levels.WARN)
+      notify(("%s: cancelled after %d pages"):format(what, task.pages), levels.WARN)
       finish(nil, usage.error { kind = "cancelled", message = "cancelled" })
     end
   end
@@ -272,6 +203,161 @@ function M.run(argv, options)
   if running[handle] then
     timer:start(M.interval, M.interval, vim.schedule_wrap(step))
   end
+  return handle
+end
+
+-- The client of a command's run (the key from M.api_key), or nil after
+-- saying why.
+local function open_client(base_url, fields)
+  local key = M.api_key()
+  if not key then
+    return fail("no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key")
+  end
+  local options = { api_key = key, base_url = base_url or vim.g.openai_usage_base_url }
+  for k, v in pairs(fields or {}) do
+    options[k] = v
+  end
+  local client, cerr = usage.new(options)
+  if not client then
+    return fail(cerr)
+  end
+  return client
+end
+
+-- :OpenAIUsage check ARGS: every budget line (openai_usage.budget), those at
+-- risk first, in the scratch buffer openai-usage://check.
+local function run_check(argv, options)
+  local check = require "openai_usage.cmd.check"
+  local budget = require "openai_usage.budget"
+  local plan, err = check.parse(argv)
+  if not plan then
+    return fail(err)
+  end
+  if plan.help then
+    local args = require "openai_usage.cmd.args"
+    M.show("openai-usage://help", args.help("openai-usage check [options]", check.ABOUT,
+      { check.OPTIONS, args.CLIENT }, check.TRAILER), options)
+    return true
+  end
+  local client, cerr = open_client(plan.base_url, { timeout = plan.timeout })
+  if not client then
+    return nil, cerr
+  end
+  local task, terr = async.task(client, function(c)
+    return budget.evaluate(c, plan.budgets, plan)
+  end)
+  if not task then
+    client:close()
+    return fail(terr)
+  end
+  local function progress(seconds)
+    vim.api.nvim_echo({ { ("openai-usage: check · pages %d · %.1f s"):format(task.pages, seconds) } }, false, {})
+  end
+  local function complete(result, seconds)
+    local buf = M.show("openai-usage://check", M.check_text(result), { mods = options.mods })
+    notify(("check: %d of %d budget lines at risk (%d pages in %.1f s)"):format(result.at_risk, #result.lines,
+      task.pages, seconds), result.at_risk > 0 and levels.WARN or levels.INFO)
+    return buf
+  end
+  return drive(client, task, "check", options, { progress = progress, complete = complete })
+end
+
+--- The text :OpenAIUsage check shows: the lines at risk, then those under
+-- budget (every line, as openai-usage check --all prints them).
+function M.check_text(result)
+  local budget = require "openai_usage.budget"
+  local risky, under = {}, {}
+  for _, line in ipairs(result.lines) do
+    local list = budget.AT_RISK[line.status] and risky or under
+    list[#list + 1] = line
+  end
+  local lines = {}
+  for _, list in ipairs { risky, under } do
+    for _, line in ipairs(list) do
+      lines[#lines + 1] = budget.describe(line)
+    end
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+--- Runs a report: argv as for the command line (a list of strings), or a
+-- string split like a shell would. options: mods (window modifiers),
+-- on_done(buf | nil, err) called when it ends. Returns the handle of the
+-- running report ({task, job, cancel = fn}), or nil and the error (already
+-- shown); --help and --version return true.
+function M.run(argv, options)
+  options = options or {}
+  if type(argv) == "string" then
+    argv = M.split(argv)
+  end
+  if argv[1] == "check" then
+    local rest = {}
+    for i = 2, #argv do
+      rest[#rest + 1] = argv[i]
+    end
+    return run_check(rest, options)
+  end
+  local cli = require "openai_usage.cli"
+  local job, err = cli.parse(argv)
+  if not job then
+    return fail(err)
+  end
+  if job.help then
+    M.show("openai-usage://help", cli.help(job.endpoint), options)
+    return true
+  end
+  if job.version then
+    notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
+    return true
+  end
+  local client, cerr = open_client(job.base_url,
+    { cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages })
+  if not client then
+    return nil, cerr
+  end
+
+  local jobs = require "openai_usage.job"
+  local figures, path = cli.figures(job.endpoint), usage.rules(job.endpoint).path
+  local fold -- the job's rows so far
+  -- the command line's job, as a task: its walks yield to the timer
+  local task, terr = async.task(client, function(c)
+    fold = jobs.fold(job)
+    for page in c:pages(job.endpoint, job.params) do
+      fold:page(page)
+    end
+    local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
+    return jobs.text(job, fold, meta, figures, path)
+  end)
+  if not task then
+    client:close()
+    return fail(terr)
+  end
+
+  local function progress(seconds)
+    vim.api.nvim_echo({ { ("openai-usage: %s · pages %d · buckets %d · rows %d · %.1f s")
+      :format(job.endpoint, task.pages, fold and fold.buckets or 0, fold and fold.rows or 0, seconds) } },
+      false, {})
+  end
+
+  local function complete(text, seconds)
+    if job.out then
+      local written, write_err = cli.write_atomically(job.out, text)
+      if not written then
+        fail("--out: " .. tostring(write_err))
+        return nil, write_err
+      end
+      notify(("%s: %d rows written to %s in %.1f s"):format(job.endpoint, fold.rows, job.out, seconds))
+      return nil
+    end
+    local buf = M.show("openai-usage://" .. job.endpoint, text,
+      { mods = options.mods, filetype = FILETYPES[job.format] })
+    local from_cache = task.cached > 0 and (" (%d from the cache)"):format(task.cached) or ""
+    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, task.pages, from_cache, fold.rows, seconds))
+    return buf
+  end
+
+  local handle = drive(client, task, job.endpoint, options, { progress = progress, complete = complete })
+  handle.job = job
   return handle
 end
 
@@ -296,13 +382,22 @@ function M.command(cmd)
   return M.run(M.split(cmd.args), { mods = cmd.mods })
 end
 
---- Completes the command line: endpoints first, then the CLI's options.
+--- Completes the command line: endpoints (and check) first, then the CLI's
+-- options (check's after check).
 function M.complete(arglead, line)
   local words = M.split(line)
   local typed = #words - ((arglead ~= "" and 1) or 0) -- words before the one being typed
   local candidates = {}
   if typed <= 1 then
     candidates = usage.rules()
+    candidates[#candidates + 1] = "check"
+  elseif words[2] == "check" then
+    local args = require "openai_usage.cmd.args"
+    for _, list in ipairs { require("openai_usage.cmd.check").OPTIONS, args.CLIENT } do
+      for _, o in ipairs(list) do
+        candidates[#candidates + 1] = o.names[#o.names]
+      end
+    end
   else
     -- the CLI's option list, with the filters of the endpoint named
     for _, o in ipairs(require("openai_usage.cli").options(words[2])) do
