@@ -280,6 +280,43 @@ describe("openai-usage check", function()
     assert.are.same({}, srv:requests())
   end)
 
+  it("examples/budgets.lua (the README's) checks against the stand-in", function()
+    local json, code = run_json { "--budgets", "examples/budgets.lua", "--at", tostring(NOW - 3600), "--prices",
+      prices_file }
+    assert.are.equal(4, code) -- the stand-in's organization spends more than $500 a month
+    assert.are.same({ "organization", "over" }, { json.lines[1].scope, json.lines[1].status })
+    assert.are.same({ "team atlas", "proj_atlas", "+02:00" }, { json.lines[2].name, json.lines[2].id,
+      json.lines[2].offset })
+    assert.are.equal("api_key_id", json.lines[#json.lines].scope)
+  end)
+
+  it("budget.spend on hand-made rows: settled billed, the tail's estimate and billed-so-far, unknowns", function()
+    local prices = { date = "test", images = { ["dall-e-2"] = { standard = { ["256x256"] = 0.25 } } } }
+    local T = 1000 * DAY
+    local rows = { tail = T, costs = {
+      { start_time = T - DAY, line_item = "Image models", project_id = "p", amount = { value = 3.0 } },
+      { start_time = T - DAY, line_item = "gpt-4o, input", project_id = "p", amount = { value = 1.5 } },
+      { start_time = T, line_item = "Image models", project_id = "p", amount = { value = 99.0 } }, -- estimated instead
+      { start_time = T, line_item = "gpt-4o, input", project_id = "p", amount = { value = 0.5 } },
+      { start_time = T, line_item = "gpt-4o, output", project_id = "p", amount = {} },
+    }, images = {
+      { project_id = "p", model = "dall-e-2", size = "256x256", images = 8 },
+      { project_id = "p", model = "dall-e-2", size = "512x512", images = 3 },
+    } }
+    local spend = budget.spend({ scope = "project_id" }, rows, prices, "standard").p
+    assert.are.same({ 4.5, 0.5, 2.0, 3, 1 }, { spend.billed, spend.unsettled, spend.estimate, spend.unpriced_images,
+      spend.no_amount })
+    assert.are.same({ ["dall-e-2 512x512"] = true }, spend.unpriced)
+    local line = { spend = 7.0, amount = 100, threshold = 1, forecast = 20, unpriced_images = 0, no_amount = 1 }
+    assert.are.equal("unknown", budget.status(line)) -- a row without an amount: only a lower bound
+    line.no_amount = 0
+    assert.are.equal("under", budget.status(line))
+    rows.costs[1].amount.currency = "eur"
+    local ok, err = pcall(budget.spend, { scope = "organization" }, rows, prices, "standard")
+    assert.is_false(ok)
+    assert.are.equal("budgets are in US dollars, but the Costs endpoint billed in eur", err.message)
+  end)
+
   it("bad arguments are refused with exit 2 before any request", function()
     for _, case in ipairs {
       { { "--budget", "-5" }, "--budget: -5 is not an amount of US dollars above 0" },

@@ -15,6 +15,7 @@ describe("README examples", function()
     { "examples/plain/report.lua", "lua" },
     { "examples/openresty/nginx.conf", "nginx" },
     { "examples/neovim/init.lua", "lua" },
+    { "examples/budgets.lua", "lua" },
   } do
     it(case[1] .. " is shown verbatim in a code block", function()
       local block = "```" .. case[2] .. "\n" .. read(case[1]) .. "```"

@@ -281,8 +281,8 @@ function M.spend(budget, rows, prices, quality)
       local e = entry(lines, value == nil and "" or value)
       local amount = type(row.amount) == "table" and row.amount or {}
       if amount.currency ~= nil and amount.currency ~= "usd" then
-        errors.invalid(("budgets are in US dollars, but the Costs endpoint billed in %s"):format(
-          tostring(amount.currency)))
+        error(errors.new { kind = "api", message = ("budgets are in US dollars, but the Costs endpoint billed in %s")
+          :format(tostring(amount.currency)) })
       end
       local in_tail = row.start_time >= rows.tail
       if type(amount.value) ~= "number" then
