@@ -105,7 +105,9 @@ describe("openai-usage check", function()
     assert.are.equal("", err)
     assert.are.equal(4, code)
     local _, lines = out:gsub("[^\n]+\n", "")
-    assert.are.equal(1, lines)
+    assert.are.equal(2, lines) -- the line, and what its estimate assumed
+    assert.truthy(out:find("\nestimate: images usage x prices of stand-in from " .. prices_file
+      .. " at standard quality", 1, true), out)
     local expected = ("OVER: organization, month 2024-11 (UTC): spent %s of %s"):format(budget.usd(spent),
       budget.usd(amount))
     assert.are.equal(expected, out:sub(1, #expected))

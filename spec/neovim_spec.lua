@@ -442,6 +442,7 @@ describe("Neovim", function()
     for _, line in ipairs(under) do
       risky[#risky + 1] = line
     end
+    risky[#risky + 1] = budget.estimate_note(expected_result)
     srv:reset()
     srv:settings { latency_ms = math.floor(LATENCY * 1000) }
     local result, code = nvim { steps = run_args(args) }

@@ -418,6 +418,14 @@ function M.usd(v)
 end
 local dollars = M.usd
 
+--- What the estimates of M.evaluate's result assumed: the price table
+-- (its date and file) and the image quality.
+function M.estimate_note(result)
+  local prices = result.prices
+  return ("estimate: images usage x prices of %s from %s at %s quality (the Usage API does not report quality)")
+    :format(prices.date, prices.file or "the bundled table", result.quality)
+end
+
 --- One line of text for a budget line: status, scope, period, spend of the
 -- amount, forecast, and what of the spend is an estimate or unpriced.
 function M.describe(line)

@@ -271,11 +271,15 @@ function M.check_text(result)
     local list = budget.AT_RISK[line.status] and risky or under
     list[#list + 1] = line
   end
-  local lines = {}
+  local lines, estimated = {}, false
   for _, list in ipairs { risky, under } do
     for _, line in ipairs(list) do
       lines[#lines + 1] = budget.describe(line)
+      estimated = estimated or line.tail ~= nil
     end
+  end
+  if estimated then
+    lines[#lines + 1] = budget.estimate_note(result)
   end
   return table.concat(lines, "\n") .. "\n"
 end

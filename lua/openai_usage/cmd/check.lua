@@ -102,7 +102,7 @@ function M.parse(argv, now)
       period = f.period, offset = f.offset, threshold = threshold } }
     if not checked then
       cerr.message = cerr.message:gsub("^budgets%[1%]%.(%w+)", function(field)
-        return "--" .. (field == "amount" and "budget" or field)
+        return "--" .. (({ amount = "budget", id = "scope" })[field] or field)
       end)
       return nil, cerr
     end
@@ -136,14 +136,18 @@ M.TRAILER = {
 
 --- The text of a check: the lines at risk (every line with all), one each.
 function M.text(result, all)
-  local out = {}
+  local out, estimated = {}, false
   for _, line in ipairs(result.lines) do
     if all or budget.AT_RISK[line.status] then
       out[#out + 1] = budget.describe(line)
+      estimated = estimated or line.tail ~= nil
     end
   end
   if #out == 0 then
     return ""
+  end
+  if estimated then
+    out[#out + 1] = budget.estimate_note(result)
   end
   return table.concat(out, "\n") .. "\n"
 end
