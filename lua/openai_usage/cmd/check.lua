@@ -129,7 +129,7 @@ M.ABOUT = {
 M.TRAILER = {
   "",
   "exit codes: 0 every scope is under (nothing printed), 4 a line is at risk,",
-  "  1 a request failed, 2 bad arguments, 3 the output could not be written",
+  "  1 a request failed, 2 bad arguments, 3 the output could not be written, 130 interrupted",
   "",
   "example: openai-usage check --budget 500 --scope project_id --period month --threshold 0.8",
 }

@@ -35,7 +35,7 @@ M.ABOUT = {
 M.TRAILER = {
   "",
   "exit codes: 0 the table agrees, 4 it looks stale, 1 a request failed, 2 bad arguments,",
-  "  3 the output could not be written",
+  "  3 the output could not be written, 130 interrupted",
 }
 
 --- The plan of a reconcile from its arguments, or nil, err (kind "usage").
