@@ -456,9 +456,9 @@ describe("report output", function()
     local expected = "ok" .. R .. " " .. R:rep(3) .. " " .. R:rep(2) .. " " .. R:rep(4) .. " \195\169"
     local r = { { name = bad, n = 1 }, { name = "plain \195\169", n = 22 } }
     r.columns = { "name", "n" }
-    local rows = cjson.decode(format.render(r, "json", {}))
-    assert.are.equal(expected, rows[1].name)
-    assert.are.equal("plain \195\169", rows[2].name)
+    local decoded = cjson.decode(format.render(r, "json", {}))
+    assert.are.equal(expected, decoded[1].name)
+    assert.are.equal("plain \195\169", decoded[2].name)
     local first = format.render(r, "jsonl", {}):match "^([^\n]*)\n"
     assert.are.equal(expected, cjson.decode(first).name)
     local csv = format.render(r, "csv", {})
