@@ -13,7 +13,8 @@ local DAY = analysis.DAY
 local DIMENSIONS = { "project_id", "model", "line_item", "api_key_id" }
 
 local OWN = {
-  { name = "--period", arg = "P", key = "period", help = "day, week (Monday to Monday) or month (default week), UTC" },
+  { name = "--period", arg = "P", key = "period",
+    help = "day, week (Monday to Monday) or month (default week), UTC" },
   { name = "--by", arg = "F,F", key = "by",
     help = "dimensions, each compared alone (default: project_id, model or\nline_item, api_key_id, as the endpoint has)" },
   { name = "--top", arg = "N", key = "top", help = "rows per dimension (default 10)" },
