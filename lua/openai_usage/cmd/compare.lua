@@ -16,7 +16,7 @@ local OWN = {
   { name = "--period", arg = "P", key = "period",
     help = "day, week (Monday to Monday) or month (default week), UTC" },
   { name = "--by", arg = "F,F", key = "by",
-    help = "dimensions, each compared alone (default: project_id, model or\nline_item, api_key_id, as the endpoint has)" },
+    help = "dimensions, each alone (default: project_id, model, line_item, api_key_id: those it has)" },
   { name = "--top", arg = "N", key = "top", help = "rows per dimension (default 10)" },
   { name = "--relative", key = "relative", help = "biggest relative changes first (default: absolute)" },
 }
