@@ -184,8 +184,8 @@ describe("--forecast against the stand-in", function()
 
     local csv = assert((commands.run(srv, { "images", "--group-by", "model", "--forecast", "--format", "csv" },
       NOW)))
-    assert.matches("^kind,start_time,end_time,model,images,num_model_requests,images_to_date,images_low,images_high\r\n",
-      csv)
+    assert.matches("^kind,start_time,end_time,model,images,num_model_requests,images_to_date,images_low,"
+      .. "images_high\r\n", csv)
     assert.matches("\r\nforecast_total,2024%-11%-01T00:00:00Z,2024%-12%-01T00:00:00Z,,", csv)
 
     local table_text = assert((commands.run(srv, { "images", "--group-by", "model", "--forecast" }, NOW)))
