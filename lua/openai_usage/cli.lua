@@ -222,6 +222,16 @@ local TRAILER = {
   "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html",
 }
 
+-- The commands beside the endpoint reports, sorted.
+local function command_names()
+  local names = {}
+  for name in pairs(M.COMMANDS) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  return names
+end
+
 --- The --help text; with an endpoint, its own filters and group_by fields.
 function M.help(endpoint)
   local lines = {
@@ -231,6 +241,8 @@ function M.help(endpoint)
     "comes from OPENAI_ADMIN_KEY.",
     "",
     "endpoints: " .. table.concat(endpoints(), ", "),
+    "",
+    "commands: " .. table.concat(command_names(), ", ") .. " (openai-usage COMMAND --help)",
     "",
     "options:",
     wrap_rows(option_rows(M.options())),

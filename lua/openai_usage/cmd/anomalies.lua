@@ -1,6 +1,6 @@
 --- openai-usage anomalies: the days on which a key or a project used far
 -- more than its trailing 28 days would have it (analysis.anomalies: median
--- and MAD, the weekly pattern taken out), listed with the day, the scope,
+-- and MAD against the same weekdays), listed with the day, the scope,
 -- the figure, what was expected and the score.
 local analysis = require "openai_usage.analysis"
 local daily = require "openai_usage.daily"
@@ -26,7 +26,7 @@ local OWN = {
 
 local USAGE = "openai-usage anomalies [ENDPOINT] [--threshold 3.5] [--scope api_key_id|project_id] [--since 60d]"
 local WHAT = "Scores each complete UTC day of each key and project against its trailing 28 days (median and\n"
-  .. "MAD, the weekly pattern taken out) and lists the days above the threshold."
+  .. "MAD, each day against the same weekdays) and lists the days above the threshold."
 
 -- The job's options checked: threshold, scopes, the days scored.
 local function check(job, now)
