@@ -162,6 +162,7 @@ describe("openai-usage compare against the stand-in", function()
       { { "compare", "--by", "model" }, "%-%-by: costs does not group by \"model\"" },
       { { "compare", "--top", "0" }, "%-%-top: \"0\" is not a whole number >= 1" },
       { { "compare", "--wat" }, "unknown option \"%-%-wat\"" },
+      { { "compare", "vector_stores" }, "usage_bytes is a level" },
     } do
       local _, err, code = commands.run(srv, case[1], NOW)
       assert.equal(2, code, err)

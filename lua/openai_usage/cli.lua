@@ -546,6 +546,11 @@ function M.check_analysis(job)
     if job.bucket ~= "1d" then
       return fail(('--forecast: projects whole days; use --bucket 1d (not %s)'):format(job.bucket))
     end
+    local figure = job.fields and job.fields[1] or M.figures(job.endpoint)[1]
+    if require("openai_usage.report").LEVEL[figure] then
+      return fail(("--forecast: %s is a level (what is held each day), not a flow; no period adds it up"):format(
+        figure))
+    end
   end
   if job.movers and job.format ~= "html" then
     return fail "--movers: a table of the HTML report (--format html); for the others, openai-usage compare"

@@ -25,6 +25,10 @@ local USAGE = "openai-usage compare [ENDPOINT] [--period day|week|month] [--by F
 local WHAT = "Compares the last complete period (UTC) with the one before it, per dimension, biggest change first."
 
 local function check(job, now)
+  if require("openai_usage.report").LEVEL[job.figure] then
+    return daily.fail(("%s is a level (what is held each day), not a flow; no period adds it up"):format(
+      job.figure))
+  end
   job.period = job.period or "week"
   if not daily.has(analysis.PERIODS, job.period) then
     return daily.fail(('--period: "%s" is not one of %s'):format(job.period, table.concat(analysis.PERIODS, ", ")))
