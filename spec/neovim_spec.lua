@@ -524,7 +524,7 @@ describe("Neovim", function()
     local steps = {
       { at = 0, cmd = "lua OU_EXTRA = { endpoints = vim.fn.getcompletion('OpenAIUsage ', 'cmdline'), "
         .. "options = vim.fn.getcompletion('OpenAIUsage images --group', 'cmdline'), "
-        .. "filters = vim.fn.getcompletion('OpenAIUsage images --mo', 'cmdline') }" },
+        .. "filters = vim.fn.getcompletion('OpenAIUsage images --mod', 'cmdline') }" },
       { at = 0, cmd = "OpenAIUsage --version" },
       { at = 0, cmd = "OpenAIUsage images --help" },
     }
