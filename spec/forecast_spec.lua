@@ -7,6 +7,7 @@ local analysis = require "openai_usage.analysis"
 local time = require "openai_usage.time"
 local standin = require "spec.support.standin"
 local commands = require "spec.support.commands"
+local browser = require "spec.support.browser"
 local util = require "spec.support.util"
 local cjson = require "cjson"
 
@@ -227,8 +228,8 @@ describe("--forecast against the stand-in", function()
     assert.matches('<polyline class="projected"[^>]* stroke%-dasharray="6 4"', page)
     assert.matches('<path class="band"', page)
     -- the dashed line (#D55E00) and its band (#D55E00 at 22 % on white: #F6DCC7)
-    local shot = commands.pixels(commands.screenshot(with, 1000, 1400), { "#D55E00", "#F6DCC7" }, nil, 6)
-    local plain = commands.pixels(commands.screenshot(without, 1000, 1400), { "#D55E00", "#F6DCC7" }, nil, 6)
+    local shot = browser.pixels(browser.screenshot(with, 1000, 1400, dir), { "#D55E00", "#F6DCC7" }, nil, 6)
+    local plain = browser.pixels(browser.screenshot(without, 1000, 1400, dir), { "#D55E00", "#F6DCC7" }, nil, 6)
     assert.is_true(shot.counts.D55E00 > 300, "dashed line pixels: " .. shot.counts.D55E00)
     assert.is_true(shot.counts.F6DCC7 > 300, "band pixels: " .. shot.counts.F6DCC7)
     assert.equal(0, plain.counts.D55E00)
@@ -238,7 +239,7 @@ describe("--forecast against the stand-in", function()
       NOW)))
     local movers = cjson.decode(out)
     assert.equal(3, #movers)
-    local dom = commands.dom(with)
+    local dom = browser.dom(with, dir)
     assert.matches("Movers: images, the week of 2024%-11%-11 against the week before", dom)
     local text = require "openai_usage.text"
     for _, m in ipairs(movers) do
