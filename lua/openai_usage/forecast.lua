@@ -26,6 +26,13 @@ function M.figure(job, figures)
   return job.fields and job.fields[1] or figures[1]
 end
 
+-- A figure as the report shows it on every Lua: an integral float as an
+-- integer (5.4 would show 58.0 with decimals where LuaJIT, without
+-- integers, shows 58).
+local function figure_of(v)
+  return math.tointeger and math.tointeger(v) or v
+end
+
 local function group_fields(row, by, fields)
   for _, f in ipairs(by) do
     row[f] = fields[f]
@@ -38,15 +45,16 @@ local function rows_of(out, job, figure, fc, fields, kind, period)
   if job.by_time then
     for _, d in ipairs(fc.days) do
       out[#out + 1] = group_fields({
-        start_time = d.start_time, end_time = d.end_time, kind = kind, [figure] = d.expected,
-        [figure .. "_low"] = d.low, [figure .. "_high"] = d.high,
+        start_time = d.start_time, end_time = d.end_time, kind = kind, [figure] = figure_of(d.expected),
+        [figure .. "_low"] = figure_of(d.low), [figure .. "_high"] = figure_of(d.high),
       }, job.group_by, fields)
     end
     return
   end
   out[#out + 1] = group_fields({
-    start_time = period[1], end_time = period[2], kind = kind, [figure] = fc.projected,
-    [figure .. "_low"] = fc.low, [figure .. "_high"] = fc.high, [figure .. "_to_date"] = fc.to_date,
+    start_time = period[1], end_time = period[2], kind = kind, [figure] = figure_of(fc.projected),
+    [figure .. "_low"] = figure_of(fc.low), [figure .. "_high"] = figure_of(fc.high),
+    [figure .. "_to_date"] = figure_of(fc.to_date),
   }, job.group_by, fields)
 end
 
