@@ -195,6 +195,32 @@ describe("--forecast against the stand-in", function()
       table_text)
   end)
 
+  it("projects the costs endpoint's amount, so far from the amounts billed", function()
+    local out, err, code = commands.run(srv, { "costs", "--group-by", "project_id", "--forecast", "--format",
+      "json" }, NOW)
+    assert.equal(0, code, err)
+    local usage = require "openai_usage"
+    local c = assert(usage.new(srv:client_options()))
+    local billed, per_project = 0, {}
+    for row in c:results("costs", { start_time = time.days_from_civil(2024, 11, 1) * DAY, end_time = NOW,
+      group_by = { "project_id" }, limit = 31 }) do
+      billed = billed + row.amount.value
+      per_project[row.project_id] = (per_project[row.project_id] or 0) + row.amount.value
+    end
+    c:close()
+    local projects = 0
+    for _, row in ipairs(cjson.decode(out)) do
+      if row.kind == "forecast_total" then
+        util.near(billed, row.amount_to_date, "the month so far")
+        assert.is_true(row.amount > billed and row.amount_low >= billed and row.amount_high > row.amount)
+      elseif row.kind == "forecast" then
+        projects = projects + 1
+        util.near(per_project[row.project_id], row.amount_to_date, row.project_id)
+      end
+    end
+    assert.equal(4, projects)
+  end)
+
   it("refuses --forecast with buckets that are not days, before any request", function()
     local before = #srv:requests()
     local _, err, code = commands.run(srv, { "images", "--forecast", "--bucket", "1h" }, NOW)

@@ -18,7 +18,7 @@ local OWN = {
   { name = "--scope", arg = "FIELD", key = "scope",
     help = "api_key_id or project_id (default: both, keys first)" },
   { name = "--since", arg = "TIME", key = "since", help = "the first day scored (default 60d)" },
-  { name = "--until", arg = "TIME", key = "until", help = "the end of the days scored (default: today, UTC)" },
+  { name = "--until", arg = "TIME", key = "until", help = "score the whole days before it (default: today, UTC)" },
   { name = "--min-change", arg = "PCT", key = "min_change",
     help = "and only when the day is at least PCT % off what was expected (default 25)" },
   { name = "--both", key = "both", help = "flag drops too (default: rises only)" },
@@ -63,7 +63,7 @@ local function check(job, now)
     if not stop then
       return nil, err
     end
-    stop = analysis.day_of(stop + DAY - 1) -- a day that has begun by then is scored only once whole
+    stop = analysis.day_of(stop) -- the whole days before it
   end
   job.first, job.stop = analysis.day_of(since), math.min(stop, analysis.day_of(now))
   if job.stop <= job.first then
