@@ -81,12 +81,33 @@ describe("openai-usage check", function()
     srv:reset()
   end)
 
+  -- The weekly-pattern forecast (openai_usage.analysis) of the organization's
+  -- daily costs to a UTC period's end, never under what is spent.
+  local function weekly(start, stop, at, spent)
+    local analysis = require "openai_usage.analysis"
+    local today = analysis.day_of(at)
+    local from = math.min(today - 28 * DAY, start)
+    local pages = {}
+    for page in client:pages("costs", { start_time = from, end_time = today, bucket_width = "1d", limit = 180 }) do
+      pages[#pages + 1] = page
+    end
+    local i = 0
+    local daily = analysis.daily(function()
+      i = i + 1
+      return pages[i]
+    end, {}, "amount", from, today)
+    local series = daily.scopes[1]
+    series.start = daily.start
+    local fc = assert(analysis.forecast(series, { today = at, period_start = start, period_end = stop }))
+    return math.max(fc.projected, spent), fc
+  end
+
   -- November up to NOW, with a price table that prices every image as the
   -- stand-in bills it: the spend is what Costs billed, to float rounding.
   local function november()
     local spent = billed(NOV, NOW)
     assert.is_true(spent > 0)
-    return spent, spent * 30 / 23 -- 23 of November's 30 days have passed
+    return spent, weekly(NOV, NOV + 30 * DAY, NOW, spent)
   end
 
   it("every scope under budget: exit 0 and nothing printed", function()
@@ -128,6 +149,8 @@ describe("openai-usage check", function()
     assert.are.equal(4, code2)
     assert.are.equal("forecast_over", json.lines[1].status)
     util.near(forecast, json.lines[1].forecast, "forecast")
+    assert.are.equal("weekly", json.lines[1].forecast_model)
+    assert.is_true(json.lines[1].forecast_low <= forecast and forecast <= json.lines[1].forecast_high)
     local out3, _, code3 = run { "--budget", amount, "--at", tostring(NOW), "--prices", prices_file }
     assert.are.equal(0, code3)
     assert.are.equal("", out3)
@@ -141,7 +164,9 @@ describe("openai-usage check", function()
     assert.are.same({ "2024-11", "+02:00", "2024-10-31T22:00:00Z", "2024-11-30T22:00:00Z" },
       { line.label, line.offset, line.start, line.stop })
     util.near(billed(NOV - 2 * 3600, at), line.spend, "the one hour of November at +02:00")
+    -- a period in another offset than UTC is forecast by the run-rate: the API's days are UTC's
     util.near(line.spend * 30 * 24, line.forecast, "an hour's run-rate over a 30-day month")
+    assert.are.equal("run-rate", line.forecast_model)
     local utc = run_json { "--budget", "1e6", "--at", tostring(at), "--prices", prices_file }.lines[1]
     assert.are.same({ "2024-10", "UTC", "2024-10-01T00:00:00Z", "2024-11-01T00:00:00Z" },
       { utc.label, utc.offset, utc.start, utc.stop })
@@ -358,20 +383,30 @@ describe("openai-usage check", function()
     local prices = assert(cost.load(prices_file))
     local result = budget.evaluate(client, budgets, { at = NOW, prices = prices })
     assert.are.equal(5, #result.lines)
-    -- one Costs walk and one images walk serve both budgets of the month
+    -- one Costs walk and one images walk serve both budgets of the month, and one of the weeks before
     local paths = {}
     for _, r in ipairs(srv:requests()) do
       paths[#paths + 1] = r.path
     end
-    assert.are.same({ "/v1/organization/costs", "/v1/organization/usage/images" }, paths)
-    util.near(billed(NOV, NOW), result.lines[5].spend, "organization")
-    -- a day that starts at the time checked: nothing spent, no forecast yet (null, not 0), nothing sent
+    assert.are.same({ "/v1/organization/costs", "/v1/organization/usage/images", "/v1/organization/costs" }, paths)
+    local spent = billed(NOV, NOW)
+    util.near(spent, result.lines[5].spend, "organization")
+    util.near(weekly(NOV, NOV + 30 * DAY, NOW, spent), result.lines[5].forecast, "forecast")
+    -- a day (at +02:00) that starts at the time checked: nothing spent, no run-rate yet (null, not 0),
+    -- nothing sent
     srv:reset()
-    local today = budget.evaluate(client, assert(budget.check { { amount = 1, period = "day" } }), { at = NOW })
-    assert.are.same({ 0, "under" }, { today.lines[1].spend, today.lines[1].status })
+    local at = NOW - 7200
+    local today = budget.evaluate(client, assert(budget.check { { amount = 1, period = "day", offset = "+02:00" } }),
+      { at = at })
+    assert.are.same({ 0, "under", "run-rate" }, { today.lines[1].spend, today.lines[1].status,
+      today.lines[1].forecast_model })
     assert.is_nil(today.lines[1].forecast)
     assert.are.same({}, srv:requests())
-    local json = run_json { "--budget", "1", "--period", "day", "--at", tostring(NOW) }
+    local json = run_json { "--budget", "1", "--period", "day", "--offset", "+02:00", "--at", tostring(at) }
     assert.are.equal(cjson.null, json.lines[1].forecast)
+    -- the same in UTC: the weekly pattern forecasts the day ahead from the weeks before
+    local utc = run_json { "--budget", "1", "--period", "day", "--at", tostring(NOW) }.lines[1]
+    assert.are.equal("weekly", utc.forecast_model)
+    util.near(weekly(NOW, NOW + DAY, NOW, 0), utc.forecast, "a day ahead")
   end)
 end)

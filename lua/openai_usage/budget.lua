@@ -4,7 +4,8 @@
 -- period is what the Costs endpoint billed; its unsettled tail (the last
 -- days, which the API still revises) is estimated from the images usage and
 -- a price table (openai_usage.cost), and marked so; the period's end is
--- forecast by the run-rate so far. openai-usage check and :OpenAIUsage check
+-- forecast with the weekly pattern (openai_usage.analysis; the run-rate in
+-- another offset than UTC). openai-usage check and :OpenAIUsage check
 -- run this; budget.evaluate goes through a client, so a client reading a
 -- history store serves it too.
 local time = require "openai_usage.time"
@@ -314,6 +315,56 @@ function M.spend(budget, rows, prices, quality)
   return lines
 end
 
+--- The forecast of a line from the daily history of its scope (s5's
+-- analysis.forecast: each weekday at its mean over the last whole weeks,
+-- with a 95 % interval), for a period in UTC (the API's days; a period in
+-- another offset takes the run-rate): history is M.history's, value the
+-- scope's value ("*" for the organization). Returns { projected (never
+-- under spent), low, high } or nil, why (no, short or unknown history).
+function M.weekly_forecast(history, scope, value, start, stop, at, spent)
+  local analysis = require "openai_usage.analysis"
+  local by = scope == "organization" and {} or { scope }
+  local daily = analysis.daily(history.each(), by, "amount", history.start, history.stop)
+  local series
+  for _, s in ipairs(daily.scopes) do
+    if scope == "organization" or s.fields[scope] == value then
+      series = s
+    end
+  end
+  if not series then
+    return nil, "no history"
+  end
+  series.start = daily.start
+  local fc, err = analysis.forecast(series, { today = at, period_start = start, period_end = stop })
+  if not fc then
+    return nil, err
+  end
+  return { projected = math.max(fc.projected, spent), low = math.max(fc.low, spent), high = math.max(fc.high, spent) }
+end
+
+--- The daily Costs pages of the weeks before at (and of the period from
+-- start, when it began earlier), for M.weekly_forecast: { start, stop,
+-- each = fn giving an iterator over the pages }.
+function M.history(client, start, at)
+  local analysis = require "openai_usage.analysis"
+  local today = analysis.day_of(at)
+  local from = math.min(today - analysis.WEEKS * 7 * 86400, analysis.day_of(start))
+  local pages = {}
+  if from < today then
+    for page in client:pages("costs", { start_time = from, end_time = today, bucket_width = "1d",
+      group_by = { "project_id", "line_item", "api_key_id" }, limit = widest("costs").max_limit }) do
+      pages[#pages + 1] = page
+    end
+  end
+  return { start = from, stop = today, each = function()
+    local i = 0
+    return function()
+      i = i + 1
+      return pages[i]
+    end
+  end }
+end
+
 --- The run-rate forecast of a period's spend: spent over [start, at),
 -- scaled to [start, stop); the spend itself once the period is over, nil
 -- when no time has passed.
@@ -367,6 +418,7 @@ function M.evaluate(client, budgets, options)
   local prices = options.prices or assert(cost.load())
   local quality = options.quality or prices.default_quality or "medium"
   local fetched = {} -- one walk per period range
+  local histories = {} -- and one of the daily history per period start
   local result = { at = at, lines = {}, at_risk = 0, prices = prices, quality = quality }
   for _, budget in ipairs(budgets) do
     local start, stop, label = M.period(budget.period, at, budget.offset)
@@ -393,7 +445,18 @@ function M.evaluate(client, budgets, options)
         line.id = nil -- rows without the scope's field (a line item without a key)
       end
       line.spend = e.billed + e.unsettled + e.estimate
-      line.forecast = M.forecast(line.spend, start, stop, at)
+      local weekly, why
+      if at < stop and budget.offset == 0 then
+        histories[start] = histories[start] or M.history(client, start, at)
+        weekly, why = M.weekly_forecast(histories[start], budget.scope, value, start, stop, at, line.spend)
+      end
+      if weekly then
+        line.forecast, line.forecast_low, line.forecast_high = weekly.projected, weekly.low, weekly.high
+        line.forecast_model = "weekly"
+      else
+        line.forecast = M.forecast(line.spend, start, stop, at)
+        line.forecast_model, line.forecast_note = "run-rate", why
+      end
       line.share = line.spend / budget.amount
       line.status = M.status(line)
       if M.AT_RISK[line.status] then
@@ -441,8 +504,11 @@ function M.describe(line)
       text.percent(100 * line.share)),
   }
   if line.forecast then
-    parts[#parts + 1] = ("forecast %s by %s (threshold %s)"):format(dollars(line.forecast),
-      time.iso(line.stop), text.percent(100 * line.threshold, 0))
+    local how = line.forecast_model == "weekly"
+      and ("weekly pattern, 95%% %s to %s"):format(dollars(line.forecast_low), dollars(line.forecast_high))
+      or "run-rate"
+    parts[#parts + 1] = ("forecast %s by %s (%s; threshold %s)"):format(dollars(line.forecast),
+      time.iso(line.stop), how, text.percent(100 * line.threshold, 0))
   else
     parts[#parts + 1] = "forecast n/a"
   end

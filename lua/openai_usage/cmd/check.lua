@@ -121,9 +121,10 @@ M.ABOUT = {
   "Checks the spend of each scope in its period against its budget: what the",
   "Costs endpoint billed for the settled days, and for the last days (which the",
   "API still revises) an estimate from images usage x the price table, marked as",
-  "such; the period's end is forecast by the run-rate so far. Prints only the",
-  "lines at risk: over budget, forecast over its threshold, or unknown (usage in",
-  "the tail that the price table does not price: never counted as $0).",
+  "such. The period's end is forecast with the weekly pattern of the weeks before",
+  "(in UTC; the run-rate so far in another offset). Prints only the lines at risk:",
+  "over budget, forecast over its threshold, or unknown (usage in the tail that",
+  "the price table does not price: never counted as $0).",
 }
 
 M.TRAILER = {
@@ -153,8 +154,8 @@ function M.text(result, all)
 end
 
 local LINE_FIELDS = { "status", "name", "scope", "id", "period", "label", "offset", "start", "stop", "amount",
-  "threshold", "spend", "billed", "unsettled", "estimate", "tail", "forecast", "share", "unpriced_images",
-  "unpriced", "no_amount" }
+  "threshold", "spend", "billed", "unsettled", "estimate", "tail", "forecast", "forecast_low", "forecast_high",
+  "forecast_model", "forecast_note", "share", "unpriced_images", "unpriced", "no_amount" }
 
 --- The JSON of a check: every line, each with its status; an unknown figure
 -- (a forecast before any time has passed) is null.
