@@ -349,19 +349,11 @@ function M.history(client, start, at)
   local analysis = require "openai_usage.analysis"
   local today = analysis.day_of(at)
   local from = math.min(today - analysis.WEEKS * 7 * 86400, analysis.day_of(start))
-  local pages = {}
-  if from < today then
-    for page in client:pages("costs", { start_time = from, end_time = today, bucket_width = "1d",
-      group_by = { "project_id", "line_item", "api_key_id" }, limit = widest("costs").max_limit }) do
-      pages[#pages + 1] = page
-    end
-  end
+  local daily = require "openai_usage.daily"
+  local pages = from < today and daily.pages(client, "costs", { "project_id", "line_item", "api_key_id" }, from, today)
+    or {}
   return { start = from, stop = today, each = function()
-    local i = 0
-    return function()
-      i = i + 1
-      return pages[i]
-    end
+    return daily.each(pages)
   end }
 end
 
