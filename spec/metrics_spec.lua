@@ -223,7 +223,7 @@ describe("metrics", function()
       assert.is_truthy(line:match "^# " or parsed.families[line:match "^[%w_]+"], line)
     end
     assert.truthy(out:find('project_id="proj_\\"evil\\"\\\\x\\nnext_line{a=\\"b\\"} 1"', 1, true))
-    assert.are.equal('\\\\ \\" \\n \xEF\xBF\xBD \r\t', metrics.escape_label('\\ " \n \255 \r\t'))
+    assert.are.equal('\\\\ \\" \\n \239\191\189 \r\t', metrics.escape_label('\\ " \n \255 \r\t'))
   end)
 
   it("a source whose request fails has no figures and refresh_success 0, never zeros; exit 1, others kept", function()
