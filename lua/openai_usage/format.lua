@@ -136,7 +136,7 @@ local function exact(v, col)
   if is_number(v) then
     return json.number(v) or ""
   end
-  return tostring(v)
+  return text.valid(tostring(v))
 end
 
 local function totals_row(rows, info, skip)
