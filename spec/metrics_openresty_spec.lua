@@ -183,11 +183,13 @@ describe("metrics in nginx", function()
         times[#times + 1] = r.time
       end
     end
-    assert.is_true(#times >= 3, "refreshes in 4.5 s: " .. #times)
-    -- two workers each refreshing would make about twice as many, half of the
-    -- gaps short; the dict's lock keeps each gap near the interval
+    -- two workers each refreshing would make about twice as many (9), half of
+    -- the gaps at most half the interval; the dict's "due" key keeps refreshes
+    -- 0.9 of an interval apart in nginx's clock (the stand-in's records add
+    -- a little jitter)
+    assert.is_true(#times >= 3 and #times <= 6, "refreshes in 4.5 s: " .. #times)
     for i = 2, #times do
-      assert.is_true(times[i] - times[i - 1] >= 0.7, ("refreshes %.3f s apart"):format(times[i] - times[i - 1]))
+      assert.is_true(times[i] - times[i - 1] >= 0.6, ("refreshes %.3f s apart"):format(times[i] - times[i - 1]))
     end
   end)
 
