@@ -57,9 +57,12 @@ function M.start(options)
       .. "--web.listen-address=127.0.0.1:%d --log.level=warn >prometheus.log 2>&1 & echo $!"):format(q(self.dir),
       self.port)
     self.pid = util.capture(cmd):match "%d+"
-    -- if the spec dies, Prometheus goes too (in a session of its own)
-    util.execute(("setsid sh -c 'while kill -0 %s 2>/dev/null; do sleep 1; done; kill %s' >/dev/null 2>&1 &")
-      :format(self_pid(), self.pid))
+    -- if the spec dies, Prometheus goes too (in a session of its own); the
+    -- pid file goes when it is stopped, so a pid reused since is never killed
+    util.write(self.dir .. "/prometheus.pid", self.pid)
+    util.execute(("setsid sh -c 'while kill -0 %s 2>/dev/null; do sleep 1; done; "
+      .. "test \"$(cat %s/prometheus.pid 2>/dev/null)\" = %s && kill %s' >/dev/null 2>&1 &"):format(self_pid(),
+      self.dir, self.pid, self.pid))
     self.url = "http://127.0.0.1:" .. self.port
     for _ = 1, 300 do
       if get(self.url .. "/-/ready") == 200 then
@@ -126,6 +129,7 @@ function Prometheus:stop_process()
       end
       util.execute "sleep 0.05"
     end
+    os.remove(self.dir .. "/prometheus.pid")
     self.pid = nil
   end
 end
