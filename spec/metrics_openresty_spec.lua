@@ -129,6 +129,25 @@ describe("metrics in nginx", function()
     assert.is_true(#exposition.find(parsed, "openai_usage_images", { project_id = HOSTILE }) >= 2)
   end)
 
+  it("answers 503 at once, not a wait, while the first refresh is still on the wire", function()
+    local stalled = standin.start { key = KEY, now = now }
+    stalled:settings { latency_ms = 5000 }
+    local first = nginx.start {
+      conf = CONF,
+      env = { OPENAI_ADMIN_KEY = KEY, OPENAI_BASE_URL = stalled.url, OPENAI_USAGE_METRICS_INTERVAL = "1" },
+    }
+    local ok, err = pcall(function()
+      stalled:await_requests(1)
+      local status, body, seconds = first:get "/metrics"
+      assert.are.equal(503, status, body)
+      assert.matches("no refresh has finished yet", body)
+      assert.is_true(seconds < 0.5, ("the scrape waited %.3f s"):format(seconds))
+    end)
+    first:stop()
+    stalled:stop()
+    assert(ok, err)
+  end)
+
   it("serves OpenMetrics 1.0 to a scraper that asks as Prometheus does", function()
     local status, headers, body = fetch("/metrics", PROMETHEUS_ACCEPT)
     assert.are.equal(200, status)
