@@ -603,6 +603,7 @@ M.COMMANDS = {}
 M.COMMANDS.anomalies = "openai_usage.cmd.anomalies"
 M.COMMANDS.check = "openai_usage.cmd.check"
 M.COMMANDS.compare = "openai_usage.cmd.compare"
+M.COMMANDS.metrics = "openai_usage.cmd.metrics"
 M.COMMANDS.reconcile = "openai_usage.cmd.reconcile"
 
 --- A job from arguments: { endpoint, params (the API query), group_by,
