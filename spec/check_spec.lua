@@ -366,6 +366,16 @@ describe("openai-usage check", function()
     assert.are.same({}, srv:requests())
   end)
 
+  it("a failed request: exit 1, one line naming it, nothing on stdout", function()
+    srv:faults { { status = 400, error_message = "costs are down for maintenance" } }
+    local out, err, code = run { "--budget", "5", "--at", tostring(NOW) }
+    assert.are.equal(1, code)
+    assert.are.equal("", out)
+    assert.truthy(err:find("costs are down for maintenance", 1, true), err)
+    local _, lines = err:gsub("\n", "")
+    assert.are.equal(1, lines)
+  end)
+
   it("--help names the options and exit 4; the main help lists the command and exit 4", function()
     local out, _, code = run { "--help" }
     assert.are.equal(0, code)

@@ -191,20 +191,13 @@ function M.run(argv, options, cli)
     return args.output(cli, options, args.help("openai-usage check [options]", M.ABOUT, { M.OPTIONS, args.CLIENT },
       M.TRAILER))
   end
-  local client = cli.open_client({ base_url = plan.base_url, timeout = plan.timeout }, options, stderr)
-  if not client then
-    return cli.EXIT.usage
-  end
-  local ok, result = pcall(budget.evaluate, client, plan.budgets, plan)
-  client:close()
-  local core = require "openai_usage.core"
-  if core.interrupted() then
-    stderr:write("openai-usage: interrupted\n")
-    return cli.EXIT.interrupted
-  end
-  if not ok then
-    stderr:write("openai-usage: check: ", usage.printable(tostring(result)), "\n")
-    return cli.EXIT.failed
+  -- the client, the interrupt and a failed walk as the analysis commands have them
+  local result, code = require("openai_usage.daily").with_client(cli, { base_url = plan.base_url,
+    timeout = plan.timeout }, options, function(client)
+    return budget.evaluate(client, plan.budgets, plan)
+  end)
+  if not result then
+    return code
   end
   local text = plan.format == "json" and M.json(result) or M.text(result, plan.all)
   return args.output(cli, options, text, result.at_risk > 0 and cli.EXIT.at_risk or cli.EXIT.ok)

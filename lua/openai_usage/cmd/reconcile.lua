@@ -196,19 +196,13 @@ function M.run(argv, options, cli)
     return args.output(cli, options, args.help("openai-usage reconcile [options]", M.ABOUT,
       { M.OPTIONS, args.CLIENT }, M.TRAILER))
   end
-  local client = cli.open_client({ base_url = plan.base_url, timeout = plan.timeout }, options, stderr)
-  if not client then
-    return cli.EXIT.usage
-  end
-  local ok, result, rerr = pcall(reconcile.run, client, plan)
-  client:close()
-  if require("openai_usage.core").interrupted() then
-    stderr:write("openai-usage: interrupted\n")
-    return cli.EXIT.interrupted
-  end
-  if not ok or not result then
-    stderr:write("openai-usage: reconcile: ", usage.printable(tostring(ok and rerr or result)), "\n")
-    return cli.EXIT.failed
+  -- the client, the interrupt and a failed walk as the analysis commands have them
+  local result, code = require("openai_usage.daily").with_client(cli, { base_url = plan.base_url,
+    timeout = plan.timeout }, options, function(client)
+    return assert(reconcile.run(client, plan))
+  end)
+  if not result then
+    return code
   end
   result.prices, result.tolerance = plan.prices, plan.tolerance or reconcile.TOLERANCE
   local out = plan.format == "json" and M.json(result) or M.text(result)
