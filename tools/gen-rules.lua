@@ -524,7 +524,7 @@ local function write_store_schema()
     for i, c in ipairs(columns) do
       list[i] = { name = c.name, role = c.role, field = c.field, property = c.property, type = c.type }
     end
-    tables[e.name] = { path = e.path, columns = list }
+    tables[e.name] = { path = e.path, result = e.result, columns = list }
   end
   ddl[#ddl + 1] = sync_views_ddl()
   for _, e in ipairs(described) do

@@ -14,6 +14,7 @@ return {
         { field = "model", name = "model", role = "dimension", type = "string" },
       },
       path = "/organization/usage/audio_speeches",
+      result = "organization.usage.audio_speeches.result",
     },
     audio_transcriptions = {
       columns = {
@@ -25,6 +26,7 @@ return {
         { field = "model", name = "model", role = "dimension", type = "string" },
       },
       path = "/organization/usage/audio_transcriptions",
+      result = "organization.usage.audio_transcriptions.result",
     },
     code_interpreter_sessions = {
       columns = {
@@ -32,6 +34,7 @@ return {
         { field = "project_id", name = "project_id", role = "dimension", type = "string" },
       },
       path = "/organization/usage/code_interpreter_sessions",
+      result = "organization.usage.code_interpreter_sessions.result",
     },
     completions = {
       columns = {
@@ -78,6 +81,7 @@ return {
         { field = "service_tier", name = "service_tier", role = "dimension", type = "string" },
       },
       path = "/organization/usage/completions",
+      result = "organization.usage.completions.result",
     },
     costs = {
       columns = {
@@ -96,6 +100,7 @@ return {
         { field = "quantity_unit", name = "quantity_unit", role = "attribute", type = "string" },
       },
       path = "/organization/costs",
+      result = "organization.costs.result",
     },
     embeddings = {
       columns = {
@@ -107,6 +112,7 @@ return {
         { field = "model", name = "model", role = "dimension", type = "string" },
       },
       path = "/organization/usage/embeddings",
+      result = "organization.usage.embeddings.result",
     },
     file_search_calls = {
       columns = {
@@ -117,6 +123,7 @@ return {
         { field = "vector_store_id", name = "vector_store_id", role = "dimension", type = "string" },
       },
       path = "/organization/usage/file_search_calls",
+      result = "organization.usage.file_searches.result",
     },
     images = {
       columns = {
@@ -130,6 +137,7 @@ return {
         { field = "model", name = "model", role = "dimension", type = "string" },
       },
       path = "/organization/usage/images",
+      result = "organization.usage.images.result",
     },
     moderations = {
       columns = {
@@ -141,6 +149,7 @@ return {
         { field = "model", name = "model", role = "dimension", type = "string" },
       },
       path = "/organization/usage/moderations",
+      result = "organization.usage.moderations.result",
     },
     vector_stores = {
       columns = {
@@ -148,6 +157,7 @@ return {
         { field = "project_id", name = "project_id", role = "dimension", type = "string" },
       },
       path = "/organization/usage/vector_stores",
+      result = "organization.usage.vector_stores.result",
     },
     web_search_calls = {
       columns = {
@@ -160,6 +170,7 @@ return {
         { field = "context_level", name = "context_level", role = "dimension", type = "string" },
       },
       path = "/organization/usage/web_search_calls",
+      result = "organization.usage.web_searches.result",
     },
   },
   sql = [==[
