@@ -52,7 +52,14 @@ CREATE TABLE costs (
   quantity REAL, -- figure
   quantity_unit TEXT -- attribute
 );
-CREATE UNIQUE INDEX costs_key ON costs (organization, width, start_time, coalesce(line_item, x'00'), coalesce(project_id, x'00'), coalesce(api_key_id, x'00'));
+CREATE UNIQUE INDEX costs_key ON costs (
+  organization,
+  width,
+  start_time,
+  coalesce(line_item, x'00'),
+  coalesce(project_id, x'00'),
+  coalesce(api_key_id, x'00')
+);
 
 -- audio_speeches: the rows of GET /organization/usage/audio_speeches, grouped by every dimension.
 CREATE TABLE audio_speeches (
@@ -69,7 +76,15 @@ CREATE TABLE audio_speeches (
   api_key_id TEXT, -- dimension
   model TEXT -- dimension
 );
-CREATE UNIQUE INDEX audio_speeches_key ON audio_speeches (organization, width, start_time, coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(model, x'00'));
+CREATE UNIQUE INDEX audio_speeches_key ON audio_speeches (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(model, x'00')
+);
 
 -- audio_transcriptions: the rows of GET /organization/usage/audio_transcriptions, grouped by every dimension.
 CREATE TABLE audio_transcriptions (
@@ -86,7 +101,15 @@ CREATE TABLE audio_transcriptions (
   api_key_id TEXT, -- dimension
   model TEXT -- dimension
 );
-CREATE UNIQUE INDEX audio_transcriptions_key ON audio_transcriptions (organization, width, start_time, coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(model, x'00'));
+CREATE UNIQUE INDEX audio_transcriptions_key ON audio_transcriptions (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(model, x'00')
+);
 
 -- code_interpreter_sessions: the rows of GET /organization/usage/code_interpreter_sessions, grouped by every dimension.
 CREATE TABLE code_interpreter_sessions (
@@ -99,7 +122,12 @@ CREATE TABLE code_interpreter_sessions (
   num_sessions INTEGER NOT NULL, -- figure
   project_id TEXT -- dimension
 );
-CREATE UNIQUE INDEX code_interpreter_sessions_key ON code_interpreter_sessions (organization, width, start_time, coalesce(project_id, x'00'));
+CREATE UNIQUE INDEX code_interpreter_sessions_key ON code_interpreter_sessions (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00')
+);
 
 -- completions: the rows of GET /organization/usage/completions, grouped by every dimension.
 CREATE TABLE completions (
@@ -131,7 +159,17 @@ CREATE TABLE completions (
   batch INTEGER, -- dimension
   service_tier TEXT -- dimension
 );
-CREATE UNIQUE INDEX completions_key ON completions (organization, width, start_time, coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(model, x'00'), coalesce(batch, x'00'), coalesce(service_tier, x'00'));
+CREATE UNIQUE INDEX completions_key ON completions (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(model, x'00'),
+  coalesce(batch, x'00'),
+  coalesce(service_tier, x'00')
+);
 
 -- embeddings: the rows of GET /organization/usage/embeddings, grouped by every dimension.
 CREATE TABLE embeddings (
@@ -148,7 +186,15 @@ CREATE TABLE embeddings (
   api_key_id TEXT, -- dimension
   model TEXT -- dimension
 );
-CREATE UNIQUE INDEX embeddings_key ON embeddings (organization, width, start_time, coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(model, x'00'));
+CREATE UNIQUE INDEX embeddings_key ON embeddings (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(model, x'00')
+);
 
 -- file_search_calls: the rows of GET /organization/usage/file_search_calls, grouped by every dimension.
 CREATE TABLE file_search_calls (
@@ -164,7 +210,15 @@ CREATE TABLE file_search_calls (
   api_key_id TEXT, -- dimension
   vector_store_id TEXT -- dimension
 );
-CREATE UNIQUE INDEX file_search_calls_key ON file_search_calls (organization, width, start_time, coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(vector_store_id, x'00'));
+CREATE UNIQUE INDEX file_search_calls_key ON file_search_calls (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(vector_store_id, x'00')
+);
 
 -- images: the rows of GET /organization/usage/images, grouped by every dimension.
 CREATE TABLE images (
@@ -183,7 +237,17 @@ CREATE TABLE images (
   api_key_id TEXT, -- dimension
   model TEXT -- dimension
 );
-CREATE UNIQUE INDEX images_key ON images (organization, width, start_time, coalesce(size, x'00'), coalesce(source, x'00'), coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(model, x'00'));
+CREATE UNIQUE INDEX images_key ON images (
+  organization,
+  width,
+  start_time,
+  coalesce(size, x'00'),
+  coalesce(source, x'00'),
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(model, x'00')
+);
 
 -- moderations: the rows of GET /organization/usage/moderations, grouped by every dimension.
 CREATE TABLE moderations (
@@ -200,7 +264,15 @@ CREATE TABLE moderations (
   api_key_id TEXT, -- dimension
   model TEXT -- dimension
 );
-CREATE UNIQUE INDEX moderations_key ON moderations (organization, width, start_time, coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(model, x'00'));
+CREATE UNIQUE INDEX moderations_key ON moderations (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(model, x'00')
+);
 
 -- vector_stores: the rows of GET /organization/usage/vector_stores, grouped by every dimension.
 CREATE TABLE vector_stores (
@@ -213,7 +285,12 @@ CREATE TABLE vector_stores (
   usage_bytes INTEGER NOT NULL, -- figure
   project_id TEXT -- dimension
 );
-CREATE UNIQUE INDEX vector_stores_key ON vector_stores (organization, width, start_time, coalesce(project_id, x'00'));
+CREATE UNIQUE INDEX vector_stores_key ON vector_stores (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00')
+);
 
 -- web_search_calls: the rows of GET /organization/usage/web_search_calls, grouped by every dimension.
 CREATE TABLE web_search_calls (
@@ -231,7 +308,16 @@ CREATE TABLE web_search_calls (
   model TEXT, -- dimension
   context_level TEXT -- dimension
 );
-CREATE UNIQUE INDEX web_search_calls_key ON web_search_calls (organization, width, start_time, coalesce(project_id, x'00'), coalesce(user_id, x'00'), coalesce(api_key_id, x'00'), coalesce(model, x'00'), coalesce(context_level, x'00'));
+CREATE UNIQUE INDEX web_search_calls_key ON web_search_calls (
+  organization,
+  width,
+  start_time,
+  coalesce(project_id, x'00'),
+  coalesce(user_id, x'00'),
+  coalesce(api_key_id, x'00'),
+  coalesce(model, x'00'),
+  coalesce(context_level, x'00')
+);
 
 -- sync_coverage: what the store holds, per organization, endpoint and width.
 CREATE VIEW sync_coverage AS

@@ -399,7 +399,8 @@ local function endpoint_table_ddl(e, columns)
     out[#out + 1] = line
   end
   out[#out + 1] = ");"
-  out[#out + 1] = ("CREATE UNIQUE INDEX %s_key ON %s (%s);"):format(e.name, e.name, table.concat(key, ", "))
+  out[#out + 1] = ("CREATE UNIQUE INDEX %s_key ON %s (\n  %s\n);"):format(e.name, e.name,
+    table.concat(key, ",\n  "))
   return table.concat(out, "\n")
 end
 

@@ -555,6 +555,7 @@ end
 -- code; argv is what follows the command's name, options as M.run's, cli
 -- this module (its EXIT, parse, open_client, write_stream, write_atomically).
 M.COMMANDS = {}
+M.COMMANDS.sync = "openai_usage.cmd.sync"
 
 --- A job from arguments: { endpoint, params (the API query), group_by,
 -- format, ... } or nil, err (err.kind "usage"; job.help when --help was
