@@ -57,6 +57,9 @@ describe("store", function()
       assert.is_true(names[endpoint], endpoint)
     end
     assert.is_true(names.sync_state and names.buckets and names.meta)
+    -- private, as the cache is: the file and its write-ahead log
+    assert.are.equal("600", util.mode(path))
+    assert.are.equal("600", util.mode(path .. "-wal"))
     s:close()
     assert.is_true(s:close(), "closing twice is safe")
     -- sqlite3 reads it too: the file is plain SQLite

@@ -132,6 +132,11 @@ describe("sync", function()
       local path = dir .. "/backfill.db"
       local summaries = sync(path, { endpoints = "all", width = "1h", since = NOW - 3 * DAY, now = NOW })
       assert.are.equal(#store_module.endpoints(), #summaries)
+      -- figures, ids and times only: the key is in no file of the store
+      for _, file in ipairs { path, path .. "-wal" } do
+        local bytes = util.read_if(file) or ""
+        assert.is_nil(bytes:find(KEY, 1, true), file)
+      end
       for _, s in ipairs(summaries) do
         assert.is_nil(s.err)
         local width = s.endpoint == "costs" and "1d" or "1h"

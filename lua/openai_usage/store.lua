@@ -31,6 +31,7 @@
 -- rows replaced by the page's, the bucket recorded, the sync state
 -- advanced) and s:sync(client, opts). Functions return nil, err (an
 -- openai_usage error, kind "store") on failure.
+local core = require "openai_usage.core"
 local sqlite = require "openai_usage.sqlite"
 local schema = require "openai_usage.store_schema"
 local errors = require "openai_usage.errors"
@@ -236,6 +237,17 @@ function M.open(path, options)
   options = options or {}
   if type(path) ~= "string" or path == "" then
     return fail "store: expected a file path"
+  end
+  local existing = io.open(path, "rb")
+  if existing then
+    existing:close()
+  elseif not options.readonly then
+    -- a new store is private (0600), as the cache is: SQLite gives its
+    -- -wal and -shm files the mode of the database file
+    local created, create_err = core.write_file(path, "", "private")
+    if not created then
+      return fail(("%s: cannot create: %s"):format(path, tostring(create_err and create_err.message)))
+    end
   end
   local db, message = sqlite.open(path, options.readonly and "ro" or "rwc")
   if not db then
