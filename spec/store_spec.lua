@@ -211,6 +211,39 @@ describe("store", function()
     assert.is_true(rows > 0)
   end)
 
+  it("is read by Neovim's LuaJIT (the LuaJIT build of openai_usage.sqlite), read-only", function()
+    local out, ok = util.make "LUA_VERSION=5.1 LUA=luajit LUA_PKG=luajit OUTDIR=build/luajit"
+    assert(ok, "building the LuaJIT modules failed:\n" .. out)
+    local path = dir .. "/nvim.db"
+    local s = assert(store_module.open(path))
+    assert(s:put_page("images", page_of { { start_time = T0, end_time = T0 + DAY, results = {
+      { images = 7, num_model_requests = 3, model = "gpt-image-1" }, { images = 5, num_model_requests = 5 } } } },
+      { width = "1d", now = T0 + 2 * DAY }))
+    s:close()
+    local root = util.capture("pwd"):gsub("%s+$", "")
+    local script, result = dir .. "/read.lua", dir .. "/read.out"
+    util.write(script, ([[
+package.path = %q .. "/lua/?.lua;" .. %q .. "/lua/?/init.lua;" .. package.path
+package.cpath = %q .. "/build/luajit/?.so;" .. package.cpath
+local store = require "openai_usage.store"
+local s = assert(store.open(%q, { readonly = true }))
+local page = assert(s:page("images", { start_time = %d, end_time = %d }))
+local f = assert(io.open(%q, "w"))
+f:write(jit and jit.version or "no jit", "\n", page.data[1].results[1].images, "\n")
+f:write(tostring(select(2, s:put_page("images", page, { width = "1d" }))), "\n")
+f:close()
+s:close()
+]]):format(root, root, root, path, T0, T0 + DAY, result))
+    local printed, ran = util.popen_run(("env -u LD_PRELOAD -u LUA_PATH -u LUA_CPATH timeout 60 nvim --headless "
+      .. "--clean -u NONE -c %s -c 'qall!'"):format(q("luafile " .. script)))
+    assert(ran, printed)
+    local lines = util.words((util.read_if(result) or ""):gsub(" ", "_"))
+    assert.is_truthy((lines[1] or ""):match "^LuaJIT", printed)
+    assert.are.equal("12", lines[2])
+    -- read-only: a write is refused by SQLite, not done
+    assert.is_truthy((lines[3] or ""):find("readonly", 1, true), table.concat(lines, " "))
+  end)
+
   it("rolls a transaction back when its function fails or raises", function()
     local s = assert(store_module.open(dir .. "/tx.db"))
     local ok, err = s:transaction(function(self)
