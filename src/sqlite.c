@@ -283,7 +283,8 @@ static void push_column(lua_State *L, sqlite3_stmt *handle, int i)
         break;
     case SQLITE_TEXT:
     case SQLITE_BLOB:
-        lua_pushlstring(L, (const char *)sqlite3_column_blob(handle, i), (size_t)sqlite3_column_bytes(handle, i));
+        lua_pushlstring(L, (const char *)sqlite3_column_blob(handle, i),
+                        (size_t)sqlite3_column_bytes(handle, i));
         break;
     default:
         lua_pushnil(L);
@@ -350,14 +351,14 @@ static int ou_sqlite_version(lua_State *L)
 }
 
 static const luaL_Reg db_methods[] = {
-    {"exec", db_exec},       {"prepare", db_prepare}, {"busy_timeout", db_busy_timeout}, {"changes", db_changes},
-    {"close", db_close},     {NULL, NULL},
+    {"exec", db_exec},       {"prepare", db_prepare}, {"busy_timeout", db_busy_timeout},
+    {"changes", db_changes}, {"close", db_close},     {NULL, NULL},
 };
 
 static const luaL_Reg stmt_methods[] = {
-    {"bind", stmt_bind},     {"step", stmt_step},         {"run", stmt_run},     {"row", stmt_row},
-    {"values", stmt_values}, {"columns", stmt_columns},   {"reset", stmt_reset}, {"finalize", stmt_finalize},
-    {NULL, NULL},
+    {"bind", stmt_bind},   {"step", stmt_step},         {"run", stmt_run},
+    {"row", stmt_row},     {"values", stmt_values},     {"columns", stmt_columns},
+    {"reset", stmt_reset}, {"finalize", stmt_finalize}, {NULL, NULL},
 };
 
 static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction release,
@@ -380,7 +381,8 @@ OU_EXPORT int luaopen_openai_usage_sqlite(lua_State *L);
 
 int luaopen_openai_usage_sqlite(lua_State *L)
 {
-    static const luaL_Reg functions[] = {{"open", ou_sqlite_open}, {"version", ou_sqlite_version}, {NULL, NULL}};
+    static const luaL_Reg functions[] = {
+        {"open", ou_sqlite_open}, {"version", ou_sqlite_version}, {NULL, NULL}};
     new_type(L, DB_TYPE, db_methods, db_release, db_tostring);
     new_type(L, STMT_TYPE, stmt_methods, stmt_release, stmt_tostring);
     ou_newlib(L, functions);
