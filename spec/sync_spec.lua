@@ -394,6 +394,58 @@ describe("sync", function()
       assert.are.equal(live_rows, a_rows)
     end)
 
+    it("Ctrl-C mid-backfill stops it at once, exit 130, the committed pages kept; the next run resumes", function()
+      local path = dir .. "/interrupted.db"
+      local base = os.tmpname()
+      -- three pages pass, the fourth drips at 40 bytes/s: the CLI is mid-transfer
+      srv:faults { { latency_ms = 1, times = 3 }, { drip_bytes_per_sec = 40 } }
+      local cmd = ("( env OPENAI_ADMIN_KEY=%s %s bin/openai-usage sync --base-url %s --db %s --endpoints images "
+        .. "--bucket 1h --since %s --until %s >%s 2>%s & echo $! >%s; wait $!; echo $? >%s ) >/dev/null 2>&1 &")
+        :format(q(KEY), LUA, q(srv.url), q(path), SINCE, UNTIL, q(base .. ".out"), q(base .. ".err"),
+          q(base .. ".pid"), q(base .. ".code"))
+      assert(util.execute(cmd))
+      local pid
+      for _ = 1, 500 do
+        pid = (util.read_if(base .. ".pid") or ""):match "(%d+)\n"
+        if pid and srv:status().active_drips > 0 then
+          break
+        end
+        os.execute "sleep 0.02"
+      end
+      assert.is_truthy(pid and srv:status().active_drips > 0, "the fourth page never started")
+      os.execute "sleep 0.2"
+      os.execute("kill -INT " .. pid)
+      local code
+      for _ = 1, 500 do
+        code = (util.read_if(base .. ".code") or ""):match "(%d+)\n"
+        if code then
+          break
+        end
+        os.execute "sleep 0.02"
+      end
+      if not code then
+        os.execute("kill -9 " .. pid .. " 2>/dev/null")
+      end
+      local err = util.read_if(base .. ".err") or ""
+      for _, suffix in ipairs { "", ".out", ".err", ".pid", ".code" } do
+        os.remove(base .. suffix)
+      end
+      assert.are.equal("130", code, err)
+      assert.is_truthy(err:find("openai-usage: interrupted", 1, true), err)
+      local s = assert(store_module.open(path, { readonly = true }))
+      local state = assert(s:state("default", "images", "1h"))
+      s:close()
+      assert.are.equal(T_SINCE + 3 * 168 * HOUR, state.synced_until)
+      srv:reset()
+      local _, rerr, rcode = run_cli { "--db", path, "--endpoints", "images", "--bucket", "1h", "--since", SINCE,
+        "--until", UNTIL }
+      assert.are.equal(0, rcode, rerr)
+      local live, live_rows = live_totals(srv, "images", "1h", T_SINCE, T_UNTIL)
+      local stored, rows = store_totals(path, "images", "1h", T_SINCE, T_UNTIL)
+      assert_equal_totals(live, stored, "interrupted and resumed")
+      assert.are.equal(live_rows, rows)
+    end)
+
     it("says where it stopped and how to resume when the API keeps refusing", function()
       local path = dir .. "/refused.db"
       srv:faults { { latency_ms = 1, times = 1 }, { status = 429, retry_after = 0, times = 10 } }
