@@ -152,6 +152,34 @@ describe("store", function()
     s:close()
   end)
 
+  it("keeps several organizations in one store: each read alone, summed, or grouped by organization", function()
+    local path = dir .. "/orgs.db"
+    local s = assert(store_module.open(path))
+    local function images(n)
+      return page_of { { start_time = T0, end_time = T0 + DAY, results = {
+        { images = n, num_model_requests = 1, model = "dall-e-3" } } } }
+    end
+    assert(s:put_page("images", images(3), { organization = "org_a", width = "1d", now = T0 + 2 * DAY }))
+    assert(s:put_page("images", images(4), { organization = "org_b", width = "1d", now = T0 + 2 * DAY }))
+    local range = { start_time = T0, end_time = T0 + DAY }
+    local function read(extra)
+      local params = { start_time = range.start_time, end_time = range.end_time }
+      for k, v in pairs(extra) do
+        params[k] = v
+      end
+      return assert(s:page("images", params)).data
+    end
+    assert.are.equal(3, read({ organization = "org_a" })[1].results[1].images)
+    assert.are.equal(7, read({ organization = { "org_a", "org_b" } })[1].results[1].images)
+    local both = read { organization = { "org_a", "org_b" }, group_by = { "organization" } }
+    assert.are.equal(1, #both)
+    assert.are.same({ { "org_a", 3 }, { "org_b", 4 } }, { { both[1].results[1].organization, both[1].results[1].images },
+      { both[1].results[2].organization, both[1].results[2].images } })
+    assert.are.same({}, read { organization = "default" })
+    assert.are.equal(T0 + DAY, assert(s:state("org_b", "images", "1d")).settled_until)
+    s:close()
+  end)
+
   it("sums a figure with a unit only over rows of one unit (costs' quantity), and amounts by currency", function()
     local path = dir .. "/costs.db"
     local s = assert(store_module.open(path))

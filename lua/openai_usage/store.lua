@@ -19,7 +19,8 @@
 --   the API's null), in group-key order; the endpoint's list filters
 --   (project_ids, models, ...) and batch keep rows as the API's do;
 --   params.organization (default "default"; a list for several) picks the
---   organization. A figure is nil (unknown), never 0, when any row summed
+--   organization; "organization" in group_by keeps each one's rows apart
+--   (the result's organization field; otherwise they are summed). A figure is nil (unknown), never 0, when any row summed
 --   lacks it; a figure with a unit (quantity and quantity_unit, amount's
 --   value and currency) is nil when the rows summed have more than one.
 --   Only buckets a sync stored are in data: see coverage.
@@ -514,13 +515,16 @@ function Store:page(endpoint, params)
   end
   params = params or {}
   local width = params.bucket_width or "1d"
-  local group = {}
+  local group, by_organization = {}, false
   for _, name in ipairs(list_of(params.group_by)) do
     local c = l.by_name[name]
-    if not c or c.role ~= "dimension" then
+    if name == "organization" then
+      by_organization = true
+    elseif not c or c.role ~= "dimension" then
       return fail(("store: %s cannot group by %s"):format(endpoint, tostring(name)))
+    else
+      group[#group + 1] = c
     end
-    group[#group + 1] = c
   end
   for name in pairs(params) do
     local field = type(name) == "string" and name:gsub("s$", "")
@@ -536,6 +540,10 @@ function Store:page(endpoint, params)
   end
   local select_list, group_list = { "b.start_time AS start_time", "b.end_time AS end_time",
     "count(r.start_time) AS n" }, { "b.start_time", "b.end_time" }
+  if by_organization then
+    select_list[#select_list + 1] = "b.organization AS organization"
+    group_list[#group_list + 1] = "b.organization"
+  end
   for _, c in ipairs(group) do
     select_list[#select_list + 1] = ("r.%s AS %s"):format(c.name, c.name)
     group_list[#group_list + 1] = "r." .. c.name
@@ -576,7 +584,7 @@ function Store:page(endpoint, params)
       data[#data + 1] = last
     end
     if row.n > 0 then
-      local result = { object = l.result }
+      local result = { object = l.result, organization = row.organization }
       for _, c in ipairs(l.columns) do
         local v = row[c.name]
         if c.type == "boolean" and v ~= nil then
