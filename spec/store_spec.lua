@@ -173,8 +173,9 @@ describe("store", function()
     assert.are.equal(7, read({ organization = { "org_a", "org_b" } })[1].results[1].images)
     local both = read { organization = { "org_a", "org_b" }, group_by = { "organization" } }
     assert.are.equal(1, #both)
-    assert.are.same({ { "org_a", 3 }, { "org_b", 4 } }, { { both[1].results[1].organization, both[1].results[1].images },
-      { both[1].results[2].organization, both[1].results[2].images } })
+    local r = both[1].results
+    assert.are.same({ { "org_a", 3 }, { "org_b", 4 } }, { { r[1].organization, r[1].images },
+      { r[2].organization, r[2].images } })
     assert.are.same({}, read { organization = "default" })
     assert.are.equal(T0 + DAY, assert(s:state("org_b", "images", "1d")).settled_until)
     s:close()
