@@ -21,8 +21,9 @@
 --   params.organization (default "default"; a list for several) picks the
 --   organization; "organization" in group_by keeps each one's rows apart
 --   (the result's organization field; otherwise they are summed). A
---   figure is nil (unknown), never 0, when any row summed lacks it; a figure with a unit (quantity and quantity_unit, amount's
---   value and currency) is nil when the rows summed have more than one.
+--   figure is nil (unknown), never 0, when any row summed lacks it; a
+--   figure with a unit (quantity and quantity_unit, amount's value and
+--   currency) is nil when the rows summed have more than one.
 --   Only buckets a sync stored are in data: see coverage.
 -- * s:coverage(endpoint, params) -> { buckets, expected, missing (list of
 --   start times not stored), unsettled (stored but not settled) }.
