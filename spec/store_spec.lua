@@ -273,6 +273,28 @@ s:close()
     assert.is_truthy((lines[3] or ""):find("readonly", 1, true), table.concat(lines, " "))
   end)
 
+  it("refuses a page it cannot store whole, and stores none of it", function()
+    local s = assert(store_module.open(dir .. "/bad.db"))
+    local good = { start_time = T0, end_time = T0 + DAY, results = { { images = 1, num_model_requests = 1 } } }
+    for _, case in ipairs {
+      { "images", page_of { good, { start_time = T0 + DAY, end_time = T0 + 2 * DAY,
+        results = { { images = "12", num_model_requests = 1 } } } }, "1d", "images is a string where the schema has integer" },
+      { "images", page_of { good, { start_time = T0 + DAY, results = {} } }, "1d", "a bucket without start_time" },
+      { "images", { object = "page" }, "1d", "not a page" },
+      { "images", page_of { good }, "2d", "bucket width 2d is not one of 1m, 1h, 1d" },
+      { "imagez", page_of { good }, "1d", "no table for endpoint imagez" },
+    } do
+      local ok, err = s:put_page(case[1], case[2], { width = case[3], now = T0 + 3 * DAY })
+      assert.is_nil(ok)
+      assert.are.equal("store", err.kind)
+      assert.is_truthy(tostring(err):find(case[4], 1, true), tostring(err))
+    end
+    assert.are.same({ { n = 0 } }, assert(s:select "SELECT count(*) AS n FROM images"))
+    assert.are.same({ { n = 0 } }, assert(s:select "SELECT count(*) AS n FROM buckets"))
+    assert.is_nil(s:state("default", "images", "1d"))
+    s:close()
+  end)
+
   it("rolls a transaction back when its function fails or raises", function()
     local s = assert(store_module.open(dir .. "/tx.db"))
     local ok, err = s:transaction(function(self)

@@ -328,7 +328,7 @@ local function cell(row, c)
   elseif c.type == "string" and kind == "string" then
     return v
   end
-  return nil, ("%s is a %s, not a %s"):format(c.name, kind, c.type)
+  return nil, ("%s is a %s where the schema has %s"):format(c.name, kind, c.type)
 end
 
 -- The statements of one endpoint's writes, prepared once.
