@@ -278,7 +278,8 @@ s:close()
     local good = { start_time = T0, end_time = T0 + DAY, results = { { images = 1, num_model_requests = 1 } } }
     for _, case in ipairs {
       { "images", page_of { good, { start_time = T0 + DAY, end_time = T0 + 2 * DAY,
-        results = { { images = "12", num_model_requests = 1 } } } }, "1d", "images is a string where the schema has integer" },
+        results = { { images = "12", num_model_requests = 1 } } } }, "1d",
+        "images is a string where the schema has integer" },
       { "images", page_of { good, { start_time = T0 + DAY, results = {} } }, "1d", "a bucket without start_time" },
       { "images", { object = "page" }, "1d", "not a page" },
       { "images", page_of { good }, "2d", "bucket width 2d is not one of 1m, 1h, 1d" },
