@@ -186,8 +186,11 @@ static int stmt_finalize(lua_State *L)
 }
 
 /* Binds the Lua value at index i to parameter n: nil is NULL, a boolean is
- * 0/1, an integer stays an integer (a whole float on 5.1 too). */
-static int bind_value(lua_State *L, struct ou_stmt *stmt, int n, int i)
+ * 0/1, an integer stays an integer (a whole float on 5.1 too). A string is
+ * copied (SQLITE_TRANSIENT) unless copy is 0: then SQLite reads the Lua
+ * string in place, which stmt_run allows because the string stays on the
+ * stack until its bindings are cleared. */
+static int bind_value(lua_State *L, struct ou_stmt *stmt, int n, int i, int copy)
 {
     int64_t whole;
     size_t len;
@@ -204,22 +207,25 @@ static int bind_value(lua_State *L, struct ou_stmt *stmt, int n, int i)
         return sqlite3_bind_double(stmt->handle, n, (double)lua_tonumber(L, i));
     case LUA_TSTRING:
         text = lua_tolstring(L, i, &len);
-        return sqlite3_bind_text64(stmt->handle, n, text, (sqlite3_uint64)len, SQLITE_TRANSIENT, SQLITE_UTF8);
+        return sqlite3_bind_text64(stmt->handle, n, text, (sqlite3_uint64)len,
+                                   copy ? SQLITE_TRANSIENT : SQLITE_STATIC, SQLITE_UTF8);
     default:
+        /* no binding may outlive this call: strings bound in place are the caller's */
+        sqlite3_clear_bindings(stmt->handle);
         return luaL_error(L, "sqlite: cannot bind a %s (parameter %d)", luaL_typename(L, i), n);
     }
 }
 
 /* Binds arguments from..top to parameters 1..n; raises on a count that
  * differs from the statement's, which is a programming error. */
-static int bind_all(lua_State *L, struct ou_stmt *stmt, int from)
+static int bind_all(lua_State *L, struct ou_stmt *stmt, int from, int copy)
 {
     int n = lua_gettop(L) - from + 1, i, rc;
     int want = sqlite3_bind_parameter_count(stmt->handle);
     if (n != want)
         return luaL_error(L, "sqlite: %d values for %d parameters", n, want);
     for (i = 1; i <= n; i++) {
-        rc = bind_value(L, stmt, i, from + i - 1);
+        rc = bind_value(L, stmt, i, from + i - 1, copy);
         if (rc != SQLITE_OK)
             return rc;
     }
@@ -231,7 +237,7 @@ static int stmt_bind(lua_State *L)
 {
     struct ou_stmt *stmt = check_stmt(L);
     sqlite3_reset(stmt->handle);
-    if (bind_all(L, stmt, 2) != SQLITE_OK)
+    if (bind_all(L, stmt, 2, 1) != SQLITE_OK)
         return db_failure(L, stmt->db->handle);
     lua_settop(L, 1);
     return 1;
@@ -258,16 +264,23 @@ static int stmt_run(lua_State *L)
     struct ou_stmt *stmt = check_stmt(L);
     int rc;
     sqlite3_reset(stmt->handle);
-    if (bind_all(L, stmt, 2) != SQLITE_OK)
-        return db_failure(L, stmt->db->handle);
+    if (bind_all(L, stmt, 2, 0) != SQLITE_OK) {
+        rc = db_failure(L, stmt->db->handle);
+        sqlite3_clear_bindings(stmt->handle);
+        return rc;
+    }
     while ((rc = sqlite3_step(stmt->handle)) == SQLITE_ROW)
         ;
+    /* the strings bound in place are the arguments': unbind them before
+     * they can go */
     if (rc != SQLITE_DONE) {
         rc = db_failure(L, stmt->db->handle);
         sqlite3_reset(stmt->handle);
+        sqlite3_clear_bindings(stmt->handle);
         return rc;
     }
     sqlite3_reset(stmt->handle);
+    sqlite3_clear_bindings(stmt->handle);
     lua_pushinteger(L, sqlite3_changes(stmt->db->handle));
     return 1;
 }
