@@ -67,6 +67,7 @@ build = {
     ["openai_usage.time"] = "lua/openai_usage/time.lua",
     ["openai_usage.transport"] = "lua/openai_usage/transport.lua",
     ["openai_usage.transport.resty"] = "lua/openai_usage/transport/resty.lua",
+    ["openai_usage.transport.store"] = "lua/openai_usage/transport/store.lua",
     ["openai_usage.walk"] = "lua/openai_usage/walk.lua",
     ["openai_usage.core"] = {
       sources = {

@@ -116,6 +116,9 @@ local OPTIONS = {
     return ("%s (default table)"):format(or_list(format.NAMES))
   end },
   { names = { "--out" }, arg = "FILE", key = "out", help = "write the report to FILE (atomically) instead of stdout" },
+  { names = { "--db" }, arg = "FILE", key = "db",
+    help = "read the figures from the history store FILE (openai-usage sync), not\n"
+      .. "the API; a range it does not hold whole is an error" },
   { names = { "--cache" }, arg = "DIR", key = "cache",
     help = "keep pages of settled buckets in DIR; re-runs skip those requests" },
   { names = { "--settle-after" }, arg = "T", key = "settle_after",
@@ -704,7 +707,24 @@ end
 
 -- The client of a job (client options under the command line's), or nil
 -- after saying why on stderr.
+local function open_store_client(job, options, stderr)
+  local client, err = require("openai_usage.store").client(job.db, {
+    now = function() return job.now or options.now or os.time() end,
+    on_note = function(text)
+      stderr:write("openai-usage: --db: ", usage.printable(text), "\n")
+    end,
+    client = { max_pages = job.max_pages },
+  })
+  if not client then
+    stderr:write("openai-usage: --db: ", usage.printable(tostring(err)), "\n")
+  end
+  return client
+end
+
 local function open_client(job, options, stderr)
+  if job.db then -- the history store answers, not the API: no key needed
+    return open_store_client(job, options, stderr)
+  end
   local client_options = {
     base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
     timeout = job.timeout,

@@ -11,7 +11,7 @@ local time = require "openai_usage.time"
 local M = {}
 
 local OPTIONS = {
-  { name = "--db", arg = "FILE", key = "db", help = "the store (SQLite; created when missing)" },
+  { name = "--db", arg = "FILE", key = "store_file", help = "the store (SQLite; created when missing)" },
   { name = "--endpoints", arg = "E,E", key = "endpoints", help = "endpoints to sync, or all (default all)" },
   { name = "--bucket", arg = "WIDTH", key = "bucket",
     help = "bucket width: 1m, 1h or 1d (default 1d; costs are daily only)" },
@@ -73,7 +73,7 @@ function M.parse(argv)
   if job.help then
     return job
   end
-  if not job.db then
+  if not job.store_file then
     return nil, "sync: --db FILE is required (the store to fill)"
   end
   if job.timeout then
@@ -108,7 +108,7 @@ function M.run(argv, options, cli)
   if not client then
     return cli.EXIT.usage
   end
-  local store, err = store_module.open(job.db)
+  local store, err = store_module.open(job.store_file)
   if not store then
     client:close()
     stderr:write("openai-usage: ", usage.printable(tostring(err.message)), "\n")
