@@ -198,6 +198,24 @@ function M.cost(client, job, fold, figures)
   return { shaped = M.shape(job, fold, figures, applied.decorate), note = applied.note }
 end
 
+--- The names step (--names): the report rows shaped now, and the names
+-- that cover their ids, read through client (openai_usage.names: cached
+-- with the client's cache_dir, read again when an id is unknown). Returns
+-- meta with shaped and names added; raises the error table when the
+-- directory cannot be read.
+function M.names(client, job, fold, figures, meta)
+  meta = meta or {}
+  local shaped = meta.shaped or M.shape(job, fold, figures)
+  local resolver = require("openai_usage.names").new(client, { now = job.now })
+  resolver:ensure(shaped)
+  meta.shaped, meta.names = shaped, resolver
+  return meta
+end
+
+-- Machine formats gain name columns beside the ids; the others show
+-- "Name (id)" in place of each.
+local NAME_COLUMNS = { csv = true, json = true, jsonl = true }
+
 -- Words of text in lines of at most width bytes (a longer word stands alone).
 local function wrap(text, width)
   local lines, line = {}, ""
@@ -249,9 +267,12 @@ end
 local PAGED = { table = true, md = true, html = true }
 
 --- The report text of a job's fold. meta: what M.cost gave (shaped with
--- the cost column, note), or {}. path: the endpoint's, for the subtitle.
+-- the cost column, note) and M.names (names), or {}. path: the endpoint's, for the subtitle.
 function M.text(job, fold, meta, figures, path)
   local shaped = meta.shaped or M.shape(job, fold, figures)
+  if meta.names then
+    require("openai_usage.names").apply(shaped, meta.names, NAME_COLUMNS[job.format] and "columns" or "label")
+  end
   local headers = {}
   if fold.currency then
     headers.amount = "amount_" .. fold.currency

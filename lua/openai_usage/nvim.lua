@@ -176,6 +176,9 @@ function M.run(argv, options)
       fold:page(page)
     end
     local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
+    if job.names then
+      meta = jobs.names(c, job, fold, figures, meta)
+    end
     return jobs.text(job, fold, meta, figures, path)
   end)
   if not task then
