@@ -196,8 +196,14 @@ int ou_outcome_page(lua_State *L, const char *api_key, const struct ou_transfer_
         add_response_fields(L, rec);
         return ou_outcome_error(L, api_key);
     }
-    if (lua_type(L, -1) == LUA_TTABLE && rec->shape == OU_SHAPE_OBJECT)
-        return 1;
+    if (rec->shape == OU_SHAPE_OBJECT) {
+        /* a JSON object, not an array (both decode to a table) */
+        size_t at = 0;
+        while (at < r->body.len && strchr(" \t\r\n", r->body.data[at]))
+            at++;
+        if (lua_type(L, -1) == LUA_TTABLE && at < r->body.len && r->body.data[at] == '{')
+            return 1;
+    }
     if (lua_type(L, -1) == LUA_TTABLE) {
         int has_more;
         lua_getfield(L, -1, "data");
