@@ -69,7 +69,7 @@ local function read_cached(self)
   local text = f:read "*a"
   f:close()
   local head, body = text:match "^([^\n]*)\n(.*)$"
-  local at = head and tonumber(head:match("^" .. MAGIC .. " (%d+)$"))
+  local at = head and head:sub(1, #MAGIC + 1) == MAGIC .. " " and tonumber(head:sub(#MAGIC + 2):match "^%d+$")
   local index = at and core.decode(body)
   if type(index) ~= "table" or at + self.max_age <= self.now or at > self.now + 300 then
     return nil
