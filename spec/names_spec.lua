@@ -155,13 +155,17 @@ describe("names in reports", function()
     end
   end)
 
-  it("the HTML report shows the names in its table", function()
+  it("the HTML report shows the names in its table, its bars and its stacked series' legend", function()
     local _, err, code = run { "images", "--group-by", "project_id", "--names", "--format", "html", "--out",
       tmp .. ".html" }
     assert.are.equal(0, code, err)
     local html = read(tmp .. ".html")
     for id, name in pairs(dir_names.project_id) do
-      assert.truthy(html:find(name .. " (" .. id .. ")", 1, true), id)
+      local label = name .. " (" .. id .. ")"
+      local _, times = html:gsub(label:gsub("%p", "%%%0"), "")
+      -- a table cell, a bar's label and a series in the legend
+      assert.is_true(times >= 3, ("%s: %d times"):format(label, times))
+      assert.is_nil(html:find(">" .. id .. "<", 1, true), id .. " shown bare")
     end
   end)
 

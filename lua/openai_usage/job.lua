@@ -233,7 +233,7 @@ end
 
 -- The HTML report: the table, bars of its first figure and, for time data,
 -- a stacked series by the first grouping field.
-local function html(job, fold, shaped, opts)
+local function html(job, fold, shaped, opts, resolver)
   local chart = require "openai_usage.chart"
   local value = report.numeric_fields(shaped)[1]
   local sections = {}
@@ -244,6 +244,9 @@ local function html(job, fold, shaped, opts)
       sections[#sections + 1] = { svg = bars }
     end
     local series = fold.chart:result { value }
+    if resolver then -- the chart's legend by name too
+      require("openai_usage.names").apply(series, resolver, "label")
+    end
     if #series > 0 then
       sections[#sections + 1] = {
         svg = chart.stacked(series, {
@@ -294,7 +297,7 @@ function M.text(job, fold, meta, figures, path)
     note = meta.note,
   }
   if is_html(job) then
-    return html(job, fold, shaped, opts)
+    return html(job, fold, shaped, opts, meta.names)
   end
   local text = format.render(shaped, job.format, opts)
   if meta.note and (job.format == "table" or job.format == "md") then
