@@ -153,6 +153,11 @@ end
 -- them after their id. Returns rows.
 function M.apply(rows, resolver, mode)
   local fields = {}
+  for _, c in ipairs(rows.columns or {}) do
+    if M.FIELDS[c] then
+      fields[c] = true
+    end
+  end
   for _, row in ipairs(rows) do
     for field in pairs(M.FIELDS) do
       if row[field] ~= nil then
