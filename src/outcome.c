@@ -198,10 +198,11 @@ int ou_outcome_page(lua_State *L, const char *api_key, const struct ou_transfer_
     }
     if (rec->shape == OU_SHAPE_OBJECT) {
         /* a JSON object, not an array (both decode to a table) */
-        size_t at = 0;
-        while (at < r->body.len && strchr(" \t\r\n", r->body.data[at]))
+        const char *text = r->body.data ? r->body.data : "";
+        size_t at = 0, len = r->body.data ? r->body.len : 0;
+        while (at < len && (text[at] == ' ' || text[at] == '\t' || text[at] == '\r' || text[at] == '\n'))
             at++;
-        if (lua_type(L, -1) == LUA_TTABLE && at < r->body.len && r->body.data[at] == '{')
+        if (lua_type(L, -1) == LUA_TTABLE && at < len && text[at] == '{')
             return 1;
     }
     if (lua_type(L, -1) == LUA_TTABLE) {
