@@ -213,6 +213,24 @@ describe("directory", function()
     assert.is_nil(tostring(err):find(KEY, 1, true))
   end)
 
+  it("a client with a Lua transport (OpenResty's path) walks the same lists and gets the same errors", function()
+    local via = assert(usage.new(srv:client_options { transport = require("spec.support.curl_transport").new() }))
+    local ids = {}
+    for user in via:list("users", { limit = 4 }) do
+      ids[#ids + 1] = user.id
+    end
+    assert.are.same({ "user-ada", "user-bo", "user-chen", "user-dara", "user-eli", "user-fumi" }, ids)
+    assert.are.same({ "", "user-dara" }, afters "users")
+    srv:faults { null_bucket = 0 }
+    local ok, err = pcall(directory.all, via, "projects")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("data[0] is null; a list holds an object at every index", 1, true),
+      tostring(err))
+    local limit = assert(via:usage("spend_limit"))
+    assert.are.equal(300000, limit.threshold_amount)
+    via:close()
+  end)
+
   it("spend alerts are a list, the spend limit one object, as issue 15 reads them", function()
     local alerts = directory.all(client, "spend_alerts", { limit = 1 })
     assert.are.equal(3, #alerts)
