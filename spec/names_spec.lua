@@ -232,6 +232,14 @@ describe("names in reports", function()
       util.rm_rf(dir)
     end)
 
+  it("a report that groups by no id reads no directory", function()
+    local plain = run { "images", "--group-by", "model" }
+    local out, _, code = run { "images", "--group-by", "model", "--names" }
+    assert.are.equal(0, code)
+    assert.are.equal(plain, out)
+    assert.are.equal(0, directory_requests())
+  end)
+
   it("a directory list that would not end fails the report with its error, exit 1, the key nowhere", function()
     srv:settings { directory_loop = "repeat" }
     local out, err, code = run { "images", "--group-by", "project_id", "--names" }

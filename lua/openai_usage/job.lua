@@ -205,8 +205,16 @@ end
 -- directory cannot be read.
 function M.names(client, job, fold, figures, meta)
   meta = meta or {}
+  local names = require "openai_usage.names"
+  local named = false
+  for _, f in ipairs(job.group_by) do
+    named = named or names.FIELDS[f] ~= nil
+  end
+  if not named then -- no ids in the report: nothing to read
+    return meta
+  end
   local shaped = meta.shaped or M.shape(job, fold, figures)
-  local resolver = require("openai_usage.names").new(client, { now = job.now })
+  local resolver = names.new(client, { now = job.now })
   resolver:ensure(shaped)
   meta.shaped, meta.names = shaped, resolver
   return meta
