@@ -105,7 +105,11 @@ function M.list(client, name, params, options)
   if not ok then
     raise(err)
   end
-  local max_pages = options and options.max_pages or client.max_pages or M.MAX_PAGES
+  local max_pages, pages_err = require("openai_usage.walk").check_max_pages(options and options.max_pages)
+  if pages_err then
+    raise(pages_err)
+  end
+  max_pages = max_pages or client.max_pages or M.MAX_PAGES
   local seen, pages, page, index, done = {}, 0, nil, 0, false
   if query.after ~= nil then
     seen[query.after] = true
