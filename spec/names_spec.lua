@@ -20,17 +20,19 @@ local q, read, exit_code = util.q, util.read_if, util.exit_code
 describe("names in reports", function()
   local srv, tmp, dir_names
 
-  -- Runs the CLI with args (RANGE added); returns stdout, stderr, exit code.
-  local function run(args)
+  -- Runs the CLI with args (RANGE added, unless against another server,
+  -- live: one whose clock is not frozen); returns stdout, stderr, exit code.
+  local function run(args, live)
     local quoted = {}
     for i, a in ipairs(args) do
       quoted[i] = q(a)
     end
-    for _, a in ipairs(RANGE) do
+    for _, a in ipairs(live and {} or RANGE) do
       quoted[#quoted + 1] = q(a)
     end
-    local cmd = ("env OPENAI_ADMIN_KEY=%s OPENAI_BASE_URL=%s %s bin/openai-usage %s >%s 2>%s"):format(q(srv.key),
-      q(srv.url), util.LUA, table.concat(quoted, " "), q(tmp .. ".out"), q(tmp .. ".err"))
+    local cmd = ("env OPENAI_ADMIN_KEY=%s OPENAI_BASE_URL=%s %s bin/openai-usage %s >%s 2>%s"):format(
+      q((live or srv).key), q((live or srv).url), util.LUA, table.concat(quoted, " "), q(tmp .. ".out"),
+      q(tmp .. ".err"))
     local code = exit_code(os.execute(cmd))
     return read(tmp .. ".out"), read(tmp .. ".err"), code
   end
@@ -231,6 +233,32 @@ describe("names in reports", function()
       assert.truthy(read(file):find('"proj_atlas"', 1, true))
       util.rm_rf(dir)
     end)
+
+  it("--forecast with --names: the projection's groups by name too, in the table and in CSV", function()
+    local live = standin.start { key = KEY } -- the forecast projects from the real today
+    finally(function()
+      live:stop()
+    end)
+    local out, err, code = run({ "images", "--since", "30d", "--group-by", "project_id", "--forecast", "--names" },
+      live)
+    assert.are.equal(0, code, err)
+    local forecast = out:match "\nForecast of images.*$"
+    assert.truthy(forecast, out)
+    for id, name in pairs(dir_names.project_id) do
+      assert.truthy(forecast:find(name .. " (" .. id .. ")", 1, true), id)
+    end
+    out = run({ "images", "--since", "30d", "--group-by", "project_id", "--forecast", "--names", "--format", "csv" },
+      live)
+    local projected = 0
+    for line in out:gmatch "[^\r\n]+" do
+      local kind, id, name = line:match "^([%w_]+),[^,]*,[^,]*,([^,]*),([^,]*),"
+      if kind and kind:match "^forecast" and id ~= "" then
+        assert.are.equal(dir_names.project_id[id], name)
+        projected = projected + 1
+      end
+    end
+    assert.are.equal(4, projected)
+  end)
 
   it("a report that groups by no id reads no directory", function()
     local plain = run { "images", "--group-by", "model" }
