@@ -260,6 +260,22 @@ describe("names in reports", function()
     assert.are.equal(4, projected)
   end)
 
+  it("--movers with --names: the HTML report's movers by name", function()
+    local live = standin.start { key = KEY } -- movers compare the last whole weeks before today
+    finally(function()
+      live:stop()
+    end)
+    local _, err, code = run({ "images", "--since", "30d", "--group-by", "project_id", "--movers", "--names",
+      "--format", "html", "--out", tmp .. ".html" }, live)
+    assert.are.equal(0, code, err)
+    local html = read(tmp .. ".html")
+    local movers = html:match "Movers: .*$"
+    assert.truthy(movers, "no movers section")
+    for id, name in pairs(dir_names.project_id) do
+      assert.truthy(movers:find(name .. " (" .. id .. ")", 1, true), id)
+    end
+  end)
+
   it("a report that groups by no id reads no directory", function()
     local plain = run { "images", "--group-by", "model" }
     local out, _, code = run { "images", "--group-by", "model", "--names" }

@@ -379,6 +379,11 @@ local function html(job, fold, shaped, opts, meta)
     local m = meta.movers
     local rows = m.rows
     rows.columns = { "dimension", "id", "previous", "current", "change", "change_pct", "status" }
+    for _, row in ipairs(meta.names and rows or {}) do -- a mover by name, where its dimension is an id
+      if require("openai_usage.names").FIELDS[row.dimension] then
+        row.id = meta.names:label(row.dimension, row.id)
+      end
+    end
     opts.after[#opts.after + 1] = { heading = ("Movers: %s, the week of %s against the week before"):format(
       m.job.figure, time.label(m.job.cur_start, DAY)), rows = rows, headers = { change_pct = "change %" } }
   end
