@@ -119,6 +119,55 @@ describe("directory", function()
       assert.is_string(rows.organizations[1].refreshed_at_iso)
     end)
 
+  it("the generated DDL and directory.statements store the directory in SQLite; a refresh replaces it", function()
+    local ok, DBI = pcall(require, "DBI")
+    if not ok then
+      return pending "lua-dbi-sqlite3 is not installed for this Lua"
+    end
+    local path = os.tmpname()
+    local db = assert(DBI.Connect("SQLite3", path))
+    for _, t in ipairs(schema.tables) do
+      assert(db:prepare(t.ddl):execute())
+    end
+    local function store(dir)
+      for _, st in ipairs(directory.statements(directory.rows(dir, "org-spec"), "org-spec")) do
+        local sth = assert(db:prepare(st.sql))
+        for _, v in ipairs(st.values) do
+          assert(sth:execute((table.unpack or unpack)(v, 1, v.n)))
+        end
+      end
+      db:commit()
+    end
+    local function select(sql)
+      local sth = assert(db:prepare(sql))
+      assert(sth:execute())
+      local out = {}
+      for row in sth:rows(false) do
+        out[#out + 1] = row
+      end
+      return out
+    end
+    local dir = client:directory()
+    store(dir)
+    store(dir) -- again: the same rows, no duplicates
+    assert.are.same({ { 4 } }, select "SELECT count(*) FROM projects")
+    assert.are.same({ { 8 } }, select "SELECT count(*) FROM api_keys")
+    assert.are.same({ { "Delta", "2024-10-01T00:00:00Z" } },
+      select "SELECT name, archived_at_iso FROM projects WHERE id = 'proj_delta'")
+    assert.are.same({ { 1 } }, select "SELECT count(*) FROM projects WHERE archived_at IS NULL AND id = 'proj_atlas'")
+    -- keys join their project's and their owner's names
+    local joined = select([[SELECT p.name, u.name FROM api_keys k JOIN projects p ON p.id = k.project_id
+      JOIN users u ON u.id = k.owner_id WHERE k.id = ']] .. dir.api_keys[1].id .. "'")
+    assert.are.equal(1, #joined)
+    assert.are.equal("Atlas", joined[1][1])
+    -- a project gone from the directory is gone from the store after a refresh
+    srv:settings { directory_hide = { "proj_cinder" } }
+    store(client:directory())
+    assert.are.same({ { 3 } }, select "SELECT count(*) FROM projects")
+    db:close()
+    os.remove(path)
+  end)
+
   it("path parameters are checked and percent-encoded; bad ones are refused before anything is sent", function()
     assert.are.equal(srv.url .. "/organization/projects/proj%2F..%2Fx/api_keys?limit=100",
       client:url("api_keys", { project_id = "proj/../x", limit = 100 }))

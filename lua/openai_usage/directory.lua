@@ -8,6 +8,7 @@
 --   for project in client:list("projects", { include_archived = true }) do ... end
 --   local dir = client:directory()   -- { projects, users, api_keys, service_accounts }
 --   local rows = directory.rows(dir, "org-1")   -- rows for the store's tables
+--   for _, st in ipairs(directory.statements(rows, "org-1")) do ... end  -- their SQL
 local core = require "openai_usage.core"
 local protocol = require "openai_usage.protocol"
 local schema = require "openai_usage.directory_schema"
@@ -256,6 +257,33 @@ function M.rows(dir, organization)
       rows[i] = row
     end
     out[t.name] = rows
+  end
+  return out
+end
+
+--- The SQL that stores rows (M.rows's) as organization's directory, for
+-- prepared statements: each table's rows of that organization deleted, then
+-- its rows inserted (so a refresh replaces the directory, a project gone is
+-- gone). A list, in order, of { sql = text with ? placeholders, values =
+-- { { v1, ..., n = count }, ... } } (a value may be nil: SQL NULL).
+function M.statements(rows, organization)
+  organization = organization or ""
+  local out = {}
+  for _, t in ipairs(schema.tables) do
+    local names = rows.columns[t.name]
+    local owner = t.source and "organization" or "id"
+    out[#out + 1] = { sql = ("DELETE FROM %s WHERE %s = ?"):format(t.name, owner),
+      values = { { organization, n = 1 } } }
+    local values = {}
+    for i, row in ipairs(rows[t.name]) do
+      local v = { n = #names }
+      for j, name in ipairs(names) do
+        v[j] = row[name]
+      end
+      values[i] = v
+    end
+    out[#out + 1] = { sql = ("INSERT INTO %s (%s) VALUES (%s)"):format(t.name, table.concat(names, ", "),
+      ("?, "):rep(#names - 1) .. "?"), values = values }
   end
   return out
 end
