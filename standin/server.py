@@ -715,6 +715,19 @@ def costs_page(org, endpoint, query, now, cursor_loop=False, late=0, spike=None)
     return page_of(data, query, next_start, cursor_loop)
 
 
+def renamed(page, rename):
+    """rename (a setting): each string value of a result that is a key of
+    it (a project id, a model, a line item) is served as its value instead,
+    e.g. an id holding quotes and line breaks, on every endpoint alike."""
+    if not rename:
+        return
+    for bucket in page["data"]:
+        for row in bucket["results"]:
+            for name, value in row.items():
+                if isinstance(value, str) and value in rename:
+                    row[name] = rename[value]
+
+
 def envelope(message, type_="invalid_request_error", param=None, code=None):
     return json.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}}).encode()
 
@@ -757,6 +770,7 @@ SETTING_TYPES = {
     "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
     "late_until": (int,), "idle_close_ms": (int, float, type(None)), "spike": (dict, type(None)),
     "directory_loop": (str, type(None)), "directory_hide": (list, type(None)),
+    "rename": (dict,),
 }
 SPIKE_TYPES = {"api_key_id": (str,), "day": (int,), "factor": (int,)}
 FAULT_TYPES = {
@@ -971,6 +985,8 @@ class Handler(BaseHTTPRequestHandler):
                     check_spike(state.org, settings["spike"])
                 if settings.get("directory_loop") not in (None,) + LOOPS:
                     raise ValueError("settings: directory_loop must be one of %s" % ", ".join(LOOPS))
+                if not all(isinstance(v, str) for v in (settings.get("rename") or {}).values()):
+                    raise ValueError("settings: 'rename' maps strings to strings")
                 if settings.get("fixture_page") and not os.path.isfile(settings["fixture_page"]):
                     raise ValueError("settings: fixture_page '%s' is not a file" % settings["fixture_page"])
                 with state.lock:
@@ -1099,6 +1115,7 @@ class Handler(BaseHTTPRequestHandler):
             return 400, envelope(str(e), param=e.param)
         make_page = costs_page if endpoint.name == "costs" else usage_page
         page = make_page(state.org, endpoint, usage_query, now, cursor_loop, late, state.settings.get("spike"))
+        renamed(page, state.settings.get("rename"))
         return 200, json.dumps(page, separators=(",", ":")).encode()
 
     def fixture_body(self, path, query):

@@ -604,6 +604,7 @@ end
 M.COMMANDS = {}
 M.COMMANDS.anomalies = "openai_usage.cmd.anomalies"
 M.COMMANDS.compare = "openai_usage.cmd.compare"
+M.COMMANDS.metrics = "openai_usage.cmd.metrics"
 
 --- A job from arguments: { endpoint, params (the API query), group_by,
 -- format, ... } or nil, err (err.kind "usage"; job.help when --help was
