@@ -25,6 +25,11 @@ external_dependencies = {
   CURL = {
     library = "curl",
   },
+  -- the history store (openai_usage.store) links libsqlite3
+  SQLITE = {
+    header = "sqlite3.h",
+    library = "sqlite3",
+  },
 }
 build = {
   type = "builtin",
@@ -38,6 +43,7 @@ build = {
     ["openai_usage.cmd.anomalies"] = "lua/openai_usage/cmd/anomalies.lua",
     ["openai_usage.cmd.compare"] = "lua/openai_usage/cmd/compare.lua",
     ["openai_usage.cmd.metrics"] = "lua/openai_usage/cmd/metrics.lua",
+    ["openai_usage.cmd.sync"] = "lua/openai_usage/cmd/sync.lua",
     ["openai_usage.cost"] = "lua/openai_usage/cost.lua",
     ["openai_usage.daily"] = "lua/openai_usage/daily.lua",
     ["openai_usage.directory"] = "lua/openai_usage/directory.lua",
@@ -56,7 +62,10 @@ build = {
     ["openai_usage.prices"] = "lua/openai_usage/prices.lua",
     ["openai_usage.protocol"] = "lua/openai_usage/protocol.lua",
     ["openai_usage.report"] = "lua/openai_usage/report.lua",
+    ["openai_usage.store"] = "lua/openai_usage/store.lua",
+    ["openai_usage.store_schema"] = "lua/openai_usage/store_schema.lua",
     ["openai_usage.svg"] = "lua/openai_usage/svg.lua",
+    ["openai_usage.sync"] = "lua/openai_usage/sync.lua",
     ["openai_usage.text"] = "lua/openai_usage/text.lua",
     ["openai_usage.time"] = "lua/openai_usage/time.lua",
     ["openai_usage.transport"] = "lua/openai_usage/transport.lua",
@@ -87,6 +96,12 @@ build = {
       libraries = { "dl", "m", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
+    },
+    ["openai_usage.sqlite"] = {
+      sources = { "src/sqlite.c" },
+      libraries = { "sqlite3" },
+      incdirs = { "$(SQLITE_INCDIR)" },
+      libdirs = { "$(SQLITE_LIBDIR)" },
     },
   },
   install = {

@@ -605,6 +605,7 @@ M.COMMANDS = {}
 M.COMMANDS.anomalies = "openai_usage.cmd.anomalies"
 M.COMMANDS.compare = "openai_usage.cmd.compare"
 M.COMMANDS.metrics = "openai_usage.cmd.metrics"
+M.COMMANDS.sync = "openai_usage.cmd.sync"
 
 --- A job from arguments: { endpoint, params (the API query), group_by,
 -- format, ... } or nil, err (err.kind "usage"; job.help when --help was

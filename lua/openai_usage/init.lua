@@ -102,6 +102,8 @@ function M.new(options)
     max_pages = max_pages,
     transport = opts.transport,
     cache_dir = opts.cache_dir,
+    -- whose usage this is, as the history store records it (nil: "default")
+    organization = opts.organization,
   }, Client)
   opts.prefetch, opts.cache_dir, opts.gc, opts.settle_after, opts.max_pages = nil, nil, nil, nil, nil
   local handle, err = core.new(opts)
