@@ -276,6 +276,47 @@ describe("names in reports", function()
     end
   end)
 
+  it("sync --names stores the directory beside the usage: sqlite3 joins the names, a refresh replaces them",
+    function()
+      local dir = util.tmpdir()
+      local db = dir .. "/usage.db"
+      local out, err, code = run { "sync", "--db", db, "--endpoints", "images", "--names" }
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("directory: 4 projects, 6 users, 8 api_keys, 3 service_accounts", 1, true), out)
+      -- images by project name, in SQL, as the report by project_id gives them
+      local sql = "SELECT p.name, sum(i.images) FROM images i JOIN projects p ON p.id = i.project_id AND "
+        .. "p.organization = i.organization GROUP BY p.name ORDER BY p.name"
+      local by_name = {}
+      for line in util.capture("sqlite3 -separator ' ' " .. q(db) .. " " .. q(sql)):gmatch "[^\n]+" do
+        local name, images = line:match "^(.-) (%d+)$"
+        by_name[name] = tonumber(images)
+      end
+      local report = cjson.decode((run { "images", "--group-by", "project_id", "--format", "json" }))
+      assert.are.equal(4, #report)
+      for _, row in ipairs(report) do
+        assert.are.equal(row.images, by_name[dir_names.project_id[row.project_id]], row.project_id)
+      end
+      -- the next sync replaces the directory: a project gone is gone
+      srv:settings { directory_hide = { "proj_cinder" } }
+      out, err, code = run { "sync", "--db", db, "--endpoints", "images", "--names" }
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("directory: 3 projects", 1, true), out)
+      assert.are.equal("3", util.capture("sqlite3 " .. q(db) .. " 'SELECT count(*) FROM projects'"):match "%d+")
+      -- a directory that cannot be read leaves the store's as it was: exit 1, the usage stored
+      srv:settings { directory_loop = "repeat" }
+      out, err, code = run { "sync", "--db", db, "--endpoints", "images", "--names" }
+      assert.are.equal(1, code, err)
+      assert.truthy(err:find("the usage is stored; the names are not", 1, true), err)
+      assert.truthy(out:find("^images 1d: "), out)
+      assert.are.equal("3", util.capture("sqlite3 " .. q(db) .. " 'SELECT count(*) FROM projects'"):match "%d+")
+      -- without --names, sync reads no directory
+      srv:reset()
+      local _, plain_err, plain_code = run { "sync", "--db", db, "--endpoints", "images" }
+      assert.are.equal(0, plain_code, plain_err)
+      assert.are.equal(0, directory_requests())
+      util.rm_rf(dir)
+    end)
+
   it("a report that groups by no id reads no directory", function()
     local plain = run { "images", "--group-by", "model" }
     local out, _, code = run { "images", "--group-by", "model", "--names" }

@@ -288,4 +288,48 @@ function M.statements(rows, organization)
   return out
 end
 
+--- Reads the directory through client and stores it in store (an open
+-- openai_usage.store) as organization's, in one transaction: the directory
+-- tables created when missing (the generated DDL), that organization's rows
+-- replaced (M.statements). Returns { table = rows stored, ... }, or nil and
+-- the error (the directory's, or the store's, kind "store"); on failure
+-- the store keeps the directory it had.
+function M.refresh_store(store, client, organization, options)
+  local read, dir = pcall(M.fetch, client, options)
+  if not read then
+    return nil, dir
+  end
+  local rows = M.rows(dir, organization)
+  local function failed(what, message)
+    return nil, usage_error { kind = "store", message = ("%s: %s: %s"):format(store.path, what, tostring(message)) }
+  end
+  return store:transaction(function(s)
+    for _, t in ipairs(schema.tables) do
+      local ok, message = s.db:exec(t.ddl)
+      if not ok then
+        return failed("create " .. t.name, message)
+      end
+    end
+    for _, st in ipairs(M.statements(rows, organization)) do
+      local stmt, message = s.db:prepare(st.sql)
+      if not stmt then
+        return failed("prepare", message)
+      end
+      for _, v in ipairs(st.values) do
+        local n, run_err = stmt:run((table.unpack or unpack)(v, 1, v.n)) -- luacheck: ignore 143
+        if not n then
+          stmt:finalize()
+          return failed("store the directory", run_err)
+        end
+      end
+      stmt:finalize()
+    end
+    local counts = {}
+    for _, t in ipairs(schema.tables) do
+      counts[t.name] = #rows[t.name]
+    end
+    return counts
+  end)
+end
+
 return M
