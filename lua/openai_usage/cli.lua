@@ -112,6 +112,9 @@ local OPTIONS = {
     help = "a Lua price table to use instead of the bundled one" },
   { names = { "--quality" }, arg = "Q", key = "quality",
     help = "image quality the estimate assumes (default: the table's)" },
+  { names = { "--names" }, key = "names",
+    help = 'show project, user and key names: "Atlas (proj_atlas)"; CSV and JSON\n'
+      .. "gain project_name, user_name, user_email, api_key_name columns" },
   { names = { "--format" }, arg = "F", key = "format", help = function()
     return ("%s (default table)"):format(or_list(format.NAMES))
   end },
@@ -783,6 +786,9 @@ local function report_text(client, job, stderr)
   end
   if ok and (job.forecast or job.movers) and not core.interrupted() then
     ok, walk_err = pcall(jobs.analysis, client, job, meta, figures)
+  end
+  if ok and job.names and not core.interrupted() then
+    ok, walk_err = pcall(jobs.names, client, job, fold, figures, meta)
   end
   client:close()
   if core.interrupted() then

@@ -1,6 +1,8 @@
 --- `openai-usage sync --db FILE`: fills a history store from the API
 -- (openai_usage.sync), then prints one line per endpoint: requests,
--- buckets, rows, time. Exit 0 when every endpoint is synced; 1 when one
+-- buckets, rows, time; with --names it then refreshes the directory (the
+-- names reports join) in the store. Exit 0 when every endpoint (and the
+-- names) is synced; 1 when one
 -- stopped early (what it committed stays, and the next run resumes); 2 for
 -- a bad argument; 130 on Ctrl-C.
 local usage = require "openai_usage"
@@ -22,6 +24,8 @@ local OPTIONS = {
   { name = "--base-url", arg = "URL", key = "base_url",
     help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
   { name = "--timeout", arg = "SECONDS", key = "timeout", help = "give up an attempt after that long" },
+  { name = "--names", key = "names",
+    help = "also refresh the directory: projects, users, keys, service accounts (their names)" },
   { name = "--help", key = "help", help = "this help" },
 }
 
@@ -126,13 +130,14 @@ function M.run(argv, options, cli)
       end
     end,
   })
-  client:close()
   if not summaries then
+    client:close()
     store:close()
     stderr:write("openai-usage: sync: ", usage.printable(tostring(bad.message)), "\n")
     return cli.EXIT.usage
   end
   if failed then
+    client:close()
     local state = store:state(failed.organization, failed.endpoint, failed.width)
     store:close()
     cli.write_stream(stdout, summary_line(failed))
@@ -146,6 +151,20 @@ function M.run(argv, options, cli)
       failed.endpoint, usage.printable(tostring(failed.err)), kept))
     return cli.EXIT.failed
   end
+  if job.names then -- the names the store's reports join (openai_usage.directory)
+    local organization = client.organization or "default"
+    local counts, names_err = require("openai_usage.directory").refresh_store(store, client, organization)
+    if not counts then
+      store:close()
+      client:close()
+      stderr:write("openai-usage: sync: the usage is stored; the names are not: ",
+        usage.printable(tostring(names_err)), "\n")
+      return cli.EXIT.failed
+    end
+    cli.write_stream(stdout, ("directory: %d projects, %d users, %d api_keys, %d service_accounts\n"):format(
+      counts.projects, counts.users, counts.api_keys, counts.service_accounts))
+  end
+  client:close()
   store:close()
   return cli.EXIT.ok
 end
