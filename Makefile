@@ -156,6 +156,7 @@ bench: deps
 	$(SUITE_ENV) $(LUA) bench/paging.lua
 	$(SUITE_ENV) $(LUA) bench/report.lua
 	$(SUITE_ENV) $(LUA) bench/store.lua
+	$(SUITE_ENV) $(LUA) bench/db_report.lua
 	@command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
 	@dpkg-query -W python3-requests >/dev/null 2>&1 || apt-get install -y -qq python3-requests >/dev/null
 	$(SUITE_ENV) $(LUA) bench/e2e.lua

@@ -5,7 +5,7 @@
 -- as the real API's does (--late-seconds), through a page cache in
 -- OUTDIR/cache: the runs after the first read the settled days from disk and
 -- ask again for the buckets still inside the settle window. It prints the usage by model and size
--- and the cost by project, and writes the charts:
+-- and the cost by project (named: "Atlas (proj_atlas)"), and writes the charts:
 --   build/report.html  the usage table, a bar chart and a stacked daily series
 --   build/report.svg   the stacked daily series alone
 --   lua5.4 bin/report.lua [DAYS=30] [OUTDIR=build]
@@ -54,7 +54,7 @@ assert(require("openai_usage.core").mkdir_p(outdir, tonumber("777", 8)))
 local since = ("%dd"):format(days)
 local runs = {
   { "images", "--since", since, "--group-by", "model,size", "--top", "10", "--share" },
-  { "images", "--since", since, "--group-by", "project_id", "--cost" },
+  { "images", "--since", since, "--group-by", "project_id", "--cost", "--names" },
   { "images", "--since", since, "--group-by", "model", "--format", "html", "--out", outdir .. "/report.html" },
   { "images", "--since", since, "--group-by", "model", "--by-time", "--format", "svg",
     "--out", outdir .. "/report.svg" },

@@ -29,6 +29,8 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote_plus
 
+from directory import LOOPS, Directory
+
 HISTORY_DAYS = 90
 MIB = 1 << 20
 GIB = 1 << 30
@@ -776,6 +778,7 @@ SETTING_TYPES = {
     "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
     "late_until": (int,), "idle_close_ms": (int, float, type(None)), "spike": (dict, type(None)),
     "billed_prices": (dict,),
+    "directory_loop": (str, type(None)), "directory_hide": (list, type(None)),
     "rename": (dict,),
 }
 SPIKE_TYPES = {"api_key_id": (str,), "day": (int,), "factor": (int,)}
@@ -838,6 +841,7 @@ class State:
         self.endpoints = load_endpoints()
         self.org = Organization()
         check_organization(self.org, self.endpoints)
+        self.directory = Directory(self.org)
         self.lock = threading.Lock()
         self.records = []
         self.faults = []
@@ -988,6 +992,8 @@ class Handler(BaseHTTPRequestHandler):
                 check_fields(settings, SETTING_TYPES, "settings")
                 if settings.get("spike") is not None:
                     check_spike(state.org, settings["spike"])
+                if settings.get("directory_loop") not in (None,) + LOOPS:
+                    raise ValueError("settings: directory_loop must be one of %s" % ", ".join(LOOPS))
                 if not all(isinstance(v, str) for v in (settings.get("rename") or {}).values()):
                     raise ValueError("settings: 'rename' maps strings to strings")
                 if settings.get("fixture_page") and not os.path.isfile(settings["fixture_page"]):
@@ -1094,7 +1100,8 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         auth = self.headers.get("Authorization", "")
         endpoint = state.endpoints.get(path)
-        if endpoint is None or method != "GET":
+        listed = endpoint is None and state.directory.route(path) is not None
+        if (endpoint is None and not listed) or method != "GET":
             return 404, envelope("Invalid URL (%s %s)" % (method, path))
         if auth != "Bearer " + state.key:
             given = auth[7:] if auth.startswith("Bearer ") else ""
@@ -1103,6 +1110,8 @@ class Handler(BaseHTTPRequestHandler):
                 "You didn't provide an API key. You need to provide your API key in an Authorization header "
                 "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
             return 401, envelope(message, code="invalid_api_key")
+        if listed:  # the organization's directory (standin/directory.py)
+            return state.directory.answer(path, query, state.settings)
         fixture = state.settings.get("fixture_page")
         if fixture:
             try:

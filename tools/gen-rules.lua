@@ -2,14 +2,19 @@
 -- Writes src/rules_table.c, the C rule table of every usage endpoint and of
 -- costs, from the OpenAPI description; and the same rules, with each
 -- endpoint's result fields, as JSON for the stand-in server (which must not
--- keep a second copy of them). Run by `make rules`; both outputs are
+-- keep a second copy of them). Run by `make rules`; the outputs are
 -- committed, and a spec checks they are what this script writes. It also
 -- writes the history store's schema (openai_usage.store) from the same
 -- rules: the DDL as SQL text and the same DDL with each table's columns as
--- a Lua module, the form store.lua loads.
---   lua5.4 tools/gen-rules.lua tools/openai-usage-openapi.yaml [JSON [SQL LUA]] > src/rules_table.c
+-- a Lua module, the form store.lua loads. The directory's endpoints
+-- (projects, users, their keys and service accounts, spend alerts and
+-- limit) come from tools/openai-admin-directory-openapi.yaml into the same
+-- C file, and their fields with the store's DDL of the directory tables
+-- into lua/openai_usage/directory_schema.lua.
+--   lua5.4 tools/gen-rules.lua tools/openai-usage-openapi.yaml [JSON [SQL LUA [DIRECTORY]]] > src/rules_table.c
 -- JSON defaults to standin/endpoints.json in the repository of this script,
--- SQL to src/store_schema.sql, LUA to lua/openai_usage/store_schema.lua.
+-- SQL to src/store_schema.sql, LUA to lua/openai_usage/store_schema.lua,
+-- DIRECTORY to lua/openai_usage/directory_schema.lua.
 local lyaml = require "lyaml"
 
 -- The one fact the description states only in prose (in the limit
@@ -31,11 +36,13 @@ local function is_open(param, values)
   return values ~= nil and not STRICT_ENUMS[param.name]
 end
 
-local path = assert(arg[1], "usage: gen-rules.lua OPENAPI.yaml [ENDPOINTS.json]")
+local path = assert(arg[1], "usage: gen-rules.lua OPENAPI.yaml [ENDPOINTS.json [SQL LUA [DIRECTORY.lua]]]")
 local tools_dir = arg[0]:match "^(.-)gen%-rules%.lua$" or ""
+local here = tools_dir
 local json_path = arg[2] or (tools_dir .. "../standin/endpoints.json")
 local schema_sql_path = arg[3] or (tools_dir .. "../src/store_schema.sql")
 local schema_lua_path = arg[4] or (tools_dir .. "../lua/openai_usage/store_schema.lua")
+local lua_path = arg[5] or (tools_dir .. "../lua/openai_usage/directory_schema.lua")
 local f = assert(io.open(path))
 local spec = lyaml.load(f:read "*a")
 f:close()
@@ -66,6 +73,298 @@ local function param_type(p)
     return "OU_PARAM_BOOL"
   end
   error(("no rule type for parameter %s (%s)"):format(p.name, tostring(s.type)))
+end
+
+-- The directory: the endpoints a report's names come from (and issue 15's
+-- spend alerts and limit), under names of their own beside the usage ones.
+local DIRECTORY = {
+  { name = "projects", path = "/organization/projects" },
+  { name = "users", path = "/organization/users" },
+  { name = "api_keys", path = "/organization/projects/{project_id}/api_keys" },
+  { name = "service_accounts", path = "/organization/projects/{project_id}/service_accounts" },
+  { name = "spend_alerts", path = "/organization/spend_alerts" },
+  { name = "spend_limit", path = "/organization/spend_limit" },
+}
+
+-- The store's directory tables: the list each is filled from, the columns
+-- beside the object's own (organization always; the project a key or a
+-- service account belongs to; a key's owner, read from owner.user.id or
+-- owner.service_account.id) and the key.
+local DIRECTORY_TABLES = {
+  { name = "organizations", columns = { { "id", "TEXT" }, { "name", "TEXT" }, { "refreshed_at", "INTEGER", time = true } },
+    key = { "id" } },
+  { name = "projects", source = "projects", key = { "organization", "id" } },
+  { name = "users", source = "users", key = { "organization", "id" } },
+  { name = "api_keys", source = "api_keys", extra = { { "project_id", "TEXT" }, { "owner_id", "TEXT" } },
+    key = { "organization", "id" } },
+  { name = "service_accounts", source = "service_accounts", extra = { { "project_id", "TEXT" } },
+    key = { "organization", "project_id", "id" } },
+}
+
+local directory_spec
+
+-- schema with its $ref followed (within the directory description).
+local function resolve(schema)
+  while schema and schema["$ref"] do
+    local name = schema["$ref"]:match "^#/components/schemas/(.+)$"
+    schema = assert(directory_spec.components.schemas[name], "no schema " .. tostring(schema["$ref"]))
+  end
+  return schema
+end
+
+-- A property's one JSON type (null aside), whether null is allowed, and
+-- whether it is a Unix time.
+local function property_type(schema)
+  schema = resolve(schema)
+  local kind, nullable, unixtime
+  for _, alt in ipairs(schema.anyOf or { schema }) do
+    alt = resolve(alt)
+    if alt.type == "null" then
+      nullable = true
+    else
+      assert(kind == nil or kind == alt.type, "more than one type")
+      kind = alt.type
+      unixtime = unixtime or alt.format == "unixtime"
+    end
+  end
+  return assert(kind, "no type"), nullable, unixtime
+end
+
+-- The properties of an object schema: those of its example first, in the
+-- example's order (the order the API writes them in), then the rest by name.
+local function directory_fields(schema)
+  schema = resolve(schema)
+  for _, alt in ipairs(schema.anyOf or {}) do -- an object or null: the object's
+    if resolve(alt).type == "object" then
+      schema = resolve(alt)
+    end
+  end
+  local example = schema["x-oaiMeta"] and schema["x-oaiMeta"].example or ""
+  local list = {}
+  for name, property in pairs(schema.properties) do
+    local kind, nullable, unixtime = property_type(property)
+    local at = example:find('"' .. name .. '"%s*:')
+    list[#list + 1] = { name = name, type = kind, nullable = nullable, unixtime = unixtime, at = at or math.huge,
+      schema = resolve(property) }
+  end
+  table.sort(list, function(a, b)
+    if a.at ~= b.at then
+      return a.at < b.at
+    end
+    return a.name < b.name
+  end)
+  return list
+end
+
+-- A directory parameter's rule type: the path's own, the list cursors,
+-- strings (an enumeration is the whole set), and the usage kinds.
+local function directory_param_type(p)
+  local s = resolve(p.schema or {})
+  if p["in"] == "path" then
+    return "OU_PARAM_PATH"
+  elseif p.name == "limit" then
+    return "OU_PARAM_LIMIT"
+  elseif p.name == "after" or p.name == "before" then
+    return "OU_PARAM_CURSOR"
+  elseif s.type == "string" then
+    return "OU_PARAM_STRING", s.enum
+  elseif s.type == "array" and (s.items or {}).type == "string" then
+    return "OU_PARAM_LIST", (s.items or {}).enum
+  elseif s.type == "boolean" then
+    return "OU_PARAM_BOOL"
+  end
+  error(("no rule type for parameter %s (%s)"):format(p.name, tostring(s.type)))
+end
+
+-- The page size limit: the schema's maximum, else the prose's ("Limit can
+-- range between 1 and 100"). The least is 1 whatever the schema says
+-- (spend alerts' says 0): a page of none never moves a walk on.
+local function list_max_limit(p)
+  local s = p.schema or {}
+  local max = s.maximum or tonumber((p.description or ""):match "between %d+ and (%d+)")
+  return assert(math.tointeger(max), p.name .. ": no maximum limit in the description")
+end
+
+-- The directory's C rule table (ou_directory) and, for the Lua side, each
+-- endpoint's shape, object and fields.
+local function directory_rules(c_string, doc, usage_endpoints)
+  local f = assert(io.open(here .. "openai-admin-directory-openapi.yaml"))
+  directory_spec = lyaml.load(f:read "*a")
+  f:close()
+  local taken = {}
+  for _, e in ipairs(usage_endpoints) do
+    taken[e.name] = true
+  end
+  local c, rows, described = { "", "/* The directory's rules, from tools/openai-admin-directory-openapi.yaml. */" }, {}, {}
+  for _, d in ipairs(DIRECTORY) do
+    assert(not taken[d.name], d.name .. ": a usage endpoint has this name")
+    local op = assert(directory_spec.paths[d.path], d.path .. " is not in the directory description").get
+    local body = resolve(op.responses["200"].content["application/json"].schema)
+    local shape, item = "OU_SHAPE_OBJECT", body
+    if body.properties.data and body.properties.has_more then
+      shape, item = "OU_SHAPE_LIST", resolve(body.properties.data.items)
+    end
+    local object = assert(resolve(item.properties.object).enum, d.name .. ": no object constant")[1]
+    local params, max_limit = {}, 0
+    for _, p in ipairs(op.parameters or {}) do
+      local kind, values = directory_param_type(p)
+      local values_name = "NULL"
+      if values then
+        values_name = "dir_" .. d.name .. "_" .. p.name
+        local quoted = {}
+        for i, v in ipairs(values) do
+          quoted[i] = c_string(v)
+        end
+        c[#c + 1] = ("static const char *const %s[] = {%s, NULL};"):format(values_name, table.concat(quoted, ", "))
+      end
+      if kind == "OU_PARAM_LIMIT" then
+        max_limit = list_max_limit(p)
+      end
+      params[#params + 1] = ("    {%s, %s, %d, %s, 0, %s},"):format(c_string(p.name), kind,
+        (p.required or p["in"] == "path") and 1 or 0, values_name, c_string(doc(p.description or p.name)))
+    end
+    assert(shape ~= "OU_SHAPE_LIST" or max_limit > 0, d.name .. ": a list without a limit parameter")
+    local params_name = "NULL"
+    if #params > 0 then
+      params_name = "dir_" .. d.name .. "_params"
+      c[#c + 1] = ("static const struct ou_param_rule %s[] = {"):format(params_name)
+      for _, line in ipairs(params) do
+        c[#c + 1] = line
+      end
+      c[#c + 1] = "};"
+    end
+    local fields, field_rows = directory_fields(item), {}
+    for i, fd in ipairs(fields) do
+      field_rows[i] = ("{%s, %s, %d}"):format(c_string(fd.name), c_string(fd.type), fd.nullable and 1 or 0)
+    end
+    c[#c + 1] = ("static const struct ou_field_rule dir_%s_fields[] = {%s};"):format(d.name,
+      table.concat(field_rows, ", "))
+    rows[#rows + 1] = ("    {.name = %s, .path = %s, .params = %s, .nparams = %d, .fields = dir_%s_fields, "
+      .. ".nfields = %d, .shape = %s, .max_limit = %d, .object = %s},"):format(c_string(d.name), c_string(d.path),
+      params_name, #params, d.name, #fields, shape, max_limit, c_string(object))
+    described[d.name] = { name = d.name, path = d.path, shape = shape == "OU_SHAPE_LIST" and "list" or "object",
+      object = object, fields = fields }
+  end
+  c[#c + 1] = ""
+  c[#c + 1] = "const struct ou_endpoint_rule ou_directory[] = {"
+  for _, row in ipairs(rows) do
+    c[#c + 1] = row
+  end
+  c[#c + 1] = "};"
+  c[#c + 1] = ("const size_t ou_ndirectory = %d;"):format(#rows)
+  return { c = c, described = described }
+end
+
+local SQL_TYPES = { string = "TEXT", integer = "INTEGER", boolean = "INTEGER", number = "REAL" }
+
+-- A table's columns: organization, the extra ones, then the object's
+-- scalar fields in the API's order (a nested object's scalars as
+-- owner_type), a Unix time followed by its ISO text (time_iso).
+local function table_columns(t, described)
+  local columns = {}
+  local function add(name, sql, from)
+    columns[#columns + 1] = { name = name, type = sql, field = from }
+  end
+  local function add_time(name, from)
+    add(name, "INTEGER", from)
+    columns[#columns].time = true
+    add(name .. "_iso", "TEXT")
+    columns[#columns].iso_of = name
+  end
+  if not t.source then
+    for _, col in ipairs(t.columns) do
+      if col.time then
+        add_time(col[1])
+      else
+        add(col[1], col[2])
+      end
+    end
+    return columns
+  end
+  add("organization", "TEXT")
+  for _, col in ipairs(t.extra or {}) do
+    add(col[1], col[2])
+  end
+  for _, fd in ipairs(described[t.source].fields) do
+    if fd.name == "object" then -- the constant, the same in every row
+      -- (no column)
+    elseif fd.type == "object" then
+      for _, sub in ipairs(directory_fields(fd.schema)) do
+        if SQL_TYPES[sub.type] then
+          add(fd.name .. "_" .. sub.name, SQL_TYPES[sub.type], { fd.name, sub.name })
+        end
+      end
+    elseif fd.unixtime then
+      add_time(fd.name, fd.name)
+    elseif SQL_TYPES[fd.type] then
+      add(fd.name, SQL_TYPES[fd.type], fd.name)
+    end
+  end
+  return columns
+end
+
+-- Lua source of a value: sorted keys, one entry a line for lists of tables.
+local function lua_source(v, indent)
+  if type(v) == "string" and v:find "\n" then -- the DDL: one column a line
+    assert(not v:find "%]%]")
+    return "[[" .. v .. "]]"
+  elseif type(v) == "string" then
+    return ("%q"):format(v)
+  elseif type(v) ~= "table" then
+    return tostring(v)
+  end
+  local parts = {}
+  if v[1] ~= nil or next(v) == nil then
+    for i, x in ipairs(v) do
+      parts[i] = lua_source(x, indent .. "  ")
+    end
+  else
+    local keys = {}
+    for k in pairs(v) do
+      keys[#keys + 1] = k
+    end
+    table.sort(keys)
+    for i, k in ipairs(keys) do
+      parts[i] = k .. " = " .. lua_source(v[k], indent .. "  ")
+    end
+  end
+  local flat = "{ " .. table.concat(parts, ", ") .. " }"
+  if #flat + #indent <= 110 then
+    return #parts == 0 and "{}" or flat
+  end
+  local inner = indent .. "  "
+  return "{\n" .. inner .. table.concat(parts, ",\n" .. inner) .. ",\n" .. indent .. "}"
+end
+
+-- lua/openai_usage/directory_schema.lua: each directory endpoint's shape,
+-- object and fields, and the store's directory tables (columns, key, DDL).
+local function write_directory_schema(directory, lua_path)
+  local endpoints, tables = {}, {}
+  for _, d in ipairs(DIRECTORY) do
+    local e = directory.described[d.name]
+    local fields = {}
+    for i, fd in ipairs(e.fields) do
+      fields[i] = { name = fd.name, type = fd.type, nullable = fd.nullable or nil, time = fd.unixtime or nil }
+    end
+    endpoints[#endpoints + 1] = { name = e.name, path = e.path, shape = e.shape, object = e.object, fields = fields }
+  end
+  for _, t in ipairs(DIRECTORY_TABLES) do
+    local columns = table_columns(t, directory.described)
+    local defs = {}
+    for i, col in ipairs(columns) do
+      defs[i] = col.name .. " " .. col.type
+    end
+    defs[#defs + 1] = "PRIMARY KEY (" .. table.concat(t.key, ", ") .. ")"
+    tables[#tables + 1] = { name = t.name, source = t.source, key = t.key, columns = columns,
+      ddl = ("CREATE TABLE IF NOT EXISTS %s (\n  %s\n)"):format(t.name, table.concat(defs, ",\n  ")) }
+  end
+  local f = assert(io.open(lua_path, "w"))
+  f:write("-- Generated by tools/gen-rules.lua from tools/openai-admin-directory-openapi.yaml: do not edit.\n",
+    "-- The directory's endpoints (shape, object, fields in the API's order) and the\n",
+    "-- store's directory tables: columns (field: where a column's value is read\n",
+    "-- from an object; iso_of: the ISO text of a time column), key and DDL.\n",
+    "return ", lua_source({ endpoints = endpoints, tables = tables }, ""), "\n")
+  f:close()
 end
 
 local paths = {}
@@ -258,12 +557,18 @@ end
 out[#out + 1] = ""
 out[#out + 1] = "const struct ou_endpoint_rule ou_endpoints[] = {"
 for _, e in ipairs(endpoints) do
-  out[#out + 1] = ("    {%s, %s, %s_params, %d, %s_widths, %d, %s, %s_fields, %d},"):format(c_string(e.name),
+  out[#out + 1] = ("    {%s, %s, %s_params, %d, %s_widths, %d, %s, %s_fields, %d, OU_SHAPE_USAGE, 0, NULL},")
+    :format(c_string(e.name),
     c_string(e.path), e.name, e.nparams, e.family, #WIDTH_LIMITS[e.family], c_string(e.default_width), e.name, e.nfields)
 end
 out[#out + 1] = "};"
 out[#out + 1] = ("const size_t ou_nendpoints = %d;"):format(#endpoints)
+local directory = directory_rules(c_string, doc, endpoints)
+for _, line in ipairs(directory.c) do
+  out[#out + 1] = line
+end
 io.write(table.concat(out, "\n"), "\n")
+write_directory_schema(directory, lua_path)
 
 local function json_scalar(v)
   if type(v) == "string" then

@@ -112,10 +112,16 @@ local OPTIONS = {
     help = "a Lua price table to use instead of the bundled one" },
   { names = { "--quality" }, arg = "Q", key = "quality",
     help = "image quality the estimate assumes (default: the table's)" },
+  { names = { "--names" }, key = "names",
+    help = 'show project, user and key names: "Atlas (proj_atlas)"; CSV and JSON\n'
+      .. "gain project_name, user_name, user_email, api_key_name columns" },
   { names = { "--format" }, arg = "F", key = "format", help = function()
     return ("%s (default table)"):format(or_list(format.NAMES))
   end },
   { names = { "--out" }, arg = "FILE", key = "out", help = "write the report to FILE (atomically) instead of stdout" },
+  { names = { "--db" }, arg = "FILE", key = "db",
+    help = "read the figures from the history store FILE (openai-usage sync), not\n"
+      .. "the API; a range it does not hold whole is an error" },
   { names = { "--cache" }, arg = "DIR", key = "cache",
     help = "keep pages of settled buckets in DIR; re-runs skip those requests" },
   { names = { "--settle-after" }, arg = "T", key = "settle_after",
@@ -707,7 +713,24 @@ end
 
 -- The client of a job (client options under the command line's), or nil
 -- after saying why on stderr.
+local function open_store_client(job, options, stderr)
+  local client, err = require("openai_usage.store").client(job.db, {
+    now = function() return job.now or options.now or os.time() end,
+    on_note = function(text)
+      stderr:write("openai-usage: --db: ", usage.printable(text), "\n")
+    end,
+    client = { max_pages = job.max_pages },
+  })
+  if not client then
+    stderr:write("openai-usage: --db: ", usage.printable(tostring(err)), "\n")
+  end
+  return client
+end
+
 local function open_client(job, options, stderr)
+  if job.db then -- the history store answers, not the API: no key needed
+    return open_store_client(job, options, stderr)
+  end
   local client_options = {
     base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
     timeout = job.timeout,
@@ -766,6 +789,9 @@ local function report_text(client, job, stderr)
   end
   if ok and (job.forecast or job.movers) and not core.interrupted() then
     ok, walk_err = pcall(jobs.analysis, client, job, meta, figures)
+  end
+  if ok and job.names and not core.interrupted() then
+    ok, walk_err = pcall(jobs.names, client, job, fold, figures, meta)
   end
   client:close()
   if core.interrupted() then

@@ -333,6 +333,9 @@ function M.run(argv, options)
     if job.forecast or job.movers then -- their daily walks through the same task
       jobs.analysis(c, job, meta, figures)
     end
+    if job.names then
+      meta = jobs.names(c, job, fold, figures, meta)
+    end
     return jobs.text(job, fold, meta, figures, path)
   end)
   if not task then

@@ -642,4 +642,42 @@ function Store:coverage(endpoint, params)
   return out
 end
 
+--- A client that reads from the store instead of the API
+-- (openai_usage.transport.store): what a report asks is validated and its
+-- pages decoded as the API's are, and a range the store does not hold
+-- whole is an error (kind "http", status 404, code store_range_missing)
+-- naming what it holds. path_or_store: a file (opened read-only, closed
+-- with the client's last reference) or an open store. options:
+-- organization (the store's label, or a list; default "default"), now (a
+-- clock function), on_note(text) (told of buckets not yet settled when
+-- synced), client (further client options). Returns client or nil, err.
+function M.client(path_or_store, options)
+  options = options or {}
+  local s = path_or_store
+  if type(path_or_store) ~= "table" then
+    local err
+    s, err = M.open(path_or_store, { readonly = true })
+    if not s then
+      return nil, err
+    end
+  end
+  local client_options = {}
+  for k, v in pairs(options.client or {}) do
+    client_options[k] = v
+  end
+  -- no key leaves the machine: the transport answers every request here
+  client_options.api_key = "history-store"
+  client_options.base_url = "http://history-store.invalid/v1"
+  client_options.cache_dir = nil
+  client_options.transport = require("openai_usage.transport.store").new(s, {
+    organization = options.organization, now = options.now, on_note = options.on_note,
+  })
+  local client, err = require("openai_usage").new(client_options)
+  if not client then
+    return nil, err
+  end
+  client.store = s
+  return client
+end
+
 return M

@@ -123,15 +123,6 @@ local function check(job)
     end
     job.timeout = seconds
   end
-  if job.db then
-    -- the history store (openai_usage.store) is here, but a client that
-    -- serves pages from it (store.client) is not yet: until it is, --db
-    -- must not quietly read the API instead
-    local has_store, store = pcall(require, "openai_usage.store")
-    if not has_store or type(store.client) ~= "function" then
-      return nil, "--db: this build cannot read metrics from the history store yet (no store-backed client)"
-    end
-  end
   return job
 end
 

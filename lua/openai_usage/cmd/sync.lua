@@ -1,6 +1,8 @@
 --- `openai-usage sync --db FILE`: fills a history store from the API
 -- (openai_usage.sync), then prints one line per endpoint: requests,
--- buckets, rows, time. Exit 0 when every endpoint is synced; 1 when one
+-- buckets, rows, time; with --names it then refreshes the directory (the
+-- names reports join) in the store. Exit 0 when every endpoint (and the
+-- names) is synced; 1 when one
 -- stopped early (what it committed stays, and the next run resumes); 2 for
 -- a bad argument; 130 on Ctrl-C.
 local usage = require "openai_usage"
@@ -11,7 +13,7 @@ local time = require "openai_usage.time"
 local M = {}
 
 local OPTIONS = {
-  { name = "--db", arg = "FILE", key = "db", help = "the store (SQLite; created when missing)" },
+  { name = "--db", arg = "FILE", key = "store_file", help = "the store (SQLite; created when missing)" },
   { name = "--endpoints", arg = "E,E", key = "endpoints", help = "endpoints to sync, or all (default all)" },
   { name = "--bucket", arg = "WIDTH", key = "bucket",
     help = "bucket width: 1m, 1h or 1d (default 1d; costs are daily only)" },
@@ -22,6 +24,8 @@ local OPTIONS = {
   { name = "--base-url", arg = "URL", key = "base_url",
     help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
   { name = "--timeout", arg = "SECONDS", key = "timeout", help = "give up an attempt after that long" },
+  { name = "--names", key = "names",
+    help = "also refresh the directory: projects, users, keys, service accounts (their names)" },
   { name = "--help", key = "help", help = "this help" },
 }
 
@@ -73,7 +77,7 @@ function M.parse(argv)
   if job.help then
     return job
   end
-  if not job.db then
+  if not job.store_file then
     return nil, "sync: --db FILE is required (the store to fill)"
   end
   if job.timeout then
@@ -108,7 +112,7 @@ function M.run(argv, options, cli)
   if not client then
     return cli.EXIT.usage
   end
-  local store, err = store_module.open(job.db)
+  local store, err = store_module.open(job.store_file)
   if not store then
     client:close()
     stderr:write("openai-usage: ", usage.printable(tostring(err.message)), "\n")
@@ -126,13 +130,14 @@ function M.run(argv, options, cli)
       end
     end,
   })
-  client:close()
   if not summaries then
+    client:close()
     store:close()
     stderr:write("openai-usage: sync: ", usage.printable(tostring(bad.message)), "\n")
     return cli.EXIT.usage
   end
   if failed then
+    client:close()
     local state = store:state(failed.organization, failed.endpoint, failed.width)
     store:close()
     cli.write_stream(stdout, summary_line(failed))
@@ -146,6 +151,20 @@ function M.run(argv, options, cli)
       failed.endpoint, usage.printable(tostring(failed.err)), kept))
     return cli.EXIT.failed
   end
+  if job.names then -- the names the store's reports join (openai_usage.directory)
+    local organization = client.organization or "default"
+    local counts, names_err = require("openai_usage.directory").refresh_store(store, client, organization)
+    if not counts then
+      store:close()
+      client:close()
+      stderr:write("openai-usage: sync: the usage is stored; the names are not: ",
+        usage.printable(tostring(names_err)), "\n")
+      return cli.EXIT.failed
+    end
+    cli.write_stream(stdout, ("directory: %d projects, %d users, %d api_keys, %d service_accounts\n"):format(
+      counts.projects, counts.users, counts.api_keys, counts.service_accounts))
+  end
+  client:close()
   store:close()
   return cli.EXIT.ok
 end
