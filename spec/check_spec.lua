@@ -126,7 +126,7 @@ describe("openai-usage check", function()
     assert.are.equal("", err)
     assert.are.equal(4, code)
     local _, lines = out:gsub("[^\n]+\n", "")
-    assert.are.equal(2, lines) -- the line, and what its estimate assumed
+    assert.are.equal(4, lines) -- the line, what its estimate assumed, the platform's limit and alerts
     assert.truthy(out:find("\nestimate: images usage x prices of stand-in from " .. prices_file
       .. " at standard quality", 1, true), out)
     local expected = ("OVER: organization, month 2024-11 (UTC): spent %s of %s"):format(budget.usd(spent),
@@ -366,8 +366,44 @@ describe("openai-usage check", function()
     assert.are.same({}, srv:requests())
   end)
 
+  it("lists the organization's own spend limit and alerts beside the budgets, read-only", function()
+    local directory = require "openai_usage.directory"
+    local alerts = directory.all(client, "spend_alerts")
+    local limit = assert(client:usage "spend_limit")
+    assert.is_true(#alerts > 0)
+    srv:reset()
+    local json = run_json { "--budget", "1e9", "--at", tostring(NOW), "--prices", prices_file }
+    local org = json.organization
+    assert.are.same({ limit.threshold_amount / 100, limit.currency, limit.interval, limit.enforcement.status },
+      { org.spend_limit.amount, org.spend_limit.currency, org.spend_limit.interval, org.spend_limit.enforcement })
+    assert.are.equal(#alerts, #org.spend_alerts)
+    for i, a in ipairs(alerts) do
+      assert.are.same({ a.threshold_amount / 100, a.interval }, { org.spend_alerts[i].amount,
+        org.spend_alerts[i].interval })
+    end
+    assert.are.equal(cjson.null, org.error)
+    for _, r in ipairs(srv:requests()) do
+      assert.are.equal("GET", r.method) -- read-only
+    end
+    -- with the lines printed: one line each, the amounts in dollars
+    local out = run { "--budget", "1", "--at", tostring(NOW), "--prices", prices_file }
+    assert.truthy(out:find(("organization spend limit (set on the platform, read-only): %s a %s, %s"):format(
+      budget.usd(limit.threshold_amount / 100), limit.interval, limit.enforcement.status), 1, true), out)
+    assert.truthy(out:find("organization spend alerts (set on the platform, read-only): "
+      .. budget.usd(alerts[1].threshold_amount / 100), 1, true), out)
+    -- a key that may not read them: said so, and the budgets are still checked
+    srv:faults { { status = 403, error_message = "missing scope: api.organization.read" } }
+    local denied, code = run_json { "--budget", "1e9", "--at", tostring(NOW), "--prices", prices_file }
+    assert.are.equal(0, code)
+    assert.are.equal(cjson.null, denied.organization.spend_alerts)
+    assert.are.equal(limit.threshold_amount / 100, denied.organization.spend_limit.amount)
+    assert.truthy(denied.organization.error:find("missing scope: api.organization.read", 1, true))
+    assert.are.equal("under", denied.lines[1].status)
+  end)
+
   it("a failed request: exit 1, one line naming it, nothing on stdout", function()
-    srv:faults { { status = 400, error_message = "costs are down for maintenance" } }
+    -- (the spend alerts and limit, asked first, fail too: said in the output, which is not written)
+    srv:faults { { status = 400, error_message = "costs are down for maintenance", times = 3 } }
     local out, err, code = run { "--budget", "5", "--at", tostring(NOW) }
     assert.are.equal(1, code)
     assert.are.equal("", out)

@@ -399,10 +399,13 @@ end
 --- Every budget's lines at time at through client: options.at (Unix
 -- seconds, default now), settle_after (seconds, default M.SETTLE_AFTER),
 -- prices (a table of cost.load, default the bundled one), quality (default
--- the table's). Returns { at, lines = { { scope, id, period, label, start,
--- stop, offset, amount, threshold, billed, unsettled, estimate, spend,
--- forecast, share, tail, unpriced_images, unpriced, no_amount, status } },
--- at_risk (count), prices }. Raises the walk's error.
+-- the table's), organization (also read the platform's own spend alerts
+-- and limit, M.organization_limits). Returns { at, lines = { { scope, id,
+-- period, label, start, stop, offset, amount, threshold, billed,
+-- unsettled, estimate, spend, forecast (forecast_low, forecast_high,
+-- forecast_model), share, tail, unpriced_images, unpriced, no_amount,
+-- status } }, at_risk (count), prices, organization }. Raises the walk's
+-- error.
 function M.evaluate(client, budgets, options)
   options = options or {}
   local at = options.at or os.time()
@@ -412,6 +415,9 @@ function M.evaluate(client, budgets, options)
   local fetched = {} -- one walk per period range
   local histories = {} -- and one of the daily history per period start
   local result = { at = at, lines = {}, at_risk = 0, prices = prices, quality = quality }
+  if options.organization then -- the platform's own alerts and limit, listed beside the budgets
+    result.organization = M.organization_limits(client)
+  end
   for _, budget in ipairs(budgets) do
     local start, stop, label = M.period(budget.period, at, budget.offset)
     local stop_at = math.min(stop, at)
@@ -472,6 +478,60 @@ function M.usd(v)
   return "$" .. digits
 end
 local dollars = M.usd
+
+local function dollars_of(cents)
+  return type(cents) == "number" and cents / 100 or nil
+end
+
+--- The organization's own spend alerts and spend limit, read-only, to
+-- list beside the local budgets: { alerts = { { amount (USD, nil when
+-- unknown), currency, interval } }, limit = { amount, currency, interval,
+-- enforcement } } through client (the admin API's directory lists); the
+-- fields the API could not give are nil and error says why (a key without
+-- the permission), so the budgets are still checked.
+function M.organization_limits(client)
+  local out = {}
+  local ok, alerts = pcall(require("openai_usage.directory").all, client, "spend_alerts")
+  if ok then
+    out.alerts = {}
+    for _, a in ipairs(alerts) do
+      out.alerts[#out.alerts + 1] = { amount = dollars_of(a.threshold_amount), currency = a.currency,
+        interval = a.interval }
+    end
+  else
+    out.error = "spend alerts: " .. tostring(alerts)
+  end
+  local limit, err = client:usage("spend_limit")
+  if limit then
+    out.limit = { amount = dollars_of(limit.threshold_amount), currency = limit.currency, interval = limit.interval,
+      enforcement = type(limit.enforcement) == "table" and limit.enforcement.status or nil }
+  else
+    out.error = (out.error and out.error .. "; " or "") .. "spend limit: " .. tostring(err)
+  end
+  return out
+end
+
+--- The lines of text naming the organization's own limits (M.organization_limits').
+function M.describe_organization(org)
+  local lines = {}
+  if org.limit then
+    local l = org.limit
+    lines[#lines + 1] = ("organization spend limit (set on the platform, read-only): %s a %s%s"):format(
+      dollars(l.amount), tostring(l.interval or "period"), l.enforcement and (", " .. l.enforcement) or "")
+  end
+  if org.alerts then
+    local amounts = {}
+    for _, a in ipairs(org.alerts) do
+      amounts[#amounts + 1] = dollars(a.amount) .. (a.interval and " a " .. a.interval or "")
+    end
+    lines[#lines + 1] = "organization spend alerts (set on the platform, read-only): "
+      .. (#amounts > 0 and table.concat(amounts, ", ") or "none")
+  end
+  if org.error then
+    lines[#lines + 1] = "organization spend alerts and limit not shown: " .. org.error
+  end
+  return lines
+end
 
 --- What the estimates of M.evaluate's result assumed: the price table
 -- (its date and file) and the image quality.

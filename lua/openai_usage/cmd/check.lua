@@ -150,6 +150,9 @@ function M.text(result, all)
   if estimated then
     out[#out + 1] = budget.estimate_note(result)
   end
+  for _, line in ipairs(result.organization and budget.describe_organization(result.organization) or {}) do
+    out[#out + 1] = line
+  end
   return table.concat(out, "\n") .. "\n"
 end
 
@@ -173,9 +176,17 @@ function M.json(result)
     lines[i] = json.encode(copy, LINE_FIELDS)
   end
   local prices = result.prices
-  return ('{"at":%s,"at_risk":%d,"prices":%s,"quality":%s,"lines":[%s]}\n'):format(json.string(time.iso(result.at)),
-    result.at_risk, json.encode({ date = prices.date, file = prices.file }, { "date", "file" }),
-    json.string(result.quality), table.concat(lines, ","))
+  local org = result.organization or {}
+  local alerts = {}
+  for i, a in ipairs(org.alerts or {}) do
+    alerts[i] = json.encode(a, { "amount", "currency", "interval" })
+  end
+  local organization = ('{"spend_limit":%s,"spend_alerts":%s,"error":%s}'):format(
+    org.limit and json.encode(org.limit, { "amount", "currency", "interval", "enforcement" }) or "null",
+    org.alerts and "[" .. table.concat(alerts, ",") .. "]" or "null", json.encode(org.error))
+  return ('{"at":%s,"at_risk":%d,"prices":%s,"quality":%s,"lines":[%s],"organization":%s}\n'):format(
+    json.string(time.iso(result.at)), result.at_risk, json.encode({ date = prices.date, file = prices.file },
+      { "date", "file" }), json.string(result.quality), table.concat(lines, ","), organization)
 end
 
 --- openai-usage check ARGS: the exit code.
@@ -194,6 +205,7 @@ function M.run(argv, options, cli)
   -- the client, the interrupt and a failed walk as the analysis commands have them
   local result, code = require("openai_usage.daily").with_client(cli, { base_url = plan.base_url,
     timeout = plan.timeout }, options, function(client)
+    plan.organization = true -- the platform's alerts and limit beside the budgets
     return budget.evaluate(client, plan.budgets, plan)
   end)
   if not result then
