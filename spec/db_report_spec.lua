@@ -29,6 +29,7 @@ describe("reports from the history store (--db)", function()
     assert(s:sync(client, { endpoints = { "images", "costs", "completions" }, width = "1d", since = T0 - 21 * DAY,
       now = NOW }))
     assert(s:sync(client, { endpoints = { "images" }, width = "1h", since = T0 - 2 * DAY, now = NOW }))
+    assert(require("openai_usage.directory").refresh_store(s, client))
     client:close()
     s:close()
   end)
@@ -147,6 +148,33 @@ describe("reports from the history store (--db)", function()
           end
         end
       end
+    end)
+
+  it("shows the names a sync --names stored, as the live report shows the directory's, and says when it has none",
+    function()
+      for _, argv in ipairs {
+        settled "images --group-by project_id,user_id --names",
+        settled "images --group-by api_key_id --names --format csv",
+        settled "costs --group-by project_id --names --format md",
+      } do
+        local live, stored, what = both(argv)
+        assert.are.equal(live, stored, what)
+        assert.truthy(live:find("Atlas", 1, true) or live:find("atlas", 1, true), what)
+      end
+      -- a store synced without --names: an error naming the fix, no request, no bare ids passed off as named
+      local bare = dir .. "/bare.db"
+      local client = assert(usage.new(srv:client_options()))
+      local s = assert(store_module.open(bare))
+      assert(s:sync(client, { endpoints = { "images" }, width = "1d", since = T0 - 21 * DAY, now = NOW }))
+      s:close()
+      client:close()
+      srv:reset()
+      local out, err, code = run({ "--db", bare, "images", "--group-by", "project_id", "--names",
+        table.unpack(SETTLED) })
+      assert.are.same({}, srv:requests())
+      assert.are.equal(1, code, out)
+      assert.truthy(err:find("holds no names", 1, true), err)
+      assert.truthy(err:find("sync --names", 1, true), err)
     end)
 
   it("answers from the store alone as a process: no key, no API reachable", function()

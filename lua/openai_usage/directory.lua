@@ -239,7 +239,7 @@ end
 -- (nil for unknown), organization naming whose directory it is.
 -- rows.columns[table] lists each table's columns in order.
 function M.rows(dir, organization)
-  organization = organization or ""
+  organization = organization or "default" -- the usage tables' default too
   local out = { columns = {} }
   for _, t in ipairs(schema.tables) do
     local names = {}
@@ -267,7 +267,7 @@ end
 -- gone). A list, in order, of { sql = text with ? placeholders, values =
 -- { { v1, ..., n = count }, ... } } (a value may be nil: SQL NULL).
 function M.statements(rows, organization)
-  organization = organization or ""
+  organization = organization or "default" -- the usage tables' default too
   local out = {}
   for _, t in ipairs(schema.tables) do
     local names = rows.columns[t.name]

@@ -642,6 +642,34 @@ function Store:coverage(endpoint, params)
   return out
 end
 
+--- The directory a sync --names stored for organization (default
+-- "default"), as client:directory() gives it: { projects, users, api_keys,
+-- service_accounts }, each a list of rows with the API's fields (id, name,
+-- email, ...). nil, err (kind "store") when the store holds none.
+function Store:directory(organization)
+  organization = organization or "default"
+  local have, err = self:select("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'projects'")
+  if not have then
+    return nil, err
+  end
+  local dir, any = {}, false
+  if have[1].n > 0 then
+    for _, t in ipairs { "projects", "users", "api_keys", "service_accounts" } do
+      local rows, terr = self:select(("SELECT * FROM %s WHERE organization = ? ORDER BY id"):format(t), organization)
+      if not rows then
+        return nil, terr
+      end
+      dir[t] = rows
+      any = any or #rows > 0
+    end
+  end
+  if not any then
+    return fail(("%s holds no names for organization %s: run openai-usage sync --names to store them")
+      :format(self.path, organization))
+  end
+  return dir
+end
+
 --- A client that reads from the store instead of the API
 -- (openai_usage.transport.store): what a report asks is validated and its
 -- pages decoded as the API's are, and a range the store does not hold
@@ -677,6 +705,18 @@ function M.client(path_or_store, options)
     return nil, err
   end
   client.store = s
+  -- names (--names, openai_usage.names) from the directory the store holds
+  local organization = options.organization
+  if type(organization) == "table" then
+    organization = organization[1]
+  end
+  function client.directory()
+    local dir, derr = s:directory(organization)
+    if not dir then
+      error(derr, 0)
+    end
+    return dir
+  end
   return client
 end
 
