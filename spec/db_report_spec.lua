@@ -177,6 +177,29 @@ describe("reports from the history store (--db)", function()
       assert.truthy(err:find("sync --names", 1, true), err)
     end)
 
+  it("serves the commands too: compare and reconcile read the store as they read the API", function()
+    for _, argv in ipairs {
+      util.words "compare images --period week --by project_id",
+      util.words "compare costs --period week --by line_item",
+      util.words "reconcile --since 2024-11-04 --until 2024-11-21",
+    } do
+      local what = table.concat(argv, " ")
+      srv:reset()
+      local live, live_err, live_code = run(argv)
+      assert.is_true(#srv:requests() > 0, what)
+      srv:reset()
+      local command = { argv[1], "--db", db } -- a command's options follow its name
+      for i = 2, #argv do
+        command[#command + 1] = argv[i]
+      end
+      local stored, stored_err, stored_code = run(command)
+      assert.are.same({}, srv:requests(), what)
+      assert.are.equal(live_code, stored_code, what .. ": " .. stored_err)
+      assert.are.equal(live_err, stored_err, what)
+      assert.are.equal(live, stored, what)
+    end
+  end)
+
   it("answers from the store alone as a process: no key, no API reachable", function()
     local argv = settled "images --group-by project_id,model --format csv"
     local live = run(argv)

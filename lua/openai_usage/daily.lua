@@ -84,6 +84,7 @@ local COMMON = {
   { name = "--format", arg = "F", key = "format", help = "table, md, csv, json or jsonl (default table)" },
   { name = "--out", arg = "FILE", key = "out", help = "write to FILE (atomically) instead of stdout" },
   { name = "--base-url", arg = "URL", key = "base_url", help = "API base (default $OPENAI_BASE_URL)" },
+  { name = "--db", arg = "FILE", key = "db", help = "read the history store FILE (openai-usage sync), not the API" },
   { name = "--timeout", arg = "SECONDS", key = "timeout", help = "give up an attempt after that long" },
   { name = "--max-pages", arg = "N", key = "max_pages", help = "stop with an error after N pages" },
   { name = "-h", key = "help", help = "this help" },

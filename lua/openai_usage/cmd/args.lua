@@ -15,6 +15,7 @@ end
 M.CLIENT = {
   { names = { "--base-url" }, arg = "URL", key = "base_url",
     help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
+  { names = { "--db" }, arg = "FILE", key = "db", help = "read the history store FILE (openai-usage sync)" },
   { names = { "--timeout" }, arg = "SECONDS", key = "timeout", help = "give up an attempt after that long" },
   { names = { "-h", "--help" }, key = "help", help = "this help" },
 }

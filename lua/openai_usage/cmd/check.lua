@@ -44,7 +44,7 @@ function M.parse(argv, now)
   if f.help then
     return { help = true }
   end
-  local plan = { format = f.format or "text", all = f.all, base_url = f.base_url, quality = f.quality }
+  local plan = { format = f.format or "text", all = f.all, base_url = f.base_url, db = f.db, quality = f.quality }
   if plan.format ~= "text" and plan.format ~= "json" then
     return args.fail(('--format: "%s" is not one of text, json'):format(plan.format))
   end
@@ -203,7 +203,7 @@ function M.run(argv, options, cli)
       M.TRAILER))
   end
   -- the client, the interrupt and a failed walk as the analysis commands have them
-  local result, code = require("openai_usage.daily").with_client(cli, { base_url = plan.base_url,
+  local result, code = require("openai_usage.daily").with_client(cli, { base_url = plan.base_url, db = plan.db,
     timeout = plan.timeout }, options, function(client)
     plan.organization = true -- the platform's alerts and limit beside the budgets
     return budget.evaluate(client, plan.budgets, plan)

@@ -55,7 +55,7 @@ function M.parse(argv, now)
     end
     now = at
   end
-  local plan = { format = f.format or "text", now = now, base_url = f.base_url, quality = f.quality }
+  local plan = { format = f.format or "text", now = now, base_url = f.base_url, db = f.db, quality = f.quality }
   if plan.format ~= "text" and plan.format ~= "json" then
     return args.fail(('--format: "%s" is not one of text, json'):format(plan.format))
   end
@@ -197,7 +197,7 @@ function M.run(argv, options, cli)
       { M.OPTIONS, args.CLIENT }, M.TRAILER))
   end
   -- the client, the interrupt and a failed walk as the analysis commands have them
-  local result, code = require("openai_usage.daily").with_client(cli, { base_url = plan.base_url,
+  local result, code = require("openai_usage.daily").with_client(cli, { base_url = plan.base_url, db = plan.db,
     timeout = plan.timeout }, options, function(client)
     return assert(reconcile.run(client, plan))
   end)
