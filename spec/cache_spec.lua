@@ -208,7 +208,8 @@ describe("page cache", function()
 
   it("ignores a corrupt or foreign file, requests again and replaces it", function()
     local c = assert(usage.new(srv:client_options { cache_dir = dir }))
-    local today = os.time() - os.time() % DAY
+    -- the end of the settled days: in the hour after midnight, yesterday is not settled yet
+    local today = cache.split_point(DAY, os.time(), cache.SETTLE_AFTER.usage)
     local params = { start_time = today - 5 * DAY, end_time = today, bucket_width = "1d" }
     local first = walk(c, params)
     local paths = files(dir)
@@ -234,7 +235,8 @@ describe("page cache", function()
 
   it("never writes the key, and keeps organizations apart", function()
     local c = assert(usage.new(srv:client_options { cache_dir = dir }))
-    local today = os.time() - os.time() % DAY
+    -- the end of the settled days: in the hour after midnight, yesterday is not settled yet
+    local today = cache.split_point(DAY, os.time(), cache.SETTLE_AFTER.usage)
     local params = { start_time = today - 2 * DAY, end_time = today }
     walk(c, params)
     for _, path in ipairs(files(dir)) do
