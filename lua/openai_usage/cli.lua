@@ -118,6 +118,11 @@ local OPTIONS = {
     help = "stop with an error after N pages if the API has more" },
   { names = { "--base-url" }, arg = "URL", key = "base_url",
     help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
+  { names = { "--profile" }, arg = "NAME,NAME", key = "profile",
+    help = "key, base URL and client options from these profiles; several:\n"
+      .. "one report across their organizations (--group-by organization)" },
+  { names = { "--profiles" }, arg = "FILE", key = "profiles",
+    help = "the profiles file (default $OPENAI_USAGE_PROFILES, else\n~/.config/openai-usage/profiles.lua); must be 0600" },
   { names = { "--timeout" }, arg = "SECONDS", key = "timeout",
     help = "give up an attempt after that long (default 600; also after 60 s\nwithout a byte)" },
   { names = { "--progress" }, key = "progress", help = "show the progress line even when stderr is not a terminal" },
@@ -191,7 +196,7 @@ local function endpoint_help(endpoint, rule)
   local group = param_rule(rule, "group_by")
   if group and group.values then
     lines[#lines + 1] = ""
-    lines[#lines + 1] = "  --group-by takes: " .. table.concat(group.values, ", ")
+    lines[#lines + 1] = "  --group-by takes: " .. table.concat(group.values, ", ") .. ", and organization (with --profile)"
   end
   local widths = {}
   for _, w in ipairs(rule.widths) do
@@ -221,7 +226,7 @@ function M.help(endpoint)
     "usage: openai-usage ENDPOINT [options]",
     "",
     "Reads the OpenAI organization Usage API and prints a report. The admin key",
-    "comes from OPENAI_ADMIN_KEY.",
+    "comes from OPENAI_ADMIN_KEY, or from a profile (--profile).",
     "",
     "endpoints: " .. table.concat(endpoints(), ", "),
     "",
@@ -481,7 +486,7 @@ local function cost_group_by(job, params)
     return fail("--cost: estimates exist for images only; for amounts billed, report on costs (openai-usage costs)")
   end
   local api_group = {}
-  for _, f in ipairs(job.group_by) do
+  for _, f in ipairs(params.group_by or {}) do
     api_group[#api_group + 1] = f
   end
   for _, f in ipairs { "model", "size" } do
@@ -514,6 +519,9 @@ local function check_outputs(job)
   return job
 end
 
+-- The grouping the CLI adds to the API's (openai_usage.profiles stamps it).
+local ORGANIZATION = "organization"
+
 -- The API query of the job: range, width, page size (the rule's most),
 -- grouping; validated whole, so a bad one fails before any request.
 local function build_query(job, rule, width_rule, params)
@@ -524,8 +532,18 @@ local function build_query(job, rule, width_rule, params)
   params.bucket_width = job.bucket
   params.limit = width_rule.max_limit
   job.group_by = job.group_by and split(job.group_by) or {}
-  if #job.group_by > 0 then
-    params.group_by = job.group_by
+  -- organization is the CLI's grouping: rows stamped with their profile's label
+  local api_group = {}
+  for _, f in ipairs(job.group_by) do
+    if f ~= ORGANIZATION then
+      api_group[#api_group + 1] = f
+    end
+  end
+  if #api_group < #job.group_by and not job.profile then
+    return fail("--group-by organization: needs --profile (each row gets its profile's organization label)")
+  end
+  if #api_group > 0 then
+    params.group_by = api_group
   end
   if job.cost then
     local ok, err = cost_group_by(job, params)
@@ -655,12 +673,27 @@ local function write_stream(stream, text)
 end
 
 -- The client of a job (client options under the command line's), or nil
--- after saying why on stderr.
+-- after saying why on stderr. With --profile, the profiles' clients joined
+-- (openai_usage.profiles): the command line's options over each profile's,
+-- options.client under them, the profile's key.
 local function open_client(job, options, stderr)
   local client_options = {
     base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
     timeout = job.timeout,
   }
+  if job.profile then
+    local profiles = require "openai_usage.profiles"
+    local members, perr = profiles.clients(job.profile, { path = job.profiles, over = client_options,
+      under = options.client })
+    if not members then
+      stderr:write("openai-usage: ", usage.printable(tostring(perr.message or perr)), "\n")
+      return nil
+    end
+    return profiles.join(members)
+  elseif job.profiles then
+    stderr:write("openai-usage: --profiles FILE: name the profile to use (--profile NAME)\n")
+    return nil
+  end
   for k, v in pairs(options.client or {}) do
     client_options[k] = client_options[k] or v
   end
