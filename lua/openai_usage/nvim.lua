@@ -10,6 +10,7 @@ local async = require "openai_usage.async"
 
 local M = {
   interval = 15, -- milliseconds between two steps of a walk
+  config = {}, -- what setup was given
 }
 
 local levels = vim.log.levels
@@ -83,6 +84,80 @@ function M.show(name, text, options)
   return buf
 end
 
+--- Settings: profile (a profile's name: its key, base URL, organization
+-- label and client options, as --profile NAME, which overrides it) and
+-- profiles (the profiles file, as --profiles FILE; default
+-- $OPENAI_USAGE_PROFILES or ~/.config/openai-usage/profiles.lua). Without
+-- a profile the key is vim.g.openai_usage_api_key or $OPENAI_ADMIN_KEY.
+function M.setup(options)
+  options = options or {}
+  for _, name in ipairs { "profile", "profiles" } do
+    local value = options[name]
+    if value ~= nil and (type(value) ~= "string" or value == "") then
+      return fail(("setup: %s must be a non-empty string"):format(name))
+    end
+  end
+  M.config = { profile = options.profile, profiles = options.profiles }
+  return true
+end
+
+-- argv with setup's profile and profiles file where argv names none.
+local function with_config(argv)
+  local given = {}
+  for _, a in ipairs(argv) do
+    local name = a:match "^(%-%-[%w%-]+)"
+    if name then
+      given[name] = true
+    end
+  end
+  local out = {}
+  for i, a in ipairs(argv) do
+    out[i] = a
+  end
+  for option, value in pairs { ["--profile"] = M.config.profile, ["--profiles"] = M.config.profiles } do
+    if value and not given[option] and (option == "--profile" or not given["--profile"]) then
+      out[#out + 1], out[#out + 2] = option, value
+    end
+  end
+  return out
+end
+
+-- The client of a job and its organization label: a profile's (--profile,
+-- or setup's), else the key of M.api_key. nil, err when there is none.
+local function open_client(job)
+  if job.profile then
+    local members, err = require("openai_usage.profiles").clients(job.profile, {
+      path = job.profiles,
+      over = { base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after,
+        max_pages = job.max_pages },
+      under = { base_url = vim.g.openai_usage_base_url },
+    })
+    if not members then
+      return nil, err
+    end
+    if #members > 1 then
+      for _, m in ipairs(members) do
+        m.client:close()
+      end
+      return nil, "several profiles in one report: use the command line (openai-usage ... --profile "
+        .. job.profile .. ")"
+    end
+    return members[1].client, members[1].organization
+  end
+  local key = M.api_key()
+  if not key then
+    return nil, "no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key, or a profile "
+      .. "(require('openai_usage.nvim').setup { profile = NAME })"
+  end
+  return usage.new {
+    api_key = key,
+    base_url = job.base_url or vim.g.openai_usage_base_url,
+    cache_dir = job.cache,
+    settle_after = job.settle_after,
+    max_pages = job.max_pages,
+  }
+end
+
 --- The admin key and where it was found: vim.g.openai_usage_api_key (a
 -- string, or a function that returns one), else $OPENAI_ADMIN_KEY.
 function M.api_key()
@@ -109,7 +184,7 @@ function M.run(argv, options)
     argv = M.split(argv)
   end
   local cli = require "openai_usage.cli"
-  local job, err = cli.parse(argv)
+  local job, err = cli.parse(with_config(argv))
   if not job then
     return fail(err)
   end
@@ -121,19 +196,9 @@ function M.run(argv, options)
     notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
     return true
   end
-  local key = M.api_key()
-  if not key then
-    return fail("no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key")
-  end
-  local client, cerr = usage.new {
-    api_key = key,
-    base_url = job.base_url or vim.g.openai_usage_base_url,
-    cache_dir = job.cache,
-    settle_after = job.settle_after,
-    max_pages = job.max_pages,
-  }
+  local client, organization = open_client(job)
   if not client then
-    return fail(cerr)
+    return fail(organization)
   end
 
   local jobs = require "openai_usage.job"
@@ -143,6 +208,7 @@ function M.run(argv, options)
   local task, terr = async.task(client, function(c)
     fold = jobs.fold(job)
     for page in c:pages(job.endpoint, job.params) do
+      page.organization = organization -- a profile's label, for --group-by organization
       fold:page(page)
     end
     local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
