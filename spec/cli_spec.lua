@@ -353,6 +353,54 @@ print(json.dumps(rows))
     assert.are.same({}, srv:requests())
   end)
 
+  it("--cost leaves blank what it cannot price (gpt-image-1's auto), and every sum that includes it", function()
+    local prices = require "openai_usage.prices"
+    local totals = expected_totals { "model", "size" }
+    -- the stand-in makes gpt-image-1 "auto" images, which the table has no price for
+    assert.is_true((totals["gpt-image-1|auto"] or { images = 0 }).images > 0)
+    assert.is_nil(prices.images["gpt-image-1"].high.auto)
+    local out, err, code = run(split_args("images" .. RANGE .. " --group-by model,size --cost --quality high"
+      .. " --format json"))
+    assert.are.equal(0, code, err)
+    local seen = 0
+    for _, r in ipairs(cjson.decode(out)) do
+      local price = require("openai_usage.cost").price(prices, r.model, r.size, "high")
+      if price then
+        assert.are.equal(("%.4f"):format(r.images * price), ("%.4f"):format(r.cost))
+      else
+        seen = seen + 1
+        assert.are.equal(cjson.null, r.cost, r.model .. " " .. r.size .. " priced as " .. tostring(r.cost))
+      end
+    end
+    assert.is_true(seen > 0)
+    -- by model, gpt-image-1's group holds unpriced images: its cost is unknown, and so is the total
+    local function split_csv(line) -- the stand-in's models and sizes hold no commas or quotes
+      local cells = {}
+      for cell in (line:gsub("\r$", "") .. ","):gmatch "([^,]*)," do
+        cells[#cells + 1] = cell
+      end
+      return cells
+    end
+    local by_model = run(split_args("images" .. RANGE .. " --group-by model --cost --quality high --format csv"))
+    local header = by_model:match "^([^\n]*)"
+    local cost_col
+    for i, name in ipairs(split_csv(header)) do
+      cost_col = name == "cost_usd" and i or name == "cost" and i or cost_col
+    end
+    assert.is_truthy(cost_col, header)
+    for line in by_model:gmatch "[^\n]+" do
+      local cells = split_csv(line)
+      if cells[1] == "gpt-image-1" then
+        assert.are.equal("", cells[cost_col], line)
+      end
+    end
+    local table_out = run(split_args("images" .. RANGE .. " --group-by model --cost --quality high"))
+    local gpt = table_out:match "\ngpt%-image%-1 [^\n]*"
+    assert.is_truthy(gpt, table_out)
+    assert.falsy(gpt:find("0.00", 1, true), gpt)
+    assert.matches("images had no price", table_out)
+  end)
+
   it("exits 3 when --out cannot be written, and leaves no partial file", function()
     local _, err, code = run(split_args("images" .. RANGE .. " --out /nonexistent/dir/report.txt"))
     assert.are.equal(3, code)

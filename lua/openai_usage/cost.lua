@@ -76,8 +76,14 @@ function M.price(prices, model, size, quality)
   return nil
 end
 
---- Adds cost = images x price to each row it can price; returns the number
--- of images it could not price and the set of model/size pairs behind them.
+--- The cost of images the table has no price for: unknown, not 0. NaN, so
+-- that every sum it enters (a group, a fold, the totals line) is unknown
+-- too; the formats show it blank (CSV, tables) or null (JSON).
+M.UNKNOWN = 0 / 0
+
+--- Adds cost = images x price to each row it can price, M.UNKNOWN to a row
+-- of images it cannot (0 images cost 0); returns the number of images it
+-- could not price and the set of model/size pairs behind them.
 function M.estimate(rows, prices, quality)
   local unpriced, missing = 0, {}
   for _, row in ipairs(rows) do
@@ -86,7 +92,7 @@ function M.estimate(rows, prices, quality)
     if price then
       row.cost = images * price
     else
-      row.cost = 0.0
+      row.cost = images > 0 and M.UNKNOWN or 0.0
       if images > 0 then
         unpriced = unpriced + images
         missing[("%s %s"):format(tostring(row.model or "(none)"), tostring(row.size or "(none)"))] = true

@@ -110,7 +110,7 @@ end
 
 -- The text of one value for people (table, md, html).
 local function human(v, col, opts, width)
-  if v == nil then
+  if v == nil or v ~= v then -- NaN: a figure that is unknown (an unpriced cost)
     return ""
   end
   if col.time and is_number(v) then

@@ -280,8 +280,14 @@ local function copy_columns(rows)
 end
 
 -- Compares two values of one field: numbers as numbers, anything else as
--- text; nil sorts last.
+-- text; nil and NaN (an unknown figure) sort last.
 local function less(a, b)
+  if a ~= a then
+    a = nil
+  end
+  if b ~= b then
+    b = nil
+  end
   if a == nil or b == nil then
     return a ~= nil and b == nil
   end
