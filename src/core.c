@@ -304,7 +304,7 @@ static int core_run_command(lua_State *L)
     const char **argv;
     struct ou_secret_run *box;
     size_t n;
-    lua_Integer out_max = luaL_optinteger(L, 2, 64 * 1024), err_max = luaL_optinteger(L, 3, 4096);
+    lua_Integer out_max = luaL_optinteger(L, 2, 65536), err_max = luaL_optinteger(L, 3, 4096);
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_argcheck(L, out_max > 0 && out_max <= (1 << 24), 2, "from 1 to 2^24 bytes");
     luaL_argcheck(L, err_max > 0 && err_max <= (1 << 24), 3, "from 1 to 2^24 bytes");

@@ -146,7 +146,7 @@ int ou_secret_run(char *const argv[], size_t out_max, size_t err_max, struct ou_
 {
     int out[2] = {-1, -1}, errs[2] = {-1, -1};
     struct pollfd fds[2];
-    pid_t pid;
+    pid_t pid = -1;
     int wstatus = 0, stopped = 0;
     memset(run, 0, sizeof *run);
     if (!argv[0] || !argv[0][0])

@@ -122,7 +122,8 @@ local OPTIONS = {
     help = "key, base URL and client options from these profiles; several:\n"
       .. "one report across their organizations (--group-by organization)" },
   { names = { "--profiles" }, arg = "FILE", key = "profiles",
-    help = "the profiles file (default $OPENAI_USAGE_PROFILES, else\n~/.config/openai-usage/profiles.lua); must be 0600" },
+    help = "the profiles file (default $OPENAI_USAGE_PROFILES, else\n"
+      .. "~/.config/openai-usage/profiles.lua); must be 0600" },
   { names = { "--timeout" }, arg = "SECONDS", key = "timeout",
     help = "give up an attempt after that long (default 600; also after 60 s\nwithout a byte)" },
   { names = { "--progress" }, key = "progress", help = "show the progress line even when stderr is not a terminal" },
@@ -196,7 +197,8 @@ local function endpoint_help(endpoint, rule)
   local group = param_rule(rule, "group_by")
   if group and group.values then
     lines[#lines + 1] = ""
-    lines[#lines + 1] = "  --group-by takes: " .. table.concat(group.values, ", ") .. ", and organization (with --profile)"
+    lines[#lines + 1] = "  --group-by takes: " .. table.concat(group.values, ", ")
+      .. ", and organization (with --profile)"
   end
   local widths = {}
   for _, w in ipairs(rule.widths) do

@@ -123,15 +123,15 @@ local function run_sandboxed(source, chunkname)
   if source:sub(1, 1) == "\27" then
     return nil, "is precompiled bytecode: only Lua text is read"
   end
-  local env = {}
+  local globals = {} -- none: the file sees no os, io, require, ...
   local fn, err
   if setfenv then -- Lua 5.1, LuaJIT (whose loadstring would take bytecode: refused above)
     fn, err = loadstring(source, chunkname)
     if fn then
-      setfenv(fn, env)
+      setfenv(fn, globals)
     end
   else
-    fn, err = load(source, chunkname, "t", env)
+    fn, err = load(source, chunkname, "t", globals)
   end
   if not fn then
     return nil, err
@@ -417,6 +417,9 @@ function M.clients(names, options)
       return nil, errors.new { kind = type(cerr) == "table" and cerr.kind or "usage", param = cerr and cerr.param,
         message = ('profile "%s": %s'):format(r.name, tostring(message)) }
     end
+    -- whose usage the client reads, as the history store records it (the
+    -- organization column) and reports group it: the profile's label
+    client.organization = r.organization
     out[#out + 1] = { name = r.name, organization = r.organization, client = client }
   end
   return out
