@@ -238,10 +238,12 @@ return {
 
   describe("key_command", function()
     -- A script standing in for `pass`: logs its argv and what `ps` shows of
-    -- every process, then does body (sh).
+    -- every process, then does body (sh). ps without the sanitizer's
+    -- preload (make check-asan), under which procps hangs.
     local function script(name, body)
       local path = dir .. "/" .. name
-      write(path, ("#!/bin/sh\nfor a in \"$@\"; do printf '%%s\\n' \"$a\"; done > %s.argv\nps -eo args > %s.ps\n%s\n")
+      write(path, ("#!/bin/sh\nfor a in \"$@\"; do printf '%%s\\n' \"$a\"; done > %s.argv\n"
+        .. "env -u LD_PRELOAD ps -eo args > %s.ps\n%s\n")
         :format(path, path, body))
       assert(util.execute("chmod 700 " .. q(path)))
       return path
