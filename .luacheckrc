@@ -12,4 +12,6 @@ files["lua/openai_usage/nvim.lua"] = { globals = { "vim" } }
 files["lua/openai_usage/health.lua"] = { read_globals = { "vim" } }
 files["plugin/"] = { globals = { "vim" } }
 files["lua/openai_usage/transport/"] = { read_globals = { "ngx" } }
+-- /metrics sets ngx.status and ngx.header
+files["lua/openai_usage/metrics/"] = { globals = { "ngx" } }
 files["spec/"] = { std = "+busted" }

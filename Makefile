@@ -59,7 +59,7 @@ LUA_FILES := $(wildcard lua/openai_usage/*.lua lua/openai_usage/*/*.lua)
 # Debian packages the build and the suite need.
 DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-busted lua-cjson \
 	python3 curl locales luarocks lua-yaml clang-format openssl \
-	nginx libnginx-mod-http-lua lua-resty-core libluajit2-5.1-dev neovim chromium
+	nginx libnginx-mod-http-lua lua-resty-core libluajit2-5.1-dev neovim chromium prometheus
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 

@@ -7,6 +7,7 @@ local txt = require "openai_usage.text"
 local time = require "openai_usage.time"
 local cjson = require "cjson"
 local util = require "spec.support.util"
+local browser = require "spec.support.browser"
 
 local q, write, read = util.q, util.write, util.read_if
 
@@ -103,31 +104,10 @@ end
 
 -- A screenshot by headless Chromium of a file, window w x h: the PNG's path.
 local function screenshot(path, w, h)
-  local dir = tmpdir()
-  local png = dir .. "/shot.png"
-  local cmd = ("env -u LD_PRELOAD timeout 60 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars "
-    .. "--force-device-scale-factor=1 --no-first-run --user-data-dir=%s --screenshot=%s --window-size=%d,%d %s")
-    :format(q(dir .. "/profile"), q(png), w, h, q("file://" .. path))
-  local out, code = run(cmd)
-  assert(code == 0 and read(png), ("chromium exited with %d and wrote no picture:\n%s"):format(code, out:sub(-2000)))
-  return png
+  return browser.screenshot(path, w, h, tmpdir())
 end
 
--- What spec/support/png.py finds in a picture.
-local function pixels(png, colors, region)
-  local args = {}
-  for _, c in ipairs(colors or {}) do
-    args[#args + 1] = "--color " .. c:gsub("#", "")
-  end
-  if region then
-    args[#args + 1] = "--region " .. table.concat(region, ",")
-  end
-  local out, code =
-    run(("env -u LD_PRELOAD %s spec/support/png.py %s %s"):format(PYTHON, q(png), table.concat(args, " ")))
-  local ok, stats = pcall(cjson.decode, out)
-  assert(ok and code == 0 and not stats.error, "png.py: " .. out)
-  return stats
-end
+local pixels = browser.pixels
 
 local DAY = 86400
 local T0 = 1730419200 -- 2024-11-01T00:00:00Z

@@ -14,6 +14,7 @@ describe("README examples", function()
   for _, case in ipairs {
     { "examples/plain/report.lua", "lua" },
     { "examples/openresty/nginx.conf", "nginx" },
+    { "examples/openresty/metrics.conf", "nginx" },
     { "examples/neovim/init.lua", "lua" },
   } do
     it(case[1] .. " is shown verbatim in a code block", function()
@@ -22,9 +23,10 @@ describe("README examples", function()
     end)
   end
 
-  it("the OpenResty and Neovim specs run the example files themselves", function()
+  it("the OpenResty, metrics and Neovim specs run the example files themselves", function()
     assert.truthy(read("spec/openresty_spec.lua"):find("examples/openresty/nginx.conf", 1, true))
     assert.truthy(read("spec/neovim_spec.lua"):find("examples/neovim/init.lua", 1, true))
+    assert.truthy(read("spec/metrics_openresty_spec.lua"):find("examples/openresty/metrics.conf", 1, true))
   end)
 
   it("the plain Lua example prints a consistent top-3 table from the API", function()

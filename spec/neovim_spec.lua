@@ -459,6 +459,27 @@ describe("Neovim", function()
       ("the timer stalled for %.3f s (pages take %.1f s)"):format(result.max_gap, LATENCY))
   end)
 
+  it("--forecast: its daily walk runs in the same task, and the buffer holds the CLI's forecast table", function()
+    local args = { "images", "--since", "2024-11-10", "--until", "2024-11-24", "--group-by", "model", "--forecast" }
+    local forecast_job = assert(cli.parse(args))
+    local jobs = require "openai_usage.job"
+    local fold = jobs.walk(client, forecast_job)
+    local meta = jobs.analysis(client, forecast_job, {}, cli.figures "images")
+    local expected = jobs.text(forecast_job, fold, meta, cli.figures "images", "/organization/usage/images")
+    assert.matches("Forecast of images to the month's end", expected, 1, true)
+    srv:reset()
+    local result, code = nvim { steps = run_args(args) }
+    assert.are.equal(0, code)
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    assert.are.equal(expected:gsub("\n$", ""), table.concat(result.buffers[1].lines, "\n"))
+    local daily = 0
+    for _, r in ipairs(srv:requests()) do
+      daily = daily + (r.query:find("bucket_width=1d", 1, true) and 1 or 0)
+    end
+    assert.is_true(daily >= 2, "the forecast's daily walk was not asked")
+  end)
+
   it("--cache DIR: a second run reads the settled pages from disk, sends nothing, shows the same report", function()
     local dir = os.tmpname()
     os.remove(dir)
@@ -568,7 +589,7 @@ describe("Neovim", function()
     local steps = {
       { at = 0, cmd = "lua OU_EXTRA = { endpoints = vim.fn.getcompletion('OpenAIUsage ', 'cmdline'), "
         .. "options = vim.fn.getcompletion('OpenAIUsage images --group', 'cmdline'), "
-        .. "filters = vim.fn.getcompletion('OpenAIUsage images --mo', 'cmdline') }" },
+        .. "filters = vim.fn.getcompletion('OpenAIUsage images --mod', 'cmdline') }" },
       { at = 0, cmd = "OpenAIUsage --version" },
       { at = 0, cmd = "OpenAIUsage images --help" },
     }

@@ -449,6 +449,26 @@ describe("report output", function()
     assert.are.equal("ok" .. R .. " " .. R .. "\226\128\166", cut)
   end)
 
+  it("json, jsonl and csv read bytes that are not UTF-8 by the same rule: valid JSON, each one U+FFFD", function()
+    local cjson = require "cjson"
+    local bad = "ok\133 \237\160\128 \192\175 \244\144\128\128 \195\169"
+    local R = "\239\191\189"
+    local expected = "ok" .. R .. " " .. R:rep(3) .. " " .. R:rep(2) .. " " .. R:rep(4) .. " \195\169"
+    local r = { { name = bad, n = 1 }, { name = "plain \195\169", n = 22 } }
+    r.columns = { "name", "n" }
+    local decoded = cjson.decode(format.render(r, "json", {}))
+    assert.are.equal(expected, decoded[1].name)
+    assert.are.equal("plain \195\169", decoded[2].name)
+    local first = format.render(r, "jsonl", {}):match "^([^\n]*)\n"
+    assert.are.equal(expected, cjson.decode(first).name)
+    local csv = format.render(r, "csv", {})
+    assert.truthy(csv:find(expected, 1, true), csv)
+    assert.falsy(csv:find("\133", 1, true))
+    -- a key that is not UTF-8 follows the rule too
+    local json = require "openai_usage.json"
+    assert.are.same({ ["k" .. R] = 1 }, cjson.decode(json.encode { ["k\255"] = 1 }))
+  end)
+
   it("writes a number for people the same way in a table and in a chart, never as -0.00", function()
     local chart = require "openai_usage.chart"
     local r = { { name = "a", usd = -0.001 }, { name = "b", usd = 1234.5 } }

@@ -341,6 +341,35 @@ describe("stand-in server", function()
     end
   end)
 
+  it("rename: serves a value as another on every endpoint (usage and costs alike); strings only", function()
+    local hostile = 'proj_"a"\\b\nc'
+    local query = ("start_time=%d&end_time=%d&bucket_width=1d&group_by[]=project_id"):format(NOW - 2 * DAY, NOW)
+    local plain = page(query)
+    srv:settings { rename = { proj_atlas = hostile } }
+    local renamed = page(query)
+    local seen = 0
+    for i, b in ipairs(plain.data) do
+      for j, r in ipairs(b.results) do
+        local want = r.project_id == "proj_atlas" and hostile or r.project_id
+        seen = seen + (want == hostile and 1 or 0)
+        assert.are.equal(want, renamed.data[i].results[j].project_id)
+        assert.are.equal(r.images, renamed.data[i].results[j].images)
+      end
+    end
+    assert.are.equal(2, seen)
+    local client = assert(usage.new(srv:client_options()))
+    local costs = {}
+    for row in client:results("costs", { start_time = NOW - DAY, end_time = NOW, group_by = "project_id" }) do
+      costs[row.project_id] = true
+    end
+    client:close()
+    assert.is_true(costs[hostile])
+    assert.is_nil(costs.proj_atlas)
+    assert.has_error(function()
+      srv:settings { rename = { proj_atlas = 1 } }
+    end)
+  end)
+
   it("injects statuses with headers, and a queue of faults with counts", function()
     srv:faults {
       { status = 503, retry_after = "7", times = 2 },

@@ -204,10 +204,11 @@ class Streams:
         self._minutes[hour] = table
         return table
 
-    def tables(self, a, b, lo, hi):
+    def tables(self, a, b, lo, hi, spike=None):
         """The hour and minute tables that cover [a, b) within [lo, hi); a
         minute counts when it overlaps the range. Each entry of a table is
-        (stream index, how many times its metrics count)."""
+        (stream index, how many times its metrics count). spike: the
+        `spike` setting, whose key's requests count `factor` times on its day."""
         a, b = max(a, lo), min(b, hi)
         tables = []
         t = a
@@ -216,7 +217,7 @@ class Streams:
             hour_start = hour * 3600
             hour_end = hour_start + 3600
             if t == hour_start and hour_end <= b:
-                tables.append(self.hour_table(hour))
+                tables.append(self.spiked(self.hour_table(hour), hour, spike))
                 t = hour_end
             else:
                 stop = min(hour_end, b)
@@ -224,14 +225,21 @@ class Streams:
                 for m in range((t - hour_start) // 60, (stop - hour_start + 59) // 60):
                     rows = minutes.get(m)
                     if rows:
-                        tables.append(rows)
+                        tables.append(self.spiked(rows, hour, spike))
                 t = stop
         return tables
 
-    def line_items(self, a, b, lo, hi):
+    def spiked(self, rows, hour, spike):
+        """rows with the spike's key's requests multiplied, in an hour of its day."""
+        if not spike or hour * 3600 // 86400 != spike["day"] // 86400:
+            return rows
+        key, factor = spike["api_key_id"], spike["factor"]
+        return tuple((i, n * factor if self.streams[i]["dims"].get("api_key_id") == key else n) for i, n in rows)
+
+    def line_items(self, a, b, lo, hi, spike=None):
         """[(stream, line item, unit, quantity, amount)] of the requests in [a, b)."""
         requests = {}
-        for rows in self.tables(a, b, lo, hi):
+        for rows in self.tables(a, b, lo, hi, spike):
             for index, n in rows:
                 requests[index] = requests.get(index, 0) + n
         out = []
@@ -255,14 +263,14 @@ class Storage:
     def level(self, store, day):
         return store["base"] + store["growth"] * ((day + store["phase"]) % 45)
 
-    def tables(self, a, b, lo, hi):
+    def tables(self, a, b, lo, hi, spike=None):
         """One table: (store index, its bytes on the day a is in), when a is within [lo, hi)."""
         if not lo <= a < hi:
             return []
         day = a // 86400
         return [tuple((s["index"], self.level(s, day)) for s in self.streams)]
 
-    def line_items(self, a, b, lo, hi):
+    def line_items(self, a, b, lo, hi, spike=None):
         """[(store, line item, unit, GiB-hours, amount)] of [a, b) within [lo, hi)."""
         a, b = max(a, lo), min(b, hi)
         if a >= b:
@@ -453,12 +461,12 @@ class Organization:
                  "growth": (1 + self.mix(109, 3, i) % 20) * MIB, "phase": self.mix(109, 4, i) % 45}
                 for i, (store, project) in enumerate(self.vector_stores)]
 
-    def line_items(self, a, b, lo, hi):
+    def line_items(self, a, b, lo, hi, spike=None):
         """Every line item of cost in [a, b): (project, key or None, line
         item, unit, quantity, amount), endpoint by endpoint."""
         out = []
         for family in self.families.values():
-            for s, item, unit, quantity, amount in family.line_items(a, b, lo, hi):
+            for s, item, unit, quantity, amount in family.line_items(a, b, lo, hi, spike):
                 out.append((s["dims"]["project_id"], s["dims"].get("api_key_id"), item, unit, quantity, amount))
         return out
 
@@ -623,9 +631,10 @@ def page_of(data, query, next_start, cursor_loop):
     return {"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page}
 
 
-def usage_page(org, endpoint, query, now, cursor_loop=False, late=0):
+def usage_page(org, endpoint, query, now, cursor_loop=False, late=0, spike=None):
     """late: usage reaches the API late seconds after it happens, so a
-    bucket's figures keep growing until late seconds after it ends."""
+    bucket's figures keep growing until late seconds after it ends; spike:
+    the `spike` setting (one key's requests times factor on one day)."""
     family = org.families[endpoint.name]
     lo = history_start(now)
     # Per stream: its group key, or None when a filter drops it; its metrics per request.
@@ -640,7 +649,7 @@ def usage_page(org, endpoint, query, now, cursor_loop=False, late=0):
     for start, end in buckets:
         # requests per stream first, then metrics once per stream
         counts = {}
-        for rows in family.tables(start, end, lo, now - late):
+        for rows in family.tables(start, end, lo, now - late, spike):
             for index, n in rows:
                 counts[index] = counts.get(index, 0) + n
         groups = {}
@@ -672,7 +681,7 @@ def usage_page(org, endpoint, query, now, cursor_loop=False, late=0):
     return page_of(data, query, next_start, cursor_loop)
 
 
-def costs_page(org, endpoint, query, now, cursor_loop=False, late=0):
+def costs_page(org, endpoint, query, now, cursor_loop=False, late=0, spike=None):
     """Costs follow from the usage: each stream's requests times its line
     items' quantity and price (see PRICES and README.md)."""
     lo = history_start(now)
@@ -681,7 +690,7 @@ def costs_page(org, endpoint, query, now, cursor_loop=False, late=0):
     data = []
     for start, end in buckets:
         groups = {}
-        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now - late):
+        for project, key, item, unit, quantity, amount in org.line_items(start, end, lo, now - late, spike):
             dims = {"project_id": project, "api_key_id": key, "line_item": item}
             if not query.keeps(dims):
                 continue
@@ -710,6 +719,19 @@ def costs_page(org, endpoint, query, now, cursor_loop=False, late=0):
             results.append(row)
         data.append({"object": "bucket", "start_time": start, "end_time": end, "results": results})
     return page_of(data, query, next_start, cursor_loop)
+
+
+def renamed(page, rename):
+    """rename (a setting): each string value of a result that is a key of
+    it (a project id, a model, a line item) is served as its value instead,
+    e.g. an id holding quotes and line breaks, on every endpoint alike."""
+    if not rename:
+        return
+    for bucket in page["data"]:
+        for row in bucket["results"]:
+            for name, value in row.items():
+                if isinstance(value, str) and value in rename:
+                    row[name] = rename[value]
 
 
 def envelope(message, type_="invalid_request_error", param=None, code=None):
@@ -752,8 +774,10 @@ FAULT_ERRORS = {
 SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
     "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
-    "late_until": (int,), "idle_close_ms": (int, float, type(None)),
+    "late_until": (int,), "idle_close_ms": (int, float, type(None)), "spike": (dict, type(None)),
+    "rename": (dict,),
 }
+SPIKE_TYPES = {"api_key_id": (str,), "day": (int,), "factor": (int,)}
 FAULT_TYPES = {
     "status": (int,), "body": (str,), "body_hex": (str,), "headers": (dict,), "content_type": (str,),
     "retry_after": (str, int), "retry_after_ms": (str, int), "error_message": (str,),
@@ -775,6 +799,18 @@ def check_fields(obj, types, what):
             raise ValueError("%s: unknown field '%s'; known: %s" % (what, name, ", ".join(sorted(types))))
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise ValueError("%s: '%s' has the wrong type (%s)" % (what, name, type(value).__name__))
+
+
+def check_spike(org, spike):
+    """A leaked key's spike: a key of the organization, a whole factor >= 1, all three fields."""
+    check_fields(spike, SPIKE_TYPES, "spike")
+    missing = sorted(set(SPIKE_TYPES) - set(spike))
+    if missing:
+        raise ValueError("spike: missing %s" % ", ".join(missing))
+    if spike["api_key_id"] not in [k for k, _, _ in org.keys]:
+        raise ValueError("spike: '%s' is not a key of the organization" % spike["api_key_id"])
+    if spike["factor"] < 1:
+        raise ValueError("spike: 'factor' must be at least 1")
 
 
 def check_organization(org, endpoints):
@@ -963,6 +999,10 @@ class Handler(BaseHTTPRequestHandler):
             if method == "POST" and name == "settings":
                 settings = self.read_json_body() or {}
                 check_fields(settings, SETTING_TYPES, "settings")
+                if settings.get("spike") is not None:
+                    check_spike(state.org, settings["spike"])
+                if not all(isinstance(v, str) for v in (settings.get("rename") or {}).values()):
+                    raise ValueError("settings: 'rename' maps strings to strings")
                 if settings.get("fixture_page") and not os.path.isfile(settings["fixture_page"]):
                     raise ValueError("settings: fixture_page '%s' is not a file" % settings["fixture_page"])
                 with state.lock:
@@ -1090,7 +1130,8 @@ class Handler(BaseHTTPRequestHandler):
         except BadRequest as e:
             return 400, envelope(str(e), param=e.param)
         make_page = costs_page if endpoint.name == "costs" else usage_page
-        page = make_page(org, endpoint, usage_query, now, cursor_loop, late)
+        page = make_page(org, endpoint, usage_query, now, cursor_loop, late, state.settings.get("spike"))
+        renamed(page, state.settings.get("rename"))
         return 200, json.dumps(page, separators=(",", ":")).encode()
 
     def fixture_body(self, path, query):

@@ -528,6 +528,11 @@ end
 
 local STACKED = { pad = 12, tick_size = 11, label_size = 11 }
 
+-- The projection of a stacked chart (opts.projection), drawn dashed over
+-- its band; a colour apart from the palette's first ones.
+local PROJECTION_COLOR = "#D55E00"
+local projection_points, layout_projection, draw_projection
+
 -- The legend, wrapped onto as many lines as it needs: per series its x,
 -- line and shown text; and the number of lines.
 local function layout_legend(series, opts, width)
@@ -687,7 +692,7 @@ local function layout_stacked(settings, grid, series, buckets, lo, hi, opts)
   return {
     width = width, height = height, title = settings.title, legend = legend, x0 = x0, x1 = x1,
     plot_top = plot_top, plot_bottom = plot_bottom, ticks = ticks, columns = columns, labels = labels,
-    caption = truncate(caption, width - 2 * pad, k.tick_size),
+    caption = truncate(caption, width - 2 * pad, k.tick_size), pitch = pitch, y_of = y_of,
   }
 end
 
@@ -727,6 +732,8 @@ local function draw_stacked(layout, opts)
     out[#out + 1] = "</g>"
   end
 
+  draw_projection(out, l)
+
   local bottom = l.plot_bottom
   out[#out + 1] = ('<g class="axis" font-size="%d" fill="%s">'):format(k.label_size, MUTED)
   out[#out + 1] = element("line", { "x1", l.x0, "y1", bottom, "x2", l.x1, "y2", bottom, "stroke", AXIS })
@@ -741,6 +748,75 @@ local function draw_stacked(layout, opts)
   return svg.finish(out)
 end
 
+-- opts.projection checked: the days ahead, { t, value, low, high }, sorted
+-- by t (a point without a finite value is left out).
+projection_points = function(opts)
+  local list = opts.projection
+  if list == nil then
+    return {}
+  end
+  if type(list) ~= "table" then
+    raise "chart.stacked: opts.projection must be a list of { t, value, low, high }"
+  end
+  local out = {}
+  for _, p in ipairs(list) do
+    local t, v = type(p) == "table" and finite(p.t), type(p) == "table" and finite(p.value)
+    if t and v then
+      local low, high = finite(p.low) or v, finite(p.high) or v
+      out[#out + 1] = { t = t, value = v, low = math.min(low, v), high = math.max(high, v) }
+    end
+  end
+  sort(out, function(a, b)
+    return a.t < b.t
+  end)
+  return out
+end
+
+-- Where the projection goes: per day ahead the left and right of its
+-- column's pitch and the y of its value, low and high (a dashed step line
+-- over a band).
+layout_projection = function(layout, grid, projection)
+  local out = {}
+  for i, p in ipairs(projection) do
+    local b = floor((p.t - grid.t0) / grid.step) + 1
+    local left = layout.x0 + (b - 1) * layout.pitch
+    out[i] = { x1 = left, x2 = left + layout.pitch, y = layout.y_of(p.value), y_low = layout.y_of(p.low),
+      y_high = layout.y_of(p.high) }
+  end
+  return out
+end
+
+-- The projection's band (a path around the days' intervals) and its
+-- dashed step line, with a legend entry.
+draw_projection = function(out, l)
+  local points = l.projection
+  if not points or #points == 0 then
+    return
+  end
+  local up, down, line = {}, {}, {}
+  for _, p in ipairs(points) do
+    up[#up + 1] = svg.coord(p.x1) .. "," .. svg.coord(p.y_high) .. " " .. svg.coord(p.x2) .. "," .. svg.coord(p.y_high)
+    table.insert(down, 1, svg.coord(p.x2) .. "," .. svg.coord(p.y_low) .. " " .. svg.coord(p.x1) .. "," ..
+      svg.coord(p.y_low))
+    line[#line + 1] = svg.coord(p.x1) .. "," .. svg.coord(p.y) .. " " .. svg.coord(p.x2) .. "," .. svg.coord(p.y)
+  end
+  out[#out + 1] = '<g class="projection">'
+  out[#out + 1] = element("path", {
+    "class", "band", "d", "M" .. concat(up, " L") .. " L" .. concat(down, " L") .. " Z", "fill", PROJECTION_COLOR,
+    "fill-opacity", "0.22", "stroke", "none",
+  }, text_element("title", {}, "projected, 95 % interval"))
+  out[#out + 1] = element("polyline", {
+    "class", "projected", "points", concat(line, " "), "fill", "none", "stroke", PROJECTION_COLOR,
+    "stroke-width", 2.5, "stroke-dasharray", "6 4",
+  }, text_element("title", {}, "projected"))
+  local x, y = l.width - STACKED.pad - 150, l.plot_top - 14
+  out[#out + 1] = element("line", { "x1", x, "y1", y, "x2", x + 24, "y2", y, "stroke", PROJECTION_COLOR,
+    "stroke-width", 2.5, "stroke-dasharray", "6 4" })
+  out[#out + 1] = text_element("text", { "class", "projection-label", "x", x + 30, "y", y + 4,
+    "font-size", STACKED.label_size, "fill", MUTED }, "projected (95 %)")
+  out[#out + 1] = "</g>"
+end
+
 -- The layout of a stacked chart, or nil when no row can be placed.
 local function stacked_layout(rows, opts)
   local settings = stacked_settings(rows, opts)
@@ -748,10 +824,29 @@ local function stacked_layout(rows, opts)
   if #placed == 0 then
     return nil, settings
   end
+  local projection = projection_points(opts)
+  if #projection > 0 then
+    local seen = {}
+    for _, t in ipairs(times) do
+      seen[t] = true
+    end
+    for _, p in ipairs(projection) do
+      if not seen[p.t] then
+        seen[p.t], times[#times + 1] = true, p.t
+      end
+    end
+    sort(times)
+  end
   local grid = bucket_grid(rows, opts, settings.time_field, times)
   local series = rank_series(placed, opts, settings.max_series)
   local buckets, lo, hi = fill_buckets(placed, grid, series)
-  return layout_stacked(settings, grid, series, buckets, lo, hi, opts), settings
+  for _, p in ipairs(projection) do
+    hi = math.max(hi, p.high)
+    lo = math.min(lo, p.low)
+  end
+  local layout = layout_stacked(settings, grid, series, buckets, lo, hi, opts)
+  layout.projection = layout_projection(layout, grid, projection)
+  return layout, settings
 end
 
 --- A stacked column chart over time: one column per bucket, one segment
@@ -760,7 +855,8 @@ end
 -- "start_time"), width_seconds (bucket width, inferred when absent), title,
 -- width and height (pixels, default 720 x 360), max_series (segments shown,
 -- "(other)" included, default 7), max_buckets (default 2000), colors (series
--- name -> colour), none, other, decimals, format, value_label.
+-- name -> colour), none, other, decimals, format, value_label, projection
+-- (days ahead, { t, value, low, high }: a dashed line over its band).
 -- Missing buckets between the first and the last show as empty columns.
 function M.stacked(rows, opts)
   opts = opts or {}

@@ -101,6 +101,13 @@ local OPTIONS = {
   { names = { "--share" }, key = "share", help = "add each row's share of the first figure, in percent" },
   { names = { "--cost" }, key = "cost", help = "add a cost column: real amounts from the costs endpoint where the\n"
     .. "grouping allows, else an estimate from a dated price table (images)" },
+  { names = { "--forecast" }, key = "forecast",
+    help = "add the projection to the period's end, from the daily run-rate with the\n"
+      .. "weekly pattern and a 95 % interval (needs --bucket 1d)" },
+  { names = { "--forecast-to" }, arg = "P", key = "forecast_to",
+    help = "the period --forecast ends: day, week or month (default)" },
+  { names = { "--movers" }, key = "movers",
+    help = "html: add the movers table, last complete week against the one before\n(openai-usage compare)" },
   { names = { "--prices" }, arg = "FILE", key = "prices",
     help = "a Lua price table to use instead of the bundled one" },
   { names = { "--quality" }, arg = "Q", key = "quality",
@@ -222,6 +229,16 @@ local TRAILER = {
   "example: openai-usage images --since 30d --bucket 1d --group-by model,size --format html --out usage.html",
 }
 
+-- The commands beside the endpoint reports, sorted.
+local function command_names()
+  local names = {}
+  for name in pairs(M.COMMANDS) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  return names
+end
+
 --- The --help text; with an endpoint, its own filters and group_by fields.
 function M.help(endpoint)
   local lines = {
@@ -231,6 +248,8 @@ function M.help(endpoint)
     "comes from OPENAI_ADMIN_KEY, or from a profile (--profile).",
     "",
     "endpoints: " .. table.concat(endpoints(), ", "),
+    "",
+    "commands: " .. table.concat(command_names(), ", ") .. " (openai-usage COMMAND --help)",
     "",
     "options:",
     wrap_rows(option_rows(M.options())),
@@ -518,6 +537,31 @@ local function check_outputs(job)
   if not has_field(format.NAMES, job.format) then
     return fail(('--format: "%s" is not one of %s'):format(job.format, table.concat(format.NAMES, ", ")))
   end
+  return M.check_analysis(job)
+end
+
+--- --forecast, --forecast-to and --movers checked against the job.
+function M.check_analysis(job)
+  if job.forecast_to and not job.forecast then
+    return fail "--forecast-to: only with --forecast"
+  end
+  if job.forecast then
+    job.forecast_to = job.forecast_to or "month"
+    if not has_field({ "day", "week", "month" }, job.forecast_to) then
+      return fail(('--forecast-to: "%s" is not one of day, week, month'):format(job.forecast_to))
+    end
+    if job.bucket ~= "1d" then
+      return fail(('--forecast: projects whole days; use --bucket 1d (not %s)'):format(job.bucket))
+    end
+    local figure = job.fields and job.fields[1] or M.figures(job.endpoint)[1]
+    if require("openai_usage.report").LEVEL[figure] then
+      return fail(("--forecast: %s is a level (what is held each day), not a flow; no period adds it up"):format(
+        figure))
+    end
+  end
+  if job.movers and job.format ~= "html" then
+    return fail "--movers: a table of the HTML report (--format html); for the others, openai-usage compare"
+  end
   return job
 end
 
@@ -575,6 +619,9 @@ end
 -- code; argv is what follows the command's name, options as M.run's, cli
 -- this module (its EXIT, parse, open_client, write_stream, write_atomically).
 M.COMMANDS = {}
+M.COMMANDS.anomalies = "openai_usage.cmd.anomalies"
+M.COMMANDS.compare = "openai_usage.cmd.compare"
+M.COMMANDS.metrics = "openai_usage.cmd.metrics"
 
 --- A job from arguments: { endpoint, params (the API query), group_by,
 -- format, ... } or nil, err (err.kind "usage"; job.help when --help was
@@ -747,6 +794,9 @@ local function report_text(client, job, stderr)
   local meta, figures = {}, M.figures(job.endpoint)
   if ok and job.cost and not core.interrupted() then
     meta = jobs.cost(client, job, fold, figures)
+  end
+  if ok and (job.forecast or job.movers) and not core.interrupted() then
+    ok, walk_err = pcall(jobs.analysis, client, job, meta, figures)
   end
   client:close()
   if core.interrupted() then

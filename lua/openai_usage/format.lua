@@ -11,6 +11,7 @@
 --   title, subtitle, chart (svg, html; see openai_usage.chart)
 --   sections  html: the charts to show above the table (default: one chart
 --             of the rows)
+--   after     html: more tables below it, { heading, rows, headers, note }
 local json = require "openai_usage.json"
 local time = require "openai_usage.time"
 local text = require "openai_usage.text"
@@ -136,7 +137,7 @@ local function exact(v, col)
   if is_number(v) then
     return json.number(v) or ""
   end
-  return tostring(v)
+  return text.valid(tostring(v))
 end
 
 local function totals_row(rows, info, skip)
@@ -421,6 +422,14 @@ local function render_html(rows, opts)
     sections[#sections + 1] = { svg = chart_svg(rows, opts) }
   end
   sections[#sections + 1] = { table = { columns = columns, rows = table_rows, footer = total }, note = opts.note }
+  for _, more in ipairs(opts.after or {}) do -- further tables below (a forecast, movers)
+    local minfo, mhead, mbody = cells(more.rows, { headers = more.headers, width = opts.width })
+    local mcolumns = {}
+    for i, col in ipairs(minfo) do
+      mcolumns[i] = { key = i, label = mhead[i], numeric = col.numeric or false }
+    end
+    sections[#sections + 1] = { heading = more.heading, table = { columns = mcolumns, rows = mbody }, note = more.note }
+  end
   return html.page { title = opts.title or "OpenAI usage", subtitle = opts.subtitle, sections = sections }
 end
 

@@ -11,6 +11,7 @@ local walk = require "openai_usage.walk"
 local M = {}
 
 local TIME_FIELD = { start_time = true, end_time = true }
+local DAY = 86400
 
 local Fold = {}
 Fold.__index = Fold
@@ -203,6 +204,96 @@ function M.cost(client, job, fold, figures)
   return { shaped = M.shape(job, fold, figures, applied.decorate), note = applied.note }
 end
 
+--- What --forecast and --movers add to a report (meta.forecast: forecast.of's;
+-- meta.movers: compare's rows, last complete week against the one before,
+-- by the report's grouping or by project, model and key), walked through
+-- client. Raises the walk's err.
+function M.analysis(client, job, meta, figures)
+  if job.forecast then
+    meta.forecast = require("openai_usage.forecast").of(client, job, figures)
+  end
+  if job.movers then
+    local compare = require "openai_usage.cmd.compare"
+    local mjob = { endpoint = job.endpoint, figure = require("openai_usage.forecast").figure(job, figures),
+      period = "week", by = #job.group_by > 0 and table.concat(job.group_by, ",") or nil, top = "5" }
+    assert(compare.check(mjob, job.now))
+    meta.movers = { rows = compare.compare(client, mjob), job = mjob }
+  end
+  return meta
+end
+
+-- The report's rows with the forecast's after them, each marked by kind
+-- (json, jsonl, csv: one list for machines).
+local function with_forecast(shaped, fc)
+  local out = {}
+  for i, row in ipairs(shaped) do
+    local copy = {}
+    for k, v in pairs(row) do
+      copy[k] = v
+    end
+    copy.kind = "actual"
+    out[i] = copy
+  end
+  for _, row in ipairs(fc.rows) do
+    out[#out + 1] = row
+  end
+  if shaped.columns then
+    local columns = { "kind" }
+    for _, c in ipairs(shaped.columns) do
+      columns[#columns + 1] = c
+    end
+    for i, c in ipairs { "start_time", "end_time" } do
+      local seen = false
+      for _, have in ipairs(columns) do
+        seen = seen or have == c
+      end
+      if not seen then
+        table.insert(columns, 1 + i, c)
+      end
+    end
+    for _, suffix in ipairs { "_to_date", "_low", "_high" } do
+      columns[#columns + 1] = fc.figure .. suffix
+    end
+    out.columns = columns
+  end
+  return out
+end
+
+-- The forecast as its own table for people (table, md, html): the groups,
+-- the period, what it came to so far, the projection and its interval;
+-- the whole last, as "Total".
+local function forecast_rows(job, fc)
+  local rows = {}
+  for _, row in ipairs(fc.rows) do
+    local copy = {}
+    for k, v in pairs(row) do
+      copy[k] = v
+    end
+    if row.kind == "forecast_total" and job.group_by[1] then
+      copy[job.group_by[1]] = "Total"
+    end
+    copy.kind = nil
+    rows[#rows + 1] = copy
+  end
+  local columns = { "start_time", "end_time" }
+  for _, f in ipairs(job.group_by) do
+    columns[#columns + 1] = f
+  end
+  for _, suffix in ipairs { "_to_date", "", "_low", "_high" } do
+    if not job.by_time or suffix ~= "_to_date" then
+      columns[#columns + 1] = fc.figure .. suffix
+    end
+  end
+  rows.columns = columns
+  return rows
+end
+
+local function forecast_headers(job, fc)
+  local f = fc.figure
+  return { [f] = job.by_time and f .. " expected" or f .. " projected", [f .. "_to_date"] = f .. " so far",
+    [f .. "_low"] = "low", [f .. "_high"] = "high", start_time = "from", end_time = "to" }
+end
+
 -- Words of text in lines of at most width bytes (a longer word stands alone).
 local function wrap(text, width)
   local lines, line = {}, ""
@@ -220,9 +311,17 @@ end
 
 -- The HTML report: the table, bars of its first figure and, for time data,
 -- a stacked series by the first grouping field.
-local function html(job, fold, shaped, opts)
+local function html(job, fold, shaped, opts, meta)
   local chart = require "openai_usage.chart"
   local value = report.numeric_fields(shaped)[1]
+  local fc = meta.forecast
+  local projection
+  if fc and fc.whole and fc.figure == value then
+    projection = {}
+    for i, d in ipairs(fc.whole.days) do
+      projection[i] = { t = d.start_time, value = d.expected, low = d.low, high = d.high }
+    end
+  end
   local sections = {}
   if value and #shaped > 0 then
     if not job.by_time then
@@ -238,12 +337,27 @@ local function html(job, fold, shaped, opts)
           value = value,
           title = value .. " per " .. job.bucket .. " bucket" .. (job.group_by[1] and " by " .. job.group_by[1] or ""),
           width_seconds = job.width,
+          projection = projection,
         }),
       }
     end
   end
   opts.sections = sections
   opts.no_total = nil
+  opts.after = {}
+  if fc then
+    local rows = forecast_rows(job, fc)
+    opts.after[#opts.after + 1] = { heading = require("openai_usage.forecast").title(fc), rows = rows,
+      headers = forecast_headers(job, fc), note = #fc.notes > 0 and "not projected: " .. table.concat(fc.notes, "; ")
+      or nil }
+  end
+  if meta.movers then
+    local m = meta.movers
+    local rows = m.rows
+    rows.columns = { "dimension", "id", "previous", "current", "change", "change_pct", "status" }
+    opts.after[#opts.after + 1] = { heading = ("Movers: %s, the week of %s against the week before"):format(
+      m.job.figure, time.label(m.job.cur_start, DAY)), rows = rows, headers = { change_pct = "change %" } }
+  end
   return format.render(shaped, "html", opts)
 end
 
@@ -278,11 +392,22 @@ function M.text(job, fold, meta, figures, path)
     note = meta.note,
   }
   if is_html(job) then
-    return html(job, fold, shaped, opts)
+    return html(job, fold, shaped, opts, meta)
+  end
+  local fc = meta.forecast
+  if fc and not PAGED[job.format] and job.format ~= "svg" then
+    return format.render(with_forecast(shaped, fc), job.format, opts)
   end
   local text = format.render(shaped, job.format, opts)
   if meta.note and (job.format == "table" or job.format == "md") then
     text = text .. "\n" .. wrap(meta.note, 100) .. "\n"
+  end
+  if fc and (job.format == "table" or job.format == "md") then
+    text = text .. "\n" .. format.render(forecast_rows(job, fc), job.format, {
+      title = require("openai_usage.forecast").title(fc), headers = forecast_headers(job, fc), width = DAY })
+    for _, note in ipairs(fc.notes) do
+      text = text .. wrap("not projected: " .. note, 100) .. "\n"
+    end
   end
   return text
 end

@@ -10,8 +10,13 @@ local ESCAPE = {
   ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
 }
 
---- A JSON string literal; UTF-8 passes through, control bytes are escaped.
+--- A JSON string literal; UTF-8 passes through, control bytes are escaped,
+-- a byte that is not UTF-8 is read as U+FFFD (text.valid: the one rule for
+-- such bytes), so the literal is always JSON.
 function M.string(s)
+  if s:find "[\128-\255]" then
+    s = require("openai_usage.text").valid(s)
+  end
   return '"' .. s:gsub('[%c"\\]', function(c)
     return ESCAPE[c] or ("\\u%04x"):format(c:byte())
   end) .. '"'

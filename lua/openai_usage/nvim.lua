@@ -212,6 +212,9 @@ function M.run(argv, options)
       fold:page(page)
     end
     local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
+    if job.forecast or job.movers then -- their daily walks through the same task
+      jobs.analysis(c, job, meta, figures)
+    end
     return jobs.text(job, fold, meta, figures, path)
   end)
   if not task then

@@ -46,6 +46,8 @@ local function next_port()
   return 20000 + (tonumber(self_pid()) * 7919 + os.time() + tries * 104729) % 12000
 end
 
+M.next_port = next_port
+
 --- Starts nginx with conf (text; its listen address M.EXAMPLE_LISTEN is
 -- replaced by a free port), env (variables for the master, passed on by the
 -- conf's env directives) and files (name -> text, written into prefix/conf).
