@@ -411,6 +411,31 @@ return {
       assert_refused(stdout, stderr, code, "--group-by organization: needs --profile")
     end)
 
+    it("every command takes --profile: compare and metrics read the profile's organization", function()
+      -- these commands work on the days before now: a stand-in on the real clock
+      local live = standin.start { key = KEY_A, orgs = { beta = KEY_B } }
+      local path = profiles_file(dir .. "/live.lua", ("return { beta = { key = %q, base_url = %q } }")
+        :format(KEY_B, live.url))
+      for _, command in ipairs { { "compare", "images" }, { "metrics" } } do
+        local list = {}
+        for _, a in ipairs(command) do
+          list[#list + 1] = a
+        end
+        for _, a in ipairs { "--profiles", path, "--profile", "beta" } do
+          list[#list + 1] = a
+        end
+        local stdout, stderr, code = run(list, { OPENAI_BASE_URL = "http://127.0.0.1:9/v1" })
+        assert.are.equal(0, code, stderr)
+        assert.truthy(stdout:find("proj_beta_", 1, true), command[1] .. ": " .. stdout)
+        assert.is_nil(stdout:find("proj_atlas", 1, true), command[1] .. " shows the other organization")
+        for _, r in ipairs(live:requests()) do
+          assert.are.equal("beta", r.org)
+        end
+        live:reset()
+      end
+      live:stop()
+    end)
+
     it("profiles.clients gives the sync one client per organization, each seeing its own", function()
       local path = profiles_file(dir .. "/two.lua", two_profiles())
       local members = assert(profiles.clients("alpha,beta", { path = path }))

@@ -86,6 +86,8 @@ local COMMON = {
   { name = "--base-url", arg = "URL", key = "base_url", help = "API base (default $OPENAI_BASE_URL)" },
   { name = "--timeout", arg = "SECONDS", key = "timeout", help = "give up an attempt after that long" },
   { name = "--max-pages", arg = "N", key = "max_pages", help = "stop with an error after N pages" },
+  { name = "--profile", arg = "NAME,NAME", key = "profile", help = "key and options from profiles (see README)" },
+  { name = "--profiles", arg = "FILE", key = "profiles", help = "the profiles file (must be 0600)" },
   { name = "-h", key = "help", help = "this help" },
   { name = "--help", key = "help", help = "this help" },
 }
