@@ -203,6 +203,7 @@ return {
         { ("return { alpha = { key = %q, organization = function() end } }"):format(KEY_A), "is a function" },
         { "while true do end", "instructions" },
         { "return 42", "returns a number" },
+        { "return false", "returns a boolean" },
         { "return", "returns nothing" },
       }
       for _, case in ipairs(cases) do

@@ -118,7 +118,8 @@ local function only_data(value, where, seen)
 end
 
 -- Runs the file's text with no globals (the 5.1/LuaJIT way, setfenv, or the
--- 5.2+ way, an env) under an instruction budget; returns what it returns.
+-- 5.2+ way, an env) under an instruction budget: true and what it returns,
+-- or nil, message.
 local function run_sandboxed(source, chunkname)
   if source:sub(1, 1) == "\27" then
     return nil, "is precompiled bytecode: only Lua text is read"
@@ -148,7 +149,7 @@ local function run_sandboxed(source, chunkname)
   if not ok then
     return nil, tostring(value)
   end
-  return value or nil, value == nil and "returns nothing: it must return a table of profiles" or nil
+  return true, value
 end
 
 -- A profile's fields checked; nil, message when one is wrong.
@@ -218,15 +219,17 @@ function M.load(path)
   if not source then
     return nil, err
   end
-  local value, message = run_sandboxed(source, "@" .. path)
+  local ran, value = run_sandboxed(source, "@" .. path)
+  if not ran then
+    return fail(("profiles: %s %s"):format(path, tostring(value)))
+  end
   if value == nil then
-    return fail(("profiles: %s %s"):format(path, message))
+    return fail(("profiles: %s returns nothing: it must return a table of profiles"):format(path))
   end
   if type(value) ~= "table" then
     return fail(("profiles: %s returns a %s: it must return a table of profiles"):format(path, type(value)))
   end
-  local ok
-  ok, message = only_data(value, "the profiles", {})
+  local ok, message = only_data(value, "the profiles", {})
   if not ok then
     return fail(("profiles: %s: %s"):format(path, message))
   end
