@@ -305,6 +305,26 @@ return {
       assert_refused(stdout, stderr, code, 'key_command "openai-usage-no-such-pass x"', "cannot run")
     end)
 
+    it("that hangs is killed after profiles.KEY_TIMEOUT; one leaving a process that holds its stdout is not waited on",
+      function()
+        local saved = profiles.KEY_TIMEOUT
+        profiles.KEY_TIMEOUT = 1
+        local started = util.wall()
+        local key, err = profiles.key("slow", { key_command = { "sleep", "30" } })
+        local took = util.wall() - started
+        profiles.KEY_TIMEOUT = saved
+        assert.is_nil(key)
+        assert.truthy(tostring(err):find('profile "slow": key_command "sleep 30" did not finish within 1 s', 1, true),
+          tostring(err))
+        assert.is_true(took < 20, ("the hanging command was waited for %.1f s"):format(took))
+        -- the shell ends at once, its background sleep keeps the pipe open
+        started = util.wall()
+        key = profiles.key("bg", { key_command = { "sh", "-c", "echo " .. KEY_A .. "; sleep 30 &" } })
+        took = util.wall() - started
+        assert.are.equal(KEY_A, key)
+        assert.is_true(took < 20, ("the background process was waited for %.1f s"):format(took))
+      end)
+
     it("killed by a signal says so", function()
       local pass = script("pass_killed", "kill -9 $$")
       local stdout, stderr, code = run(args("--profiles", with_command(("%q"):format(pass)), "--profile", "alpha"))

@@ -295,9 +295,10 @@ static int core_read_private(lua_State *L)
     return 1;
 }
 
-/* core.run_command(argv [, out_max [, err_max]]) -> {stdout, stderr, status
- * | signal, interrupted} | nil, err: argv (a list of strings) run without a
- * shell, its output captured (a key command: the key is on its stdout). */
+/* core.run_command(argv [, out_max [, err_max [, timeout]]]) -> {stdout,
+ * stderr, status | signal, interrupted, timed_out} | nil, err: argv (a list
+ * of strings) run without a shell, its output captured (a key command: the
+ * key is on its stdout), killed after timeout seconds (default 0: never). */
 static int core_run_command(lua_State *L)
 {
     char err[512];
@@ -305,7 +306,9 @@ static int core_run_command(lua_State *L)
     struct ou_secret_run *box;
     size_t n;
     lua_Integer out_max = luaL_optinteger(L, 2, 65536), err_max = luaL_optinteger(L, 3, 4096);
+    lua_Number timeout = luaL_optnumber(L, 4, 0);
     luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 4, "seconds from 0 (never) to 1e9");
     luaL_argcheck(L, out_max > 0 && out_max <= (1 << 24), 2, "from 1 to 2^24 bytes");
     luaL_argcheck(L, err_max > 0 && err_max <= (1 << 24), 3, "from 1 to 2^24 bytes");
     n = ou_rawlen(L, 1);
@@ -320,7 +323,8 @@ static int core_run_command(lua_State *L)
     }
     argv[n] = NULL;
     box = secret_box(L);
-    if (!ou_secret_run((char *const *)argv, (size_t)out_max, (size_t)err_max, box, err, sizeof err)) {
+    if (!ou_secret_run((char *const *)argv, (size_t)out_max, (size_t)err_max, (double)timeout, box, err,
+                       sizeof err)) {
         ou_error_push(L, "io", err);
         return ou_error_return(L);
     }
@@ -339,6 +343,8 @@ static int core_run_command(lua_State *L)
     }
     lua_pushboolean(L, box->interrupted);
     lua_setfield(L, -2, "interrupted");
+    lua_pushboolean(L, box->timed_out);
+    lua_setfield(L, -2, "timed_out");
     ou_secret_run_free(box);
     return 1;
 }

@@ -95,15 +95,16 @@ int ou_secret_read_file(const char *path, size_t max, struct ou_secret_file *fil
     return 1;
 }
 
-/* Appends what fd has to b (up to max bytes kept; the rest is dropped). b's
- * room was reserved up front, so a key is never left behind by a realloc.
- * Returns 1 while fd is open, 0 at its end or on an error. */
+/* Appends what fd (non-blocking) has to b (up to max bytes kept; the rest is
+ * dropped). b's room was reserved up front, so a key is never left behind by
+ * a realloc. Returns 1 when bytes were read, -1 when none are there now, 0
+ * at its end or on an error. */
 static int drain(int fd, struct ou_buf *b, size_t max)
 {
     char chunk[4096];
     ssize_t n = read(fd, chunk, sizeof chunk);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return 1;
+        return -1;
     if (n <= 0)
         return 0;
     if (b->len < max) {
@@ -141,13 +142,24 @@ static int spawn(char *const argv[], int out[2], int errs[2], pid_t *pid, char *
     return 1;
 }
 
-int ou_secret_run(char *const argv[], size_t out_max, size_t err_max, struct ou_secret_run *run, char *err,
-                  size_t errlen)
+/* Reads what is left in the pipes without waiting (the command has ended;
+ * a process it left behind may hold them open). */
+static void drain_rest(struct pollfd fds[2], struct ou_secret_run *run, size_t out_max, size_t err_max)
+{
+    while (fds[0].fd >= 0 && drain(fds[0].fd, &run->out, out_max) == 1)
+        ;
+    while (fds[1].fd >= 0 && drain(fds[1].fd, &run->errs, err_max) == 1)
+        ;
+}
+
+int ou_secret_run(char *const argv[], size_t out_max, size_t err_max, double timeout,
+                  struct ou_secret_run *run, char *err, size_t errlen)
 {
     int out[2] = {-1, -1}, errs[2] = {-1, -1};
     struct pollfd fds[2];
     pid_t pid = -1;
-    int wstatus = 0, stopped = 0;
+    int wstatus = 0, reaped = 0;
+    double deadline = timeout > 0 ? ou_monotonic() + timeout : 0;
     memset(run, 0, sizeof *run);
     if (!argv[0] || !argv[0][0])
         return fail(err, errlen, 0, "no command to run");
@@ -171,37 +183,55 @@ int ou_secret_run(char *const argv[], size_t out_max, size_t err_max, struct ou_
     close(out[1]);
     close(errs[1]);
     out[1] = errs[1] = -1;
+    (void)fcntl(out[0], F_SETFL, O_NONBLOCK);
+    (void)fcntl(errs[0], F_SETFL, O_NONBLOCK);
     fds[0].fd = out[0];
     fds[1].fd = errs[0];
     fds[0].events = fds[1].events = POLLIN;
-    while (fds[0].fd >= 0 || fds[1].fd >= 0) {
-        /* a poll of 100 ms at most, so a caught Ctrl-C stops the command */
-        int ready = poll(fds, 2, 100);
-        if (ou_interrupted() && !stopped) {
-            kill(pid, SIGTERM);
-            stopped = run->interrupted = 1;
+    for (;;) {
+        /* a poll of 100 ms at most, so a caught Ctrl-C or the deadline stops
+         * the command, and its end is seen even when a process it started
+         * keeps its stdout open */
+        int ready = 0;
+        pid_t ended;
+        if (fds[0].fd >= 0 || fds[1].fd >= 0)
+            ready = poll(fds, 2, 100);
+        else
+            ou_sleep(0.01, NULL);
+        for (int i = 0; ready > 0 && i < 2; i++) {
+            if (fds[i].fd >= 0 && fds[i].revents &&
+                !drain(fds[i].fd, i == 0 ? &run->out : &run->errs, i == 0 ? out_max : err_max))
+                fds[i].fd = -1;
         }
-        if (ready < 0 && errno != EINTR)
+        ended = waitpid(pid, &wstatus, WNOHANG);
+        if (ended == pid || (ended < 0 && errno != EINTR)) {
+            /* reaped elsewhere (ECHILD): ended, its status unknown */
+            if (ended < 0)
+                wstatus = -1;
+            reaped = 1;
+            drain_rest(fds, run, out_max, err_max);
             break;
-        if (ready <= 0)
-            continue;
-        if (fds[0].revents && !drain(fds[0].fd, &run->out, out_max))
-            fds[0].fd = -1;
-        if (fds[1].revents && !drain(fds[1].fd, &run->errs, err_max))
-            fds[1].fd = -1;
+        }
+        if (ou_interrupted() || (deadline > 0 && ou_monotonic() > deadline)) {
+            run->interrupted = ou_interrupted();
+            run->timed_out = !run->interrupted;
+            kill(pid, SIGKILL);
+            break;
+        }
     }
     close_pair(out);
     close_pair(errs);
-    while (waitpid(pid, &wstatus, 0) < 0) {
+    while (!reaped && waitpid(pid, &wstatus, 0) < 0) {
         if (errno != EINTR) {
-            wstatus = 0;
+            wstatus = -1;
             break;
         }
     }
-    if (WIFEXITED(wstatus)) {
+    /* -1: reaped elsewhere, neither exited nor signalled as far as we know */
+    if (wstatus != -1 && WIFEXITED(wstatus)) {
         run->exited = 1;
         run->status = WEXITSTATUS(wstatus);
-    } else if (WIFSIGNALED(wstatus)) {
+    } else if (wstatus != -1 && WIFSIGNALED(wstatus)) {
         run->signal = WTERMSIG(wstatus);
     }
     return 1;

@@ -31,17 +31,20 @@ struct ou_secret_run {
     int exited;         /* exited: status holds its exit code */
     int status;         /* the exit code */
     int signal;         /* killed by this signal (0 when it exited) */
-    int interrupted;    /* SIGINT was caught (core.catch_sigint) while it ran: it was stopped */
+    int interrupted;    /* SIGINT was caught (core.catch_sigint) while it ran: it was killed */
+    int timed_out;      /* it ran past the timeout: it was killed */
     struct ou_buf out;  /* its stdout, the first out_max bytes (the rest is read and dropped) */
     struct ou_buf errs; /* its stderr, the first err_max bytes */
 };
 
 /* Runs argv (argv[0] looked up in PATH) without a shell: stdin inherited,
- * stdout and stderr captured, then waits for it. Returns 1 with run filled
- * (release it with ou_secret_run_free), or 0 with a one-line message in err
- * when it could not be started. */
-int ou_secret_run(char *const argv[], size_t out_max, size_t err_max, struct ou_secret_run *run, char *err,
-                  size_t errlen);
+ * stdout and stderr captured until it exits (what a process it leaves
+ * behind writes later is not waited for), killed after timeout seconds (0:
+ * never) or on a caught SIGINT. Returns 1 with run filled (release it with
+ * ou_secret_run_free), or 0 with a one-line message in err when it could not
+ * be started. */
+int ou_secret_run(char *const argv[], size_t out_max, size_t err_max, double timeout,
+                  struct ou_secret_run *run, char *err, size_t errlen);
 
 /* Wipes (stdout may hold a key) and frees what a run captured; safe twice. */
 void ou_secret_run_free(struct ou_secret_run *run);

@@ -37,6 +37,10 @@ local OWN_FIELD = { api_key = "key or key_command", base_url = "base_url" }
 -- The instructions a profiles file may take to run: data needs few.
 local BUDGET = 1000000
 
+--- Seconds a key_command may take (a password manager asking for its
+-- passphrase included) before it is killed.
+M.KEY_TIMEOUT = 120
+
 local function fail(message)
   return nil, errors.new { kind = "usage", message = message }
 end
@@ -283,7 +287,7 @@ function M.key(name, profile)
   local argv = type(kc) == "string" and text.words(kc) or kc
   local shown = text.printable(table.concat(argv, " "))
   local where = ('profile "%s": key_command "%s"'):format(name, shown)
-  local run, err = core.run_command(argv)
+  local run, err = core.run_command(argv, nil, nil, M.KEY_TIMEOUT)
   if not run then
     return fail(("%s: %s"):format(where, err.message))
   end
@@ -291,9 +295,13 @@ function M.key(name, profile)
   if run.interrupted then
     return nil, errors.new { kind = "interrupted", message = where .. ": interrupted" }
   end
+  if run.timed_out then
+    return fail(("%s did not finish within %g s (was it waiting for input it could not ask for?)")
+      :format(where, M.KEY_TIMEOUT))
+  end
   if run.status ~= 0 then
     local how = run.status and ("exited with status %d"):format(run.status)
-      or ("was killed by signal %d"):format(run.signal or 0)
+      or run.signal and ("was killed by signal %d"):format(run.signal) or "ended with no exit status"
     return fail(("%s %s%s"):format(where, how, said(run.stderr, first)))
   end
   if first == "" then
