@@ -432,7 +432,8 @@ return {
       assert_refused(stdout, stderr, code, "--group-by organization: needs --profile")
     end)
 
-    it("every command takes --profile: compare and metrics read the profile's organization", function()
+    it("every command takes --profile: compare and metrics read the profile's organization; --forecast by it",
+      function()
       -- these commands work on the days before now: a stand-in on the real clock
       local live = standin.start { key = KEY_A, orgs = { beta = KEY_B } }
       local path = profiles_file(dir .. "/live.lua", ("return { beta = { key = %q, base_url = %q } }")
@@ -454,6 +455,29 @@ return {
         end
         live:reset()
       end
+      -- a forecast by organization projects each one as its own profile alone does
+      local two = profiles_file(dir .. "/live2.lua", ("return { alpha = { key = %q, base_url = %q, "
+        .. "organization = 'A' }, beta = { key = %q, base_url = %q, organization = 'B' } }")
+        :format(KEY_A, live.url, KEY_B, live.url))
+      local function projected(list)
+        local stdout, stderr, code = run(list)
+        assert.are.equal(0, code, stderr)
+        local by = {}
+        for _, row in ipairs(cjson.decode(stdout)) do
+          if row.kind ~= "actual" then
+            local org = row.organization ~= cjson.null and row.organization or nil
+            by[org or row.kind] = row.images
+          end
+        end
+        return by
+      end
+      local both = projected { "images", "--profiles", two, "--profile", "alpha,beta", "--group-by", "organization",
+        "--forecast", "--format", "json" }
+      local a = projected { "images", "--profiles", two, "--profile", "alpha", "--forecast", "--format", "json" }
+      local b = projected { "images", "--profiles", two, "--profile", "beta", "--forecast", "--format", "json" }
+      assert.are.equal(a.forecast_total, both.A)
+      assert.are.equal(b.forecast_total, both.B)
+      util.near(a.forecast_total + b.forecast_total, both.forecast_total, "the forecast's total")
       live:stop()
     end)
 

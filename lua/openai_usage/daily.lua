@@ -61,9 +61,22 @@ function M.pages(client, endpoint, by, start, stop, params)
       query.limit = w.max_limit
     end
   end
-  query.group_by = #by > 0 and by or nil
+  -- organization is no field of the API's: a walk over several profiles
+  -- (openai_usage.profiles) marks each page with it, and its rows take it
+  local api_by = {}
+  for _, f in ipairs(by) do
+    if f ~= "organization" then
+      api_by[#api_by + 1] = f
+    end
+  end
+  query.group_by = #api_by > 0 and api_by or nil
   local pages = {}
   for page in client:pages(endpoint, query) do
+    for _, bucket in ipairs(page.organization and page.data or {}) do
+      for _, row in ipairs(bucket.results or {}) do
+        row.organization = page.organization
+      end
+    end
     pages[#pages + 1] = page
   end
   return pages
