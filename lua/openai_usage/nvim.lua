@@ -122,9 +122,10 @@ local function with_config(argv)
   return out
 end
 
--- The client of a job and its organization label: a profile's (--profile,
--- or setup's), else the key of M.api_key. nil, err when there is none.
-local function open_client(job)
+-- The clients of a job, as profiles.clients gives them ({ name,
+-- organization, client }): its profiles' (--profile, or setup's), else one
+-- with the key of M.api_key. nil, err when there is none.
+local function open_clients(job)
   if job.profile then
     local members, err = require("openai_usage.profiles").clients(job.profile, {
       path = job.profiles,
@@ -135,27 +136,31 @@ local function open_client(job)
     if not members then
       return nil, err
     end
-    if #members > 1 then
+    if #members > 1 and (job.cost or job.forecast or job.movers) then
       for _, m in ipairs(members) do
         m.client:close()
       end
-      return nil, "several profiles in one report: use the command line (openai-usage ... --profile "
-        .. job.profile .. ")"
+      return nil, "--cost, --forecast and --movers over several profiles: use the command line (openai-usage ... "
+        .. "--profile " .. job.profile .. ")"
     end
-    return members[1].client, members[1].organization
+    return members
   end
   local key = M.api_key()
   if not key then
     return nil, "no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key, or a profile "
       .. "(require('openai_usage.nvim').setup { profile = NAME })"
   end
-  return usage.new {
+  local client, err = usage.new {
     api_key = key,
     base_url = job.base_url or vim.g.openai_usage_base_url,
     cache_dir = job.cache,
     settle_after = job.settle_after,
     max_pages = job.max_pages,
   }
+  if not client then
+    return nil, err
+  end
+  return { { client = client } }
 end
 
 --- The admin key and where it was found: vim.g.openai_usage_api_key (a
@@ -196,29 +201,45 @@ function M.run(argv, options)
     notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
     return true
   end
-  local client, organization = open_client(job)
-  if not client then
-    return fail(organization)
+  local members, merr = open_clients(job)
+  if not members then
+    return fail(merr)
   end
 
   local jobs = require "openai_usage.job"
   local figures, path = cli.figures(job.endpoint), usage.rules(job.endpoint).path
-  local fold -- the job's rows so far
-  -- the command line's job, as a task: its walks yield to the timer
-  local task, terr = async.task(client, function(c)
-    fold = jobs.fold(job)
-    for page in c:pages(job.endpoint, job.params) do
-      page.organization = organization -- a profile's label, for --group-by organization
-      fold:page(page)
-    end
-    local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
-    if job.forecast or job.movers then -- their daily walks through the same task
-      jobs.analysis(c, job, meta, figures)
-    end
-    return jobs.text(job, fold, meta, figures, path)
-  end)
+  local fold = jobs.fold(job) -- the job's rows so far, of every organization
+  -- the command line's job, as tasks (one an organization, in turn, into
+  -- one fold): their walks yield to the timer; the last writes the text
+  local index, done_pages, done_cached = 0, 0, 0
+  local function next_task()
+    index = index + 1
+    local member, last = members[index], index == #members
+    return async.task(member.client, function(c)
+      local ok, werr = pcall(function()
+        for page in c:pages(job.endpoint, job.params) do
+          page.organization = member.organization -- a profile's label, for --group-by organization
+          fold:page(page)
+        end
+      end)
+      if not ok then -- over several organizations the error names the profile
+        error(#members > 1 and require("openai_usage.profiles").blame(member, werr) or werr, 0)
+      end
+      if not last then
+        return true
+      end
+      local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
+      if job.forecast or job.movers then -- their daily walks through the same task
+        jobs.analysis(c, job, meta, figures)
+      end
+      return jobs.text(job, fold, meta, figures, path)
+    end)
+  end
+  local task, terr = next_task()
   if not task then
-    client:close()
+    for _, m in ipairs(members) do
+      m.client:close()
+    end
     return fail(terr)
   end
 
@@ -232,21 +253,26 @@ function M.run(argv, options)
     return (uv.hrtime() - started) / 1e9
   end
 
+  local function pages()
+    return done_pages + task.pages, done_cached + task.cached
+  end
+
   local function progress()
-    if task.pages ~= shown_pages then
-      shown_pages = task.pages
+    if pages() ~= shown_pages then
+      shown_pages = pages()
       vim.api.nvim_echo({ { ("openai-usage: %s · pages %d · buckets %d · rows %d · %.1f s")
-        :format(job.endpoint, task.pages, fold and fold.buckets or 0, fold and fold.rows or 0, seconds()) } },
-        false, {})
+        :format(job.endpoint, shown_pages, fold.buckets, fold.rows, seconds()) } }, false, {})
     end
   end
 
-  -- Stops the timer and closes the client (a cancelled transfer has been
+  -- Stops the timer and closes the clients (a cancelled transfer has been
   -- aborted by then: closing does not wait on the network).
   local function release()
     timer:stop()
     timer:close()
-    client:close()
+    for _, m in ipairs(members) do
+      m.client:close()
+    end
   end
 
   local function finish(buf, ferr)
@@ -273,8 +299,9 @@ function M.run(argv, options)
     end
     local buf = M.show("openai-usage://" .. job.endpoint, text,
       { mods = options.mods, filetype = FILETYPES[job.format] })
-    local from_cache = task.cached > 0 and (" (%d from the cache)"):format(task.cached) or ""
-    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, task.pages, from_cache, fold.rows, seconds()))
+    local n, cached = pages()
+    local from_cache = cached > 0 and (" (%d from the cache)"):format(cached) or ""
+    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, n, from_cache, fold.rows, seconds()))
     finish(buf)
   end
 
@@ -288,6 +315,14 @@ function M.run(argv, options)
       if task.err ~= nil then
         fail(task.err)
         finish(nil, task.err)
+      elseif index < #members then -- the next organization
+        done_pages, done_cached = pages()
+        local t, next_err = next_task()
+        if not t then
+          fail(next_err)
+          return finish(nil, next_err)
+        end
+        task, handle.task = t, t
       else
         local ok, show_err = pcall(complete, task.result)
         if not ok then -- a bug, not a failed request: say so once and stop
@@ -300,7 +335,7 @@ function M.run(argv, options)
 
   function handle.cancel()
     if running[handle] then
-      notify(("%s: cancelled after %d pages"):format(job.endpoint, task.pages), levels.WARN)
+      notify(("%s: cancelled after %d pages"):format(job.endpoint, (pages())), levels.WARN)
       finish(nil, usage.error { kind = "cancelled", message = "cancelled" })
     end
   end

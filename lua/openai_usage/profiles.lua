@@ -436,9 +436,10 @@ function M.clients(names, options)
   return out
 end
 
--- Raises err as the error of a member: the same fields, the message naming
--- the profile (so a report that fails says which organization failed).
-local function raise(member, err)
+--- err as the error of a member (of M.clients): the same fields, the
+-- message naming the profile (so a report that fails says which
+-- organization failed).
+function M.blame(member, err)
   local fields = {}
   if type(err) == "table" then
     for k, v in pairs(err) do
@@ -450,7 +451,11 @@ local function raise(member, err)
   fields.kind = type(fields.kind) == "string" and fields.kind or "error"
   fields.message = ('profile "%s" (%s): %s'):format(member.name, member.organization, tostring(fields.message))
   fields.profile = member.name
-  error(errors.new(fields), 0)
+  return errors.new(fields)
+end
+
+local function raise(member, err)
+  error(M.blame(member, err), 0)
 end
 
 -- Closes what a generic for's fourth value holds (a walk left early).
