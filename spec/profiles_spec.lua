@@ -325,6 +325,34 @@ return {
         assert.is_true(took < 20, ("the background process was waited for %.1f s"):format(took))
       end)
 
+    it("Ctrl-C while it runs: the command is killed and the CLI exits 130 at once, nothing sent", function()
+      local marker, code_file, pid_file = dir .. "/started", dir .. "/code", dir .. "/pid"
+      for _, f in ipairs { marker, code_file, pid_file } do
+        os.remove(f)
+      end
+      local pass = script("pass_slow", "touch " .. q(marker) .. "; exec sleep 31.25")
+      local path = with_command(("%q"):format(pass))
+      assert(util.execute(("( env %s bin/openai-usage images --profiles %s --profile alpha >/dev/null 2>%s & "
+        .. "echo $! >%s; wait $!; echo $? >%s ) >/dev/null 2>&1 &"):format(util.LUA, q(path), q(out .. ".err"),
+        q(pid_file), q(code_file))))
+      local t0 = util.wall()
+      while not read(marker) and util.wall() - t0 < 20 do
+        os.execute "sleep 0.05"
+      end
+      assert.truthy(read(marker), "the key command never started")
+      local pid = read(pid_file):match "%d+"
+      local started = util.wall()
+      os.execute("kill -INT " .. pid)
+      while not (read(code_file) or ""):match "%d" and util.wall() - started < 10 do
+        os.execute "sleep 0.02"
+      end
+      local took = util.wall() - started
+      assert.are.equal("130", (read(code_file) or ""):match "%d+", read(out .. ".err"))
+      assert.is_true(took < 5, ("exit took %.1f s"):format(took))
+      assert.is_false(util.execute "pgrep -f 'sleep 31[.]25' >/dev/null", "the key command was left running")
+      assert.are.equal(0, srv:status().requests)
+    end)
+
     it("killed by a signal says so", function()
       local pass = script("pass_killed", "kill -9 $$")
       local stdout, stderr, code = run(args("--profiles", with_command(("%q"):format(pass)), "--profile", "alpha"))

@@ -863,8 +863,8 @@ function M.run(argv, options)
     stderr:write("openai-usage: ", note, "\n")
   end
   local client = open_client(job, options, stderr)
-  if not client then
-    return M.EXIT.usage
+  if not client then -- Ctrl-C while a profile's key_command ran is 130, as anywhere
+    return core.interrupted() and M.EXIT.interrupted or M.EXIT.usage
   end
   local text, code = report_text(client, job, stderr)
   if not text then
