@@ -43,6 +43,7 @@ SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 endif
 OBJDIR := $(if $(filter .,$(OUTDIR)),build/$(LUA_VERSION),$(OUTDIR))/obj
 MODULE := $(OUTDIR)/openai_usage/core.so
+SQLITE_MODULE := $(OUTDIR)/openai_usage/sqlite.so
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 CFLAGS ?= -O2 -g
@@ -51,21 +52,22 @@ ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -fPIC -fvisibility=hidden $(WARN) 
 # libcurl is loaded at run time (src/curl_api.c), not linked: see there why.
 LDLIBS := -ldl -lm -pthread
 
-SOURCES := $(wildcard src/*.c)
+# src/sqlite.c is a module of its own (openai_usage.sqlite), linked with -lsqlite3.
+SOURCES := $(filter-out src/sqlite.c,$(wildcard src/*.c))
 OBJECTS := $(patsubst src/%.c,$(OBJDIR)/%.o,$(SOURCES))
 HEADERS := $(wildcard src/*.h)
 LUA_FILES := $(wildcard lua/openai_usage/*.lua lua/openai_usage/*/*.lua)
 
 # Debian packages the build and the suite need.
 DEB_PACKAGES := gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-busted lua-cjson \
-	python3 curl locales luarocks lua-yaml clang-format openssl \
+	libsqlite3-dev sqlite3 python3 curl locales luarocks lua-yaml clang-format openssl \
 	nginx libnginx-mod-http-lua lua-resty-core libluajit2-5.1-dev neovim chromium prometheus
 BUSTED := $(LUA) /usr/bin/busted
 BUSTED_ARGS ?= -o TAP
 
 .PHONY: all install test test-all test-one report bench rules fuzz check check-valgrind check-memory check-asan check-tsan deps lint clean uninstall FORCE
 
-all: $(MODULE)
+all: $(MODULE) $(SQLITE_MODULE)
 
 # The flags a build directory was built with, rewritten only when they
 # change: objects and the module depend on it, so a directory built against
@@ -84,7 +86,14 @@ $(MODULE): $(OBJECTS) $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(SAN_FLAGS) $(LDFLAGS) -o $@ $(OBJECTS) $(LDLIBS)
 
-install: $(MODULE)
+# The history store's SQLite binding (openai_usage.store): its own module, so
+# only a host that opens a store loads libsqlite3.
+$(SQLITE_MODULE): src/sqlite.c src/compat.h Makefile $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(shell $(PKG_CONFIG) --cflags sqlite3) -shared $(LDFLAGS) -o $@ $< \
+	  $(shell $(PKG_CONFIG) --libs sqlite3)
+
+install: $(MODULE) $(SQLITE_MODULE)
 	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/openai_usage
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage
 	install -d $(DESTDIR)$(PREFIX)/bin
@@ -94,6 +103,7 @@ install: $(MODULE)
 	  install -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/$(LUA_VERSION)/$$f"; \
 	done
 	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage/core.so
+	install -m 755 $(SQLITE_MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VERSION)/openai_usage/sqlite.so
 	sed '1s|^#!.*|#!/usr/bin/env $(LUA)|' bin/openai-usage > $(DESTDIR)$(PREFIX)/bin/openai-usage
 	chmod 755 $(DESTDIR)$(PREFIX)/bin/openai-usage
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions
@@ -145,6 +155,8 @@ bench: deps
 	$(SUITE_ENV) $(LUA) bench/decode.lua
 	$(SUITE_ENV) $(LUA) bench/paging.lua
 	$(SUITE_ENV) $(LUA) bench/report.lua
+	$(SUITE_ENV) $(LUA) bench/store.lua
+	$(SUITE_ENV) $(LUA) bench/db_report.lua
 	@command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
 	@dpkg-query -W python3-requests >/dev/null 2>&1 || apt-get install -y -qq python3-requests >/dev/null
 	$(SUITE_ENV) $(LUA) bench/e2e.lua

@@ -5,9 +5,11 @@
 -- as the real API's does (--late-seconds), through a page cache in
 -- OUTDIR/cache: the runs after the first read the settled days from disk and
 -- ask again for the buckets still inside the settle window. It prints the usage by model and size
--- and the cost by project, and writes the charts:
+-- and the cost by project (named: "Atlas (proj_atlas)"), and writes the charts:
 --   build/report.html  the usage table, a bar chart and a stacked daily series
 --   build/report.svg   the stacked daily series alone
+--   build/usage.db     the history store: the same days synced (openai-usage sync),
+--                      whose usage by project it then prints, read offline
 --   lua5.4 bin/report.lua [DAYS=30] [OUTDIR=build]
 -- The same reports come from the command line: openai-usage images --help.
 local cli = require "openai_usage.cli"
@@ -54,7 +56,7 @@ assert(require("openai_usage.core").mkdir_p(outdir, tonumber("777", 8)))
 local since = ("%dd"):format(days)
 local runs = {
   { "images", "--since", since, "--group-by", "model,size", "--top", "10", "--share" },
-  { "images", "--since", since, "--group-by", "project_id", "--cost" },
+  { "images", "--since", since, "--group-by", "project_id", "--cost", "--names" },
   { "images", "--since", since, "--group-by", "model", "--format", "html", "--out", outdir .. "/report.html" },
   { "images", "--since", since, "--group-by", "model", "--by-time", "--format", "svg",
     "--out", outdir .. "/report.svg" },
@@ -73,10 +75,23 @@ for i, argv in ipairs(runs) do
     break
   end
 end
+-- the history store: the same days synced into OUTDIR/usage.db (with the
+-- names), and the usage by project read back from it, offline
+local db = outdir .. "/usage.db"
+if status == 0 then
+  io.write("\n")
+  status = cli.run({ "sync", "--db", db, "--endpoints", "images,costs", "--since", since, "--names" },
+    { client = client })
+end
+if status == 0 then
+  io.write("\nfrom the history store (openai-usage images --db ", db, " ...):\n")
+  io.stdout:flush()
+  status = cli.run({ "images", "--db", db, "--since", since, "--group-by", "project_id", "--names" })
+end
 if server_pid then
   os.execute("kill " .. server_pid .. " 2>/dev/null")
 end
 if status == 0 then
-  io.write("\nwrote ", outdir, "/report.html and ", outdir, "/report.svg\n")
+  io.write("\nwrote ", outdir, "/report.html, ", outdir, "/report.svg and the history store ", db, "\n")
 end
 os.exit(status)

@@ -1,7 +1,9 @@
-/* libFuzzer harness: bytes pick an endpoint and become a params table (names from its rules
- * or made up, values of every Lua type) for ou_query_encode. Either it is
- * refused with an error naming a parameter, or the query it writes holds
- * only unreserved characters, percent escapes and the pair syntax. */
+/* libFuzzer harness: bytes pick an endpoint (a usage or a directory one) and
+ * become a params table (names from its rules or made up, values of every Lua
+ * type) for ou_query_path and ou_query_encode. Either it is refused with an
+ * error naming a parameter, or the path it writes is the endpoint's with each
+ * {parameter} an escaped id, and the query holds only unreserved characters,
+ * percent escapes and the pair syntax. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,8 +82,11 @@ static void push_value(lua_State *L, struct input *in, const struct ou_param_rul
 static int encode(lua_State *L)
 {
     struct input *in = lua_touserdata(L, 1);
-    const struct ou_endpoint_rule *ep = &ou_endpoints[take(in) % ou_nendpoints];
+    unsigned pick_ep = take(in) % (unsigned)(ou_nendpoints + ou_ndirectory);
+    const struct ou_endpoint_rule *ep =
+        pick_ep < ou_nendpoints ? &ou_endpoints[pick_ep] : &ou_directory[pick_ep - ou_nendpoints];
     struct ou_buf *out = lua_touserdata(L, 2);
+    int ok, params;
     lua_newtable(L);
     while (in->p < in->end) {
         unsigned pick = take(in);
@@ -95,9 +100,12 @@ static int encode(lua_State *L)
         push_value(L, in, rule);
         lua_rawset(L, -3);
     }
-    lua_pushboolean(L, ou_query_encode(L, lua_gettop(L), ep,
-                                       (in->end - in->p) % 2 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS, out));
-    return 2;
+    params = lua_gettop(L);
+    ok = ou_query_path(L, params, ep, out) && ou_buf_addchar(out, '?') &&
+         ou_query_encode(L, params, ep, (in->end - in->p) % 2 ? OU_ARRAY_REPEAT : OU_ARRAY_BRACKETS, out);
+    lua_pushlightuserdata(L, (void *)ep);
+    lua_pushboolean(L, ok);
+    return 3;
 }
 
 static int allowed(char c)
@@ -114,22 +122,37 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct ou_buf out = {0};
     if (!L) {
         L = luaL_newstate();
+        /* the error values take openai_usage.errors' metatable (the Lua half,
+         * required from the checkout, as make fuzz runs from its root) */
+        luaL_openlibs(L);
+        if (luaL_dostring(L, "package.path = 'lua/?.lua;' .. package.path") != LUA_OK)
+            abort();
         ou_error_open(L);
     }
     lua_pushcfunction(L, encode);
     lua_pushlightuserdata(L, &in);
     lua_pushlightuserdata(L, &out);
-    if (lua_pcall(L, 2, 2, 0) != LUA_OK)
+    if (lua_pcall(L, 2, 3, 0) != LUA_OK)
         abort();
     if (lua_toboolean(L, -1)) {
-        for (size_t i = 0; i < out.len; i++)
+        const struct ou_endpoint_rule *ep = lua_touserdata(L, -2);
+        const char *query = memchr(out.data, '?', out.len);
+        size_t at = query ? (size_t)(query - out.data) : out.len;
+        /* the path: the endpoint's up to its first {parameter}, then unreserved bytes, escapes and '/' */
+        size_t fixed = strcspn(ep->path, "{");
+        if (!query || at < fixed || memcmp(out.data, ep->path, fixed) != 0)
+            abort();
+        for (size_t i = fixed; i < at; i++)
+            if (!allowed(out.data[i]) && out.data[i] != '/')
+                abort();
+        for (size_t i = at + 1; i < out.len; i++)
             if (!allowed(out.data[i]))
                 abort();
-        if (out.len == 0 || strncmp(out.data, "start_time=", 11) != 0)
+        if (ep->shape == OU_SHAPE_USAGE && strncmp(query + 1, "start_time=", 11) != 0)
             abort(); /* start_time is required and always first */
     } else {
         /* a refusal is an invalid_argument error with a message */
-        lua_getfield(L, -2, "kind");
+        lua_getfield(L, -3, "kind");
         if (!lua_isstring(L, -1) || strcmp(lua_tostring(L, -1), "invalid_argument") != 0)
             abort();
         lua_pop(L, 1);

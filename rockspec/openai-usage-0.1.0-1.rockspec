@@ -27,6 +27,11 @@ external_dependencies = {
   CURL = {
     library = "curl",
   },
+  -- the history store (openai_usage.store) links libsqlite3
+  SQLITE = {
+    header = "sqlite3.h",
+    library = "sqlite3",
+  },
 }
 build = {
   type = "builtin",
@@ -40,8 +45,11 @@ build = {
     ["openai_usage.cmd.anomalies"] = "lua/openai_usage/cmd/anomalies.lua",
     ["openai_usage.cmd.compare"] = "lua/openai_usage/cmd/compare.lua",
     ["openai_usage.cmd.metrics"] = "lua/openai_usage/cmd/metrics.lua",
+    ["openai_usage.cmd.sync"] = "lua/openai_usage/cmd/sync.lua",
     ["openai_usage.cost"] = "lua/openai_usage/cost.lua",
     ["openai_usage.daily"] = "lua/openai_usage/daily.lua",
+    ["openai_usage.directory"] = "lua/openai_usage/directory.lua",
+    ["openai_usage.directory_schema"] = "lua/openai_usage/directory_schema.lua",
     ["openai_usage.errors"] = "lua/openai_usage/errors.lua",
     ["openai_usage.forecast"] = "lua/openai_usage/forecast.lua",
     ["openai_usage.format"] = "lua/openai_usage/format.lua",
@@ -51,16 +59,21 @@ build = {
     ["openai_usage.json"] = "lua/openai_usage/json.lua",
     ["openai_usage.metrics"] = "lua/openai_usage/metrics.lua",
     ["openai_usage.metrics.resty"] = "lua/openai_usage/metrics/resty.lua",
+    ["openai_usage.names"] = "lua/openai_usage/names.lua",
     ["openai_usage.nvim"] = "lua/openai_usage/nvim.lua",
     ["openai_usage.prices"] = "lua/openai_usage/prices.lua",
     ["openai_usage.profiles"] = "lua/openai_usage/profiles.lua",
     ["openai_usage.protocol"] = "lua/openai_usage/protocol.lua",
     ["openai_usage.report"] = "lua/openai_usage/report.lua",
+    ["openai_usage.store"] = "lua/openai_usage/store.lua",
+    ["openai_usage.store_schema"] = "lua/openai_usage/store_schema.lua",
     ["openai_usage.svg"] = "lua/openai_usage/svg.lua",
+    ["openai_usage.sync"] = "lua/openai_usage/sync.lua",
     ["openai_usage.text"] = "lua/openai_usage/text.lua",
     ["openai_usage.time"] = "lua/openai_usage/time.lua",
     ["openai_usage.transport"] = "lua/openai_usage/transport.lua",
     ["openai_usage.transport.resty"] = "lua/openai_usage/transport/resty.lua",
+    ["openai_usage.transport.store"] = "lua/openai_usage/transport/store.lua",
     ["openai_usage.walk"] = "lua/openai_usage/walk.lua",
     ["openai_usage.core"] = {
       sources = {
@@ -88,6 +101,12 @@ build = {
       libraries = { "dl", "m", "pthread" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
+    },
+    ["openai_usage.sqlite"] = {
+      sources = { "src/sqlite.c" },
+      libraries = { "sqlite3" },
+      incdirs = { "$(SQLITE_INCDIR)" },
+      libdirs = { "$(SQLITE_LIBDIR)" },
     },
   },
   install = {

@@ -690,6 +690,7 @@ print(json.dumps(rows))
     assert.matches("OPENAI_ADMIN_KEY is not set", read(tmp .. ".err"))
     assert.matches("by model, size", out)
     assert.matches("by project_id", out)
+    assert.truthy(out:find("Atlas (proj_atlas)", 1, true), "the projects by name")
     assert.matches("cost_usd", out)
     assert.matches("\nTotal ", out)
     local html = read(dir .. "/report.html")
@@ -697,6 +698,22 @@ print(json.dumps(rows))
     assert.matches("^<!DOCTYPE html>", html)
     assert.truthy(select(2, html:gsub("<svg", "")) >= 2, "a bar chart and a time series")
     assert.matches("^<svg", svg)
+    -- the history store: synced with names, and the usage by project read back from it equal to the live table's
+    assert.matches("\nimages 1d: 1 request, %d+ buckets", out)
+    assert.matches("\ndirectory: 4 projects", out)
+    assert.are.equal("600", util.mode(dir .. "/usage.db"))
+    local live = out:match "(by project_id\n.-\nTotal [^\n]*)"
+    local stored = out:match "from the history store[^\n]*\n[^\n]*(by project_id\n.-\nTotal [^\n]*)"
+    assert.is_truthy(stored, out)
+    -- the same images and requests per project as the live table (which has the cost column too)
+    assert.truthy(stored:find("Atlas (proj_atlas)", 1, true), stored)
+    local n = 0
+    for project, figures in live:gmatch "(%(proj_%w+%))%s+([%d,]+%s+[%d,]+)" do
+      n = n + 1
+      local pattern = project:gsub("%p", "%%%0") .. "%s+" .. figures:gsub("%p", "%%%0"):gsub("%s+", "%%s+")
+      assert.truthy(stored:find(pattern), project .. " " .. figures)
+    end
+    assert.are.equal(4, n)
     util.rm_rf(dir)
   end)
 

@@ -48,12 +48,16 @@ describe("endpoints", function()
       return nil
     end
     if not generated then
-      local c_file, json_file = os.tmpname(), os.tmpname()
-      assert(os.execute(("%s tools/gen-rules.lua tools/openai-usage-openapi.yaml %s | clang-format "
-        .. "--assume-filename=src/rules_table.c > %s"):format(lua, json_file, c_file)))
-      generated = { c = read(c_file), json = read(json_file) }
-      os.remove(c_file)
-      os.remove(json_file)
+      local c_file, json_file, sql_file, schema_file = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
+      local lua_file = os.tmpname()
+      assert(os.execute(("%s tools/gen-rules.lua tools/openai-usage-openapi.yaml %s %s %s %s | clang-format "
+        .. "--assume-filename=src/rules_table.c > %s"):format(lua, json_file, sql_file, schema_file, lua_file,
+        c_file)))
+      generated = { c = read(c_file), json = read(json_file), sql = read(sql_file), schema = read(schema_file),
+        directory = read(lua_file) }
+      for _, file in ipairs { c_file, json_file, sql_file, schema_file, lua_file } do
+        os.remove(file)
+      end
     end
     return generated
   end
@@ -73,6 +77,29 @@ describe("endpoints", function()
     end
     assert.is_true(#fresh.json > 1000)
     assert.are.equal(read "standin/endpoints.json", fresh.json)
+  end)
+
+  it("the committed lua/openai_usage/directory_schema.lua (directory fields, the store's DDL) is what "
+    .. "tools/gen-rules.lua writes", function()
+    local fresh = generate()
+    if not fresh then
+      return pending "the generator runs on Lua 5.4 (lyaml)"
+    end
+    assert.truthy(fresh.directory:find("CREATE TABLE IF NOT EXISTS projects", 1, true))
+    assert.are.equal(read "lua/openai_usage/directory_schema.lua", fresh.directory)
+  end)
+
+  it("the committed store schema (src/store_schema.sql, lua/openai_usage/store_schema.lua) is what "
+    .. "tools/gen-rules.lua writes", function()
+    local fresh = generate()
+    if not fresh then
+      return pending "the generator runs on Lua 5.4 (lyaml)"
+    end
+    assert.is_truthy(fresh.sql:find("CREATE TABLE images (", 1, true))
+    assert.are.equal(read "src/store_schema.sql", fresh.sql)
+    assert.are.equal(read "lua/openai_usage/store_schema.lua", fresh.schema)
+    -- one source: the Lua form carries exactly the SQL text
+    assert.are.equal(fresh.sql, dofile("lua/openai_usage/store_schema.lua").sql)
   end)
 
   it("standin/endpoints.json states the client's rules: parameters, types, enums, limits per width, "

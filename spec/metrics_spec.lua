@@ -340,12 +340,57 @@ describe("metrics", function()
       metrics.render({ sources = {}, periods = {} }, "json")
     end)
     for _, args in ipairs { { "--endpoints", "images,nope" }, { "--format", "json" }, { "--timeout", "0" },
-      { "--bogus" }, { "--db", tmp .. "/usage.db" } } do
+      { "--bogus" } } do
       local code, out, err = run_metrics(srv, args, NOW)
       assert.are.equal(2, code, table.concat(args, " "))
       assert.are.equal("", out)
       assert.matches("^openai%-usage: metrics: ", err)
     end
+    assert.are.equal(0, srv:status().requests)
+  end)
+
+  it("metrics --db reads the history store: the figures a sync stored, the live exposition's, nothing sent", function()
+    local store_module = require "openai_usage.store"
+    local db = tmp .. "/metrics.db"
+    local client = assert(usage.new(srv:client_options()))
+    local s = assert(store_module.open(db))
+    assert(s:sync(client, { endpoints = "all", width = "1d", since = metrics.periods(NOW).month, now = NOW }))
+    s:close()
+    client:close()
+    -- series -> value, health lines aside (their times differ)
+    local function figures(text)
+      local out, n = {}, 0
+      for line in text:gmatch "[^\n]+" do
+        if not line:find("refresh", 1, true) and not line:find("timestamp", 1, true) then
+          local series, value = line:match "^([^#].-) (%S+)$"
+          if series then
+            out[series], n = tonumber(value), n + 1
+          end
+        end
+      end
+      return out, n
+    end
+    local code, live = run_metrics(srv, {}, NOW)
+    assert.are.equal(0, code)
+    srv:reset()
+    local dcode, stored, derr = run_metrics(srv, { "--db", db }, NOW)
+    assert.are.equal(0, dcode, derr)
+    assert.are.equal(0, srv:status().requests)
+    assert.truthy(stored:find("openai_usage_images{", 1, true), stored)
+    -- costs' float amounts, summed over the keys by the store, agree to 1e-12
+    local a, n = figures(live)
+    local b, m = figures(stored)
+    assert.are.equal(n, m)
+    assert.is_true(n > 10)
+    for series, value in pairs(a) do
+      assert.is_truthy(b[series], series)
+      assert.is_true(math.abs(value - b[series]) <= 1e-12 * math.max(1, math.abs(value)), series)
+    end
+    -- a store that does not exist is refused, nothing sent
+    local mcode, mout, merr = run_metrics(srv, { "--db", tmp .. "/missing.db" }, NOW)
+    assert.are_not.equal(0, mcode)
+    assert.are.equal("", mout)
+    assert.truthy(merr:find("missing.db", 1, true), merr)
     assert.are.equal(0, srv:status().requests)
   end)
 

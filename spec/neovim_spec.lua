@@ -549,6 +549,25 @@ describe("Neovim", function()
       table.concat(second.messages, "\n"))
   end)
 
+  it("--names: the buffer shows \"Name (id)\" for each project, as the CLI's report does", function()
+    local args = { "images", "--since", "2024-11-01", "--until", "2024-11-21", "--group-by", "project_id", "--names" }
+    local result = nvim { steps = run_args(args) }
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    local text = table.concat(result.buffers[1].lines, "\n")
+    local dir = client:directory()
+    for _, p in ipairs(dir.projects) do
+      assert.truthy(text:find(p.name .. " (" .. p.id .. ")", 1, true), p.id)
+    end
+    -- the same text as the command line's report of the same job
+    local out = os.tmpname()
+    local cmd = ("env OPENAI_ADMIN_KEY=%s OPENAI_BASE_URL=%s %s bin/openai-usage %s > %s"):format(KEY, srv.url,
+      util.LUA, table.concat(args, " "), out)
+    assert.are.equal(0, util.exit_code(os.execute(cmd)))
+    assert.are.equal((read_file(out):gsub("\n$", "")), text)
+    os.remove(out)
+  end)
+
   it("--settle-after and --max-pages reach the editor's walk as the command line's", function()
     assert.is_true(pages >= 2)
     local args = { (table.unpack or unpack)(ARGS) }

@@ -104,16 +104,22 @@ struct ou_client *ou_client_check_open(lua_State *L)
 
 /* --- requests ----------------------------------------------------------- */
 
-int ou_client_build_url(lua_State *L, const struct ou_client *c, int idx, struct ou_buf *url)
+int ou_client_build_url(lua_State *L, const struct ou_client *c, int idx, struct ou_buf *url, int *shape)
 {
     const struct ou_endpoint_rule *ep = ou_query_endpoint(L, idx);
     if (!ep)
         return 0;
     ou_buf_clear(url);
-    if (!ou_buf_addstr(url, c->base_url) || !ou_buf_addstr(url, ep->path) || !ou_buf_addchar(url, '?'))
+    if (!ou_buf_addstr(url, c->base_url))
+        luaL_error(L, "openai_usage: out of memory");
+    if (!ou_query_path(L, idx + 1, ep, url))
+        return 0;
+    if (!ou_buf_addchar(url, '?'))
         luaL_error(L, "openai_usage: out of memory");
     if (!ou_query_encode(L, idx + 1, ep, c->array_format, url))
         return 0;
+    if (shape)
+        *shape = (int)ep->shape;
     if (url->data[url->len - 1] == '?')
         url->len--;
     if (!ou_buf_cstr(url))
@@ -196,7 +202,7 @@ static int client_request(lua_State *L)
     if (c->lua_transport)
         return needs_libcurl(L, "request");
     c->ready = 0;
-    if (!ou_client_build_url(L, c, 2, &c->rec.url))
+    if (!ou_client_build_url(L, c, 2, &c->rec.url, &c->rec.shape))
         return ou_error_return(L);
     outcome = ou_transfer_get(&c->transfer, &c->rec);
     ou_client_publish(L, c, &c->rec);
@@ -214,7 +220,7 @@ static int client_prefetch(lua_State *L)
     if (c->lua_transport)
         return needs_libcurl(L, "prefetch");
     c->ready = 0;
-    if (!ou_client_build_url(L, c, 2, &c->rec.url))
+    if (!ou_client_build_url(L, c, 2, &c->rec.url, &c->rec.shape))
         return ou_error_return(L);
     c->token++;
     c->ready = 1;
@@ -277,7 +283,7 @@ static int client_url(lua_State *L)
 {
     struct ou_client *c = ou_client_check_usable(L);
     lua_settop(L, 3);
-    if (!ou_client_build_url(L, c, 2, &c->scratch))
+    if (!ou_client_build_url(L, c, 2, &c->scratch, NULL))
         return ou_error_return(L);
     lua_pushlstring(L, c->scratch.data, c->scratch.len);
     return 1;

@@ -72,8 +72,9 @@ struct ou_client *ou_client_check_open(lua_State *L);
 struct ou_client *ou_client_check_usable(lua_State *L);
 
 /* Builds the full URL for endpoint (at idx) and params (at idx + 1) into
- * url. Returns 1, or 0 with an error pushed. */
-int ou_client_build_url(lua_State *L, const struct ou_client *c, int idx, struct ou_buf *url);
+ * url, path parameters put in their place, and the endpoint's shape into
+ * *shape (when not NULL). Returns 1, or 0 with an error pushed. */
+int ou_client_build_url(lua_State *L, const struct ou_client *c, int idx, struct ou_buf *url, int *shape);
 
 /* Keeps what the request of rec did, now over, for last_transfer: the
  * client's latest, and the calling coroutine's own. */

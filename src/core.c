@@ -69,7 +69,9 @@ static int core_encode_query(lua_State *L)
     return 1;
 }
 
-static const char *const type_names[] = {"time", "bucket_width", "limit", "cursor", "list", "boolean"};
+static const char *const type_names[] = {"time", "bucket_width", "limit", "cursor",
+                                         "list", "boolean",      "path",  "string"};
+static const char *const shape_names[] = {"usage", "list", "object"};
 
 static void push_string_list(lua_State *L, const char *const *values)
 {
@@ -82,21 +84,35 @@ static void push_string_list(lua_State *L, const char *const *values)
 }
 
 /* core.rules(endpoint) -> the rule table as Lua data, for help text and the
- * report layer; core.rules() -> the list of endpoint names. */
+ * report layer; core.rules() -> the list of usage endpoint names;
+ * core.rules("directory") -> the directory's (when no endpoint has that name). */
 static int core_rules(lua_State *L)
 {
     const struct ou_endpoint_rule *ep;
-    if (lua_isnoneornil(L, 1)) {
-        lua_createtable(L, (int)ou_nendpoints, 0);
-        for (size_t i = 0; i < ou_nendpoints; i++) {
-            lua_pushstring(L, ou_endpoints[i].name);
+    int directory = lua_type(L, 1) == LUA_TSTRING && strcmp(lua_tostring(L, 1), "directory") == 0;
+    if (lua_isnoneornil(L, 1) || directory) {
+        const struct ou_endpoint_rule *table = directory ? ou_directory : ou_endpoints;
+        size_t n = directory ? ou_ndirectory : ou_nendpoints;
+        lua_createtable(L, (int)n, 0);
+        for (size_t i = 0; i < n; i++) {
+            lua_pushstring(L, table[i].name);
             lua_rawseti(L, -2, (int)i + 1);
         }
         return 1;
     }
     if (!(ep = ou_query_endpoint(L, 1)))
         return ou_error_return(L);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 9);
+    lua_pushstring(L, shape_names[ep->shape]);
+    lua_setfield(L, -2, "shape");
+    if (ep->shape == OU_SHAPE_LIST) {
+        ou_pushint64(L, ep->max_limit);
+        lua_setfield(L, -2, "max_limit");
+    }
+    if (ep->object) {
+        lua_pushstring(L, ep->object);
+        lua_setfield(L, -2, "object");
+    }
     lua_pushstring(L, ep->name);
     lua_setfield(L, -2, "name");
     lua_pushstring(L, ep->path);

@@ -13,8 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Where a value sits, for the quirks of the usage schema. */
-enum place { ANYWHERE, PAGE, DATA, BUCKET, RESULTS, RESULT };
+/* Where a value sits, for the quirks of the usage schema (a directory
+ * list's objects sit in ITEMS, with none of them). */
+enum place { ANYWHERE, PAGE, DATA, BUCKET, RESULTS, RESULT, ITEMS, ITEM };
 
 /* Free Lua stack slots made sure of at every level: the container, a key, a
  * value and what a luaL_Buffer may push (lauxlib keeps within LUA_MINSTACK). */
@@ -743,6 +744,8 @@ static COLD int hole(struct parser *P, const char *at, const struct frame *f)
     P->err->page_error = 1;
     if (f->place == DATA)
         return fail_at(P, at, "data[%d] is null; a usage page holds a bucket object at every index", f->n);
+    if (f->place == ITEMS)
+        return fail_at(P, at, "data[%d] is null; a list holds an object at every index", f->n);
     /* the bucket is stored at its index (DATA's n + 1) when it closes */
     return fail_at(P, at, "data[%d].results[%d] is null; a bucket holds a result object at every index",
                    frame_at(P, P->depth - 2)->n, f->n);
@@ -756,7 +759,11 @@ static COLD int misplaced(struct parser *P, const char *at, const struct frame *
 {
     P->err->page_error = 1;
     if (key && f->place == PAGE)
-        return fail_at(P, at, "data is %s; a usage page holds a list of buckets", value_kind(at));
+        return fail_at(P, at, "data is %s; a %s", value_kind(at),
+                       P->page == OU_DECODE_LIST ? "list holds a list of objects"
+                                                 : "usage page holds a list of buckets");
+    if (f->place == ITEMS)
+        return fail_at(P, at, "data[%d] is %s; a list holds an object at every index", f->n, value_kind(at));
     if (key)
         return fail_at(P, at, "data[%d].%s is %s; a bucket holds a list of results",
                        frame_at(P, P->depth - 1)->n, key, value_kind(at));
@@ -869,7 +876,7 @@ element: /* in an array, P->p after its '[' or a ',' */
     if (P->p >= P->end)
         goto truncated;
     at = P->p;
-    child = f->place == DATA ? BUCKET : f->place == RESULTS ? RESULT : ANYWHERE;
+    child = f->place == DATA ? BUCKET : f->place == RESULTS ? RESULT : f->place == ITEMS ? ITEM : ANYWHERE;
     if (is_null(P)) {
         if (P->page && child != ANYWHERE) {
             hole(P, at, f);
@@ -917,7 +924,7 @@ member: /* in an object, P->p after its '{' or a ',' */
     child = ANYWHERE;
     drop = 0;
     if (f->place == PAGE && key_is(L, "data", 4)) {
-        child = DATA;
+        child = P->page == OU_DECODE_LIST ? ITEMS : DATA;
     } else if (f->place == BUCKET) {
         if (key_is(L, "results", 7)) {
             child = RESULTS;
@@ -941,8 +948,8 @@ member: /* in an object, P->p after its '{' or a ',' */
     skip_space(P);
     if (P->p >= P->end)
         goto truncated;
-    if (P->page && (child == DATA || child == RESULTS) && *P->p != '[') {
-        misplaced(P, P->p, f, child == DATA ? "data" : "results");
+    if (P->page && (child == DATA || child == RESULTS || child == ITEMS) && *P->p != '[') {
+        misplaced(P, P->p, f, child == RESULTS ? "results" : "data");
         goto failed;
     }
     if (is_null(P)) {

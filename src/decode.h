@@ -19,6 +19,9 @@
  * four values' slots, so a flood of {} is bounded like one of 0. */
 #define OU_DECODE_TABLE_VALUES 4
 
+#define OU_DECODE_PAGE 1
+#define OU_DECODE_LIST 2
+
 /* What a decode may make of the text. */
 struct ou_decode_limits {
     int max_depth;      /* 1..OU_DECODE_DEPTH_CEILING; 0 for OU_DECODE_MAX_DEPTH */
@@ -26,8 +29,10 @@ struct ou_decode_limits {
                          * a table counts as OU_DECODE_TABLE_VALUES, and the
                          * slots it was presized with but never filled count
                          * too); 0 for no limit */
-    int page;           /* the text must be a UsageResponse page: a null where a
-                         * bucket or a result belongs is an error (page_error) */
+    int page;           /* OU_DECODE_PAGE: the text must be a UsageResponse page: a
+                         * null where a bucket or a result belongs is an error
+                         * (page_error); OU_DECODE_LIST: a directory list, whose
+                         * "data" holds an object at every index; 0: any JSON */
 };
 
 struct ou_decode_error {

@@ -39,7 +39,7 @@ static int client_transport_request(lua_State *L)
     ou_request_init(rec);
     luaL_getmetatable(L, OU_REQUEST_MT);
     lua_setmetatable(L, -2);
-    if (!ou_client_build_url(L, c, 2, &rec->url))
+    if (!ou_client_build_url(L, c, 2, &rec->url, &rec->shape))
         return ou_error_return(L);
     ou_request_start(rec);
     lua_createtable(L, 0, 7);

@@ -5,6 +5,7 @@
 
 #include "decode.h"
 #include "error.h"
+#include "rules.h"
 
 /* A run this long of the key's bytes is the key, cut: every string we keep
  * from a response has a cap (request_id and Content-Type at 127 bytes, the
@@ -171,10 +172,12 @@ int ou_outcome_page(lua_State *L, const char *api_key, const struct ou_transfer_
                     const struct ou_request *rec)
 {
     const struct ou_response *r = &rec->resp;
-    struct ou_decode_limits limits = {OU_DECODE_MAX_DEPTH, 0, 1};
+    struct ou_decode_limits limits = {OU_DECODE_MAX_DEPTH, 0, OU_DECODE_PAGE};
     struct ou_decode_error derr = {0, {0}, 0};
     char message[512];
     int is_json = r->content_type[0] == '\0' || strstr(r->content_type, "json") != NULL;
+    if (rec->shape != OU_SHAPE_USAGE)
+        limits.page = rec->shape == OU_SHAPE_LIST ? OU_DECODE_LIST : 0;
     limits.max_values = (int64_t)(opts->max_body / OU_PAGE_BYTES_PER_VALUE);
     if (limits.max_values < 1)
         limits.max_values = 1;
@@ -193,17 +196,40 @@ int ou_outcome_page(lua_State *L, const char *api_key, const struct ou_transfer_
         add_response_fields(L, rec);
         return ou_outcome_error(L, api_key);
     }
+    if (rec->shape == OU_SHAPE_OBJECT) {
+        /* a JSON object, not an array (both decode to a table) */
+        const char *text = r->body.data ? r->body.data : "";
+        size_t at = 0, len = r->body.data ? r->body.len : 0;
+        while (at < len && (text[at] == ' ' || text[at] == '\t' || text[at] == '\r' || text[at] == '\n'))
+            at++;
+        if (lua_type(L, -1) == LUA_TTABLE && at < len && text[at] == '{')
+            return 1;
+    }
     if (lua_type(L, -1) == LUA_TTABLE) {
+        int has_more;
         lua_getfield(L, -1, "data");
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            lua_pop(L, 1);
+        lua_getfield(L, -2, "has_more");
+        /* a list that does not say whether it goes on cannot be walked to its end */
+        has_more = rec->shape != OU_SHAPE_LIST || lua_type(L, -1) == LUA_TBOOLEAN;
+        if (lua_type(L, -2) == LUA_TTABLE && has_more) {
+            lua_pop(L, 2);
             return 1;
         }
-        lua_pop(L, 1);
+        lua_pop(L, 2);
     }
     lua_pop(L, 1);
-    snprintf(message, sizeof message, "the response is not a usage page (no \"data\" list; Content-Type %s)",
-             r->content_type[0] ? r->content_type : "absent");
+    if (rec->shape == OU_SHAPE_LIST)
+        snprintf(
+            message, sizeof message,
+            "the response is not a list page (a \"data\" list and has_more true or false; Content-Type %s)",
+            r->content_type[0] ? r->content_type : "absent");
+    else if (rec->shape == OU_SHAPE_OBJECT)
+        snprintf(message, sizeof message, "the response is not an object (Content-Type %s)",
+                 r->content_type[0] ? r->content_type : "absent");
+    else
+        snprintf(message, sizeof message,
+                 "the response is not a usage page (no \"data\" list; Content-Type %s)",
+                 r->content_type[0] ? r->content_type : "absent");
     ou_error_push(L, "api", message);
     add_response_fields(L, rec);
     return ou_outcome_error(L, api_key);

@@ -18,7 +18,8 @@ int ou_outcome_error(lua_State *L, const char *api_key);
 int ou_outcome_fail(lua_State *L, const char *api_key, const struct ou_transfer_opts *opts,
                     const struct ou_request *rec, enum ou_outcome outcome);
 
-/* The page decoded from rec's 2xx body, or nil, err. */
+/* The page decoded from rec's 2xx body (a usage page, a directory list or
+ * one object, as rec->shape says), or nil, err. */
 int ou_outcome_page(lua_State *L, const char *api_key, const struct ou_transfer_opts *opts,
                     const struct ou_request *rec);
 

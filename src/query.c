@@ -176,6 +176,35 @@ static int check_list(lua_State *L, int idx, const struct ou_param_rule *rule)
     return 1;
 }
 
+/* A path parameter (project_id): a non-empty string of at most 256 bytes,
+ * not "." or ".." (a URL's dot segments would move the request to another
+ * path); any other byte is percent-encoded into the path. */
+static int check_path(lua_State *L, int idx, const struct ou_param_rule *rule)
+{
+    char shown[96];
+    size_t len;
+    const char *s;
+    if (lua_type(L, idx) != LUA_TSTRING)
+        return ou_query_fail(L, rule->name, "%s: expected a string (an id such as proj_abc), got %s",
+                             rule->name, show(L, idx, shown, sizeof shown));
+    s = lua_tolstring(L, idx, &len);
+    if (len == 0 || len > 256)
+        return ou_query_fail(L, rule->name, "%s: expected an id of 1 to 256 bytes, got %zu bytes", rule->name,
+                             len);
+    if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return ou_query_fail(L, rule->name, "%s: %s is a path segment, not an id", rule->name,
+                             show(L, idx, shown, sizeof shown));
+    return 1;
+}
+
+static const struct ou_param_rule *param_named(const struct ou_endpoint_rule *ep, const char *name, size_t n)
+{
+    for (size_t i = 0; i < ep->nparams; i++)
+        if (strlen(ep->params[i].name) == n && memcmp(ep->params[i].name, name, n) == 0)
+            return &ep->params[i];
+    return NULL;
+}
+
 int ou_query_escape(struct ou_buf *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -228,6 +257,12 @@ static void encode_value(lua_State *L, int idx, const struct ou_param_rule *rule
     case OU_PARAM_BOOL:
         s = lua_toboolean(L, idx) ? "true" : "false";
         add_pair(L, out, mark, rule->name, "", s, strlen(s));
+        break;
+    case OU_PARAM_STRING:
+        s = lua_tolstring(L, idx, &len);
+        add_pair(L, out, mark, rule->name, "", s, len);
+        break;
+    case OU_PARAM_PATH: /* in the path (ou_query_path), not the query */
         break;
     case OU_PARAM_LIST:
         if (lua_type(L, idx) == LUA_TSTRING) {
@@ -305,9 +340,21 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
             break;
         case OU_PARAM_CURSOR:
             if (lua_type(L, idx) != LUA_TSTRING || ou_rawlen(L, idx) == 0)
-                return ou_query_fail(L, rule->name,
-                                     "%s: expected a non-empty cursor string (next_page), got %s", rule->name,
+                return ou_query_fail(
+                    L, rule->name, "%s: expected a non-empty cursor string (%s), got %s", rule->name,
+                    ep->shape == OU_SHAPE_USAGE ? "next_page" : "an object id, a page's last_id",
+                    show(L, idx, shown, sizeof shown));
+            break;
+        case OU_PARAM_STRING:
+            if (lua_type(L, idx) != LUA_TSTRING || ou_rawlen(L, idx) == 0)
+                return ou_query_fail(L, rule->name, "%s: expected a non-empty string, got %s", rule->name,
                                      show(L, idx, shown, sizeof shown));
+            if (!check_value(L, idx, rule, rule->name))
+                return 0;
+            break;
+        case OU_PARAM_PATH:
+            if (!check_path(L, idx, rule))
+                return 0;
             break;
         case OU_PARAM_LIST:
             if (!check_list(L, idx, rule))
@@ -320,7 +367,13 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
             break;
         }
     }
-    if (limit_at) {
+    if (limit_at && ep->shape != OU_SHAPE_USAGE) {
+        int64_t limit = 0;
+        ou_toint64(L, limit_at, &limit);
+        if (limit < 1 || limit > ep->max_limit)
+            return ou_query_fail(L, "limit", "limit: %lld is out of range 1..%d for %s", (long long)limit,
+                                 ep->max_limit, ep->name);
+    } else if (limit_at) {
         int64_t limit = 0;
         if (!width)
             width = ou_width_find(ep, ep->default_width);
@@ -335,6 +388,42 @@ int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule 
         if (!lua_isnil(L, base + (int)i + 1))
             encode_value(L, base + (int)i + 1, &ep->params[i], fmt, out, mark);
     lua_settop(L, base);
+    return 1;
+}
+
+int ou_query_path(lua_State *L, int params_idx, const struct ou_endpoint_rule *ep, struct ou_buf *out)
+{
+    const char *p = ep->path, *open;
+    params_idx = ou_absindex(L, params_idx);
+    while ((open = strchr(p, '{'))) {
+        const char *close = strchr(open, '}');
+        const struct ou_param_rule *rule =
+            close ? param_named(ep, open + 1, (size_t)(close - open - 1)) : NULL;
+        size_t len;
+        const char *value;
+        if (!rule) /* the generator pairs each {name} with its rule */
+            return luaL_error(L, "openai_usage: %s: no rule for a parameter of its path", ep->name);
+        if (!ou_buf_add(out, p, (size_t)(open - p)))
+            luaL_error(L, "openai_usage: out of memory");
+        if (lua_type(L, params_idx) != LUA_TTABLE)
+            return ou_query_fail(L, rule->name, "%s: required (%s)", rule->name, rule->doc);
+        lua_getfield(L, params_idx, rule->name);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            return ou_query_fail(L, rule->name, "%s: required (%s)", rule->name, rule->doc);
+        }
+        if (!check_path(L, lua_gettop(L), rule)) {
+            lua_remove(L, -2);
+            return 0;
+        }
+        value = lua_tolstring(L, -1, &len);
+        if (!ou_query_escape(out, value, len))
+            luaL_error(L, "openai_usage: out of memory");
+        lua_pop(L, 1);
+        p = close + 1;
+    }
+    if (!ou_buf_addstr(out, p))
+        luaL_error(L, "openai_usage: out of memory");
     return 1;
 }
 

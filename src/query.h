@@ -20,7 +20,13 @@ enum ou_array_format {
 int ou_query_encode(lua_State *L, int params_idx, const struct ou_endpoint_rule *ep, enum ou_array_format fmt,
                     struct ou_buf *out);
 
-/* The endpoint named by the string at idx, or NULL with an error pushed. */
+/* Appends ep's path with its path parameters (project_id) from the params
+ * table at params_idx, checked and percent-encoded. Returns 1; or pushes an
+ * invalid_argument error and returns 0. */
+int ou_query_path(lua_State *L, int params_idx, const struct ou_endpoint_rule *ep, struct ou_buf *out);
+
+/* The endpoint named by the string at idx (a usage or a directory one), or
+ * NULL with an error pushed. */
 const struct ou_endpoint_rule *ou_query_endpoint(lua_State *L, int idx);
 
 /* Appends s percent-encoded (RFC 3986: unreserved characters kept). */

@@ -40,6 +40,7 @@ enum ou_outcome {
 
 struct ou_request {
     struct ou_buf url;
+    int shape;               /* the enum ou_shape of the endpoint asked: what a 2xx body must be */
     struct ou_response resp; /* the last attempt's */
     int attempts;
     double delays[OU_MAX_RETRIES];

@@ -2,14 +2,18 @@
 
 #include <string.h>
 
-/* The table itself, ou_endpoints, is generated from the OpenAPI description
- * into rules_table.c (make rules); this file holds what reads it. */
+/* The tables themselves, ou_endpoints and ou_directory, are generated from
+ * the OpenAPI descriptions into rules_table.c (make rules); this file holds
+ * what reads them. */
 
 const struct ou_endpoint_rule *ou_endpoint_find(const char *name)
 {
     for (size_t i = 0; i < ou_nendpoints; i++)
         if (strcmp(ou_endpoints[i].name, name) == 0)
             return &ou_endpoints[i];
+    for (size_t i = 0; i < ou_ndirectory; i++)
+        if (strcmp(ou_directory[i].name, name) == 0)
+            return &ou_directory[i];
     return NULL;
 }
 

@@ -13,6 +13,17 @@ enum ou_param_type {
     OU_PARAM_CURSOR, /* opaque, non-empty string (next_page of a previous page) */
     OU_PARAM_LIST,   /* one string or a sequence of them; values restricts them */
     OU_PARAM_BOOL,   /* true or false */
+    OU_PARAM_PATH,   /* a non-empty string put into the path ({project_id}), percent-encoded */
+    OU_PARAM_STRING, /* one string; values, when given, is the whole set */
+};
+
+/* What a 2xx body of the endpoint is: a usage page (buckets under "data",
+ * next_page), a directory list (objects under "data", has_more, last_id:
+ * the next page is after=last_id) or one object (spend_limit). */
+enum ou_shape {
+    OU_SHAPE_USAGE, /* 0: the usage table's rows leave it out */
+    OU_SHAPE_LIST,
+    OU_SHAPE_OBJECT,
 };
 
 struct ou_param_rule {
@@ -51,11 +62,20 @@ struct ou_endpoint_rule {
     const char *default_width;
     const struct ou_field_rule *fields;
     size_t nfields;
+    enum ou_shape shape;
+    int max_limit;      /* a list's page size: 1..max_limit (a usage page's is per width) */
+    const char *object; /* the object constant of a list's items, or of the one object */
 };
 
+/* The usage endpoints (reports, the CLI's commands) and the directory's
+ * (projects, users, their keys and service accounts, spend alerts and the
+ * spend limit), each generated from its OpenAPI description. */
 extern const struct ou_endpoint_rule ou_endpoints[];
 extern const size_t ou_nendpoints;
+extern const struct ou_endpoint_rule ou_directory[];
+extern const size_t ou_ndirectory;
 
+/* The endpoint of either table named name, or NULL. */
 const struct ou_endpoint_rule *ou_endpoint_find(const char *name);
 const struct ou_width_rule *ou_width_find(const struct ou_endpoint_rule *ep, const char *width);
 

@@ -29,6 +29,8 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote_plus
 
+from directory import LOOPS, Directory
+
 HISTORY_DAYS = 90
 MIB = 1 << 20
 GIB = 1 << 30
@@ -775,6 +777,7 @@ SETTING_TYPES = {
     "latency_ms": (int, float), "gzip": (bool,), "fixture_page": (str, type(None)),
     "fixture_pages": (int, type(None)), "cursor_loop": (bool,), "cursor_fresh": (bool,), "late_seconds": (int,),
     "late_until": (int,), "idle_close_ms": (int, float, type(None)), "spike": (dict, type(None)),
+    "directory_loop": (str, type(None)), "directory_hide": (list, type(None)),
     "rename": (dict,),
 }
 SPIKE_TYPES = {"api_key_id": (str,), "day": (int,), "factor": (int,)}
@@ -842,6 +845,7 @@ class State:
         for name, org_key in orgs:
             self.orgs[org_key] = Organization(name)
             check_organization(self.orgs[org_key], self.endpoints)
+        self.directory = Directory(self.org)
         self.lock = threading.Lock()
         self.records = []
         self.faults = []
@@ -1001,6 +1005,8 @@ class Handler(BaseHTTPRequestHandler):
                 check_fields(settings, SETTING_TYPES, "settings")
                 if settings.get("spike") is not None:
                     check_spike(state.org, settings["spike"])
+                if settings.get("directory_loop") not in (None,) + LOOPS:
+                    raise ValueError("settings: directory_loop must be one of %s" % ", ".join(LOOPS))
                 if not all(isinstance(v, str) for v in (settings.get("rename") or {}).values()):
                     raise ValueError("settings: 'rename' maps strings to strings")
                 if settings.get("fixture_page") and not os.path.isfile(settings["fixture_page"]):
@@ -1103,7 +1109,8 @@ class Handler(BaseHTTPRequestHandler):
         state = self.server.state
         auth = self.headers.get("Authorization", "")
         endpoint = state.endpoints.get(path)
-        if endpoint is None or method != "GET":
+        listed = endpoint is None and state.directory.route(path) is not None
+        if (endpoint is None and not listed) or method != "GET":
             return 404, envelope("Invalid URL (%s %s)" % (method, path))
         org = state.org_of(auth)
         if org is None:
@@ -1113,6 +1120,8 @@ class Handler(BaseHTTPRequestHandler):
                 "You didn't provide an API key. You need to provide your API key in an Authorization header "
                 "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
             return 401, envelope(message, code="invalid_api_key")
+        if listed:  # the organization's directory (standin/directory.py)
+            return state.directory.answer(path, query, state.settings)
         fixture = state.settings.get("fixture_page")
         if fixture:
             try:

@@ -112,10 +112,16 @@ local OPTIONS = {
     help = "a Lua price table to use instead of the bundled one" },
   { names = { "--quality" }, arg = "Q", key = "quality",
     help = "image quality the estimate assumes (default: the table's)" },
+  { names = { "--names" }, key = "names",
+    help = 'show project, user and key names: "Atlas (proj_atlas)"; CSV and JSON\n'
+      .. "gain project_name, user_name, user_email, api_key_name columns" },
   { names = { "--format" }, arg = "F", key = "format", help = function()
     return ("%s (default table)"):format(or_list(format.NAMES))
   end },
   { names = { "--out" }, arg = "FILE", key = "out", help = "write the report to FILE (atomically) instead of stdout" },
+  { names = { "--db" }, arg = "FILE", key = "db",
+    help = "read the figures from the history store FILE (openai-usage sync), not\n"
+      .. "the API; a range it does not hold whole is an error" },
   { names = { "--cache" }, arg = "DIR", key = "cache",
     help = "keep pages of settled buckets in DIR; re-runs skip those requests" },
   { names = { "--settle-after" }, arg = "T", key = "settle_after",
@@ -622,6 +628,7 @@ M.COMMANDS = {}
 M.COMMANDS.anomalies = "openai_usage.cmd.anomalies"
 M.COMMANDS.compare = "openai_usage.cmd.compare"
 M.COMMANDS.metrics = "openai_usage.cmd.metrics"
+M.COMMANDS.sync = "openai_usage.cmd.sync"
 
 --- A job from arguments: { endpoint, params (the API query), group_by,
 -- format, ... } or nil, err (err.kind "usage"; job.help when --help was
@@ -721,11 +728,35 @@ local function write_stream(stream, text)
   return true
 end
 
+-- The client of a job's history store (--db), or nil after saying why on
+-- stderr.
+local function open_store_client(job, options, stderr)
+  local client, err = require("openai_usage.store").client(job.db, {
+    now = function() return job.now or options.now or os.time() end,
+    on_note = function(text)
+      stderr:write("openai-usage: --db: ", usage.printable(text), "\n")
+    end,
+    client = { max_pages = job.max_pages },
+  })
+  if not client then
+    stderr:write("openai-usage: --db: ", usage.printable(tostring(err)), "\n")
+  end
+  return client
+end
+
 -- The client of a job (client options under the command line's), or nil
 -- after saying why on stderr. With --profile, the profiles' clients joined
 -- (openai_usage.profiles): the command line's options over each profile's,
 -- options.client under them, the profile's key.
 local function open_client(job, options, stderr)
+  if job.db then -- the history store answers, not the API: no key needed
+    if job.profile then -- until the store's client reads a profile's organization, never the wrong one
+      stderr:write("openai-usage: --db with --profile: not supported yet (the store is read as the organization "
+        .. "\"default\"); query it with sqlite3 by its organization column\n")
+      return nil
+    end
+    return open_store_client(job, options, stderr)
+  end
   local client_options = {
     base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
     timeout = job.timeout,
@@ -797,6 +828,9 @@ local function report_text(client, job, stderr)
   end
   if ok and (job.forecast or job.movers) and not core.interrupted() then
     ok, walk_err = pcall(jobs.analysis, client, job, meta, figures)
+  end
+  if ok and job.names and not core.interrupted() then
+    ok, walk_err = pcall(jobs.names, client, job, fold, figures, meta)
   end
   client:close()
   if core.interrupted() then

@@ -102,6 +102,8 @@ function M.new(options)
     max_pages = max_pages,
     transport = opts.transport,
     cache_dir = opts.cache_dir,
+    -- whose usage this is, as the history store records it (nil: "default")
+    organization = opts.organization,
   }, Client)
   opts.prefetch, opts.cache_dir, opts.gc, opts.settle_after, opts.max_pages = nil, nil, nil, nil, nil
   local handle, err = core.new(opts)
@@ -213,6 +215,22 @@ end
 function Client:results(endpoint, params, options)
   local next_bucket, _, _, closer = self:buckets(endpoint, params, options)
   return walk.results(next_bucket), nil, nil, closer
+end
+
+--- Iterates over the objects of a directory list ("projects", "users",
+-- "api_keys", "service_accounts", "spend_alerts"; project_id in params for
+-- a project's), following last_id page after page; yields object, page
+-- and raises on failure and on a list that would not end. See
+-- openai_usage.directory.
+function Client:list(name, params, options)
+  return require("openai_usage.directory").list(self, name, params, options)
+end
+
+--- The organization's whole directory: { projects (archived ones too),
+-- users, api_keys, service_accounts (each with its project_id),
+-- fetched_at }; raises the error table on failure.
+function Client:directory(options)
+  return require("openai_usage.directory").fetch(self, options)
 end
 
 -- A shortcut per endpoint of the rule table: client:images(params),

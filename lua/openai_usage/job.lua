@@ -204,6 +204,32 @@ function M.cost(client, job, fold, figures)
   return { shaped = M.shape(job, fold, figures, applied.decorate), note = applied.note }
 end
 
+--- The names step (--names): the report rows shaped now, and the names
+-- that cover their ids, read through client (openai_usage.names: cached
+-- with the client's cache_dir, read again when an id is unknown). Returns
+-- meta with shaped and names added; raises the error table when the
+-- directory cannot be read.
+function M.names(client, job, fold, figures, meta)
+  meta = meta or {}
+  local names = require "openai_usage.names"
+  local named = false
+  for _, f in ipairs(job.group_by) do
+    named = named or names.FIELDS[f] ~= nil
+  end
+  if not named then -- no ids in the report: nothing to read
+    return meta
+  end
+  local shaped = meta.shaped or M.shape(job, fold, figures)
+  local resolver = names.new(client, { now = job.now })
+  resolver:ensure(shaped)
+  meta.shaped, meta.names = shaped, resolver
+  return meta
+end
+
+-- Machine formats gain name columns beside the ids; the others show
+-- "Name (id)" in place of each.
+local NAME_COLUMNS = { csv = true, json = true, jsonl = true }
+
 --- What --forecast and --movers add to a report (meta.forecast: forecast.of's;
 -- meta.movers: compare's rows, last complete week against the one before,
 -- by the report's grouping or by project, model and key), walked through
@@ -330,6 +356,9 @@ local function html(job, fold, shaped, opts, meta)
       sections[#sections + 1] = { svg = bars }
     end
     local series = fold.chart:result { value }
+    if meta.names then -- the chart's legend by name too
+      require("openai_usage.names").apply(series, meta.names, "label")
+    end
     if #series > 0 then
       sections[#sections + 1] = {
         svg = chart.stacked(series, {
@@ -355,6 +384,11 @@ local function html(job, fold, shaped, opts, meta)
     local m = meta.movers
     local rows = m.rows
     rows.columns = { "dimension", "id", "previous", "current", "change", "change_pct", "status" }
+    for _, row in ipairs(meta.names and rows or {}) do -- a mover by name, where its dimension is an id
+      if require("openai_usage.names").FIELDS[row.dimension] then
+        row.id = meta.names:label(row.dimension, row.id)
+      end
+    end
     opts.after[#opts.after + 1] = { heading = ("Movers: %s, the week of %s against the week before"):format(
       m.job.figure, time.label(m.job.cur_start, DAY)), rows = rows, headers = { change_pct = "change %" } }
   end
@@ -368,9 +402,16 @@ end
 local PAGED = { table = true, md = true, html = true }
 
 --- The report text of a job's fold. meta: what M.cost gave (shaped with
--- the cost column, note), or {}. path: the endpoint's, for the subtitle.
+-- the cost column, note) and M.names (names), or {}. path: the endpoint's, for the subtitle.
 function M.text(job, fold, meta, figures, path)
   local shaped = meta.shaped or M.shape(job, fold, figures)
+  if meta.names then
+    local names, mode = require "openai_usage.names", NAME_COLUMNS[job.format] and "columns" or "label"
+    names.apply(shaped, meta.names, mode)
+    if meta.forecast then -- its groups by name too
+      names.apply(meta.forecast.rows, meta.names, mode)
+    end
+  end
   local headers = {}
   if fold.currency then
     headers.amount = "amount_" .. fold.currency

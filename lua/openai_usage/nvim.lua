@@ -136,12 +136,12 @@ local function open_clients(job)
     if not members then
       return nil, err
     end
-    if #members > 1 and (job.cost or job.forecast or job.movers) then
+    if #members > 1 and (job.cost or job.forecast or job.movers or job.names) then
       for _, m in ipairs(members) do
         m.client:close()
       end
-      return nil, "--cost, --forecast and --movers over several profiles: use the command line (openai-usage ... "
-        .. "--profile " .. job.profile .. ")"
+      return nil, "--cost, --forecast, --movers and --names over several profiles: use the command line "
+        .. "(openai-usage ... --profile " .. job.profile .. ")"
     end
     return members
   end
@@ -231,6 +231,9 @@ function M.run(argv, options)
       local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
       if job.forecast or job.movers then -- their daily walks through the same task
         jobs.analysis(c, job, meta, figures)
+      end
+      if job.names then
+        meta = jobs.names(c, job, fold, figures, meta)
       end
       return jobs.text(job, fold, meta, figures, path)
     end)

@@ -125,14 +125,6 @@ local function check(job)
     end
     job.timeout = seconds
   end
-  if job.db then
-    -- the store-backed client comes with the history store; until this build
-    -- has it, --db must not quietly read the API instead
-    local has_store = pcall(require, "openai_usage.store")
-    if not has_store then
-      return nil, "--db: this build has no history store (openai_usage.store)"
-    end
-  end
   return job
 end
 
