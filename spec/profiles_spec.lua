@@ -509,6 +509,45 @@ return {
       live:stop()
     end)
 
+    it("sync --profile a,b fills one store, an organization column each; a failing one stops it, named", function()
+      local store_module = require "openai_usage.store"
+      local path = profiles_file(dir .. "/two.lua", two_profiles())
+      local db = dir .. "/usage.db"
+      os.remove(db)
+      local sync = { "sync", "--db", db, "--endpoints", "images", "--since", "2024-11-01", "--until", "2024-11-21",
+        "--profiles", path, "--profile", "alpha,beta" }
+      local stdout, stderr, code = run(sync)
+      assert.are.equal(0, code, stderr)
+      assert.truthy(stdout:find("Alpha: images", 1, true), stdout)
+      assert.truthy(stdout:find("Beta: images", 1, true), stdout)
+      local s = assert(store_module.open(db, { readonly = true }))
+      local page = assert(s:page("images", { bucket_width = "1d", start_time = T_SINCE, end_time = T_UNTIL,
+        organization = { "Alpha", "Beta" }, group_by = { "organization", "project_id" } }))
+      local stored = {}
+      for _, bucket in ipairs(page.data) do
+        for _, row in ipairs(bucket.results) do
+          local group = row.organization .. "|" .. row.project_id
+          stored[group] = (stored[group] or 0) + row.images
+        end
+      end
+      s:close()
+      local expected = {}
+      for label, key in pairs { Alpha = KEY_A, Beta = KEY_B } do
+        for project, images in pairs(totals_of(key, { "project_id" })) do
+          expected[label .. "|" .. project] = images
+        end
+      end
+      assert.are.same(expected, stored)
+      -- beta's walk fails: the sync says which profile stopped, exit 1
+      os.remove(db)
+      srv:reset()
+      srv:faults { { org = "beta", status = 500, times = 50 } }
+      local _, failed_err, failed_code = run(sync)
+      assert.are.equal(1, failed_code, failed_err)
+      assert.truthy(failed_err:find('profile "beta" (Beta): sync images stopped', 1, true), failed_err)
+      assert.is_nil(failed_err:find(KEY_B, 1, true))
+    end)
+
     it("profiles.clients gives the sync one client per organization, each seeing its own", function()
       local path = profiles_file(dir .. "/two.lua", two_profiles())
       local members = assert(profiles.clients("alpha,beta", { path = path }))
