@@ -458,6 +458,9 @@ return {
       end
       local stdout, stderr, code = run(args("--group-by", "organization"))
       assert_refused(stdout, stderr, code, "--group-by organization: needs --profile")
+      -- the store's client reads one organization: with a profile it would read the wrong one
+      stdout, stderr, code = run(args("--db", dir .. "/none.db", "--profiles", path, "--profile", "alpha"))
+      assert_refused(stdout, stderr, code, "--db with --profile: not supported yet")
     end)
 
     it("every command takes --profile: compare and metrics read the profile's organization; --forecast by it",
