@@ -13,8 +13,9 @@
 -- This file puts build/luajit (and build/5.1) on package.cpath; a module
 -- installed in a LuaJIT tree (make install LUA_VERSION=5.1) is found as well.
 --
--- Key: vim.g.openai_usage_api_key (a string, or a function returning one),
--- else $OPENAI_ADMIN_KEY. Base URL: --base-url, else
+-- Key: a profile (require("openai_usage.nvim").setup { profile = NAME }, or
+-- --profile NAME), else vim.g.openai_usage_api_key (a string, or a function
+-- returning one), else $OPENAI_ADMIN_KEY. Base URL: --base-url, else
 -- vim.g.openai_usage_base_url, else $OPENAI_BASE_URL, else the API's.
 -- The key never appears in a message.
 if vim.g.loaded_openai_usage then

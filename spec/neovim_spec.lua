@@ -309,6 +309,95 @@ describe("Neovim", function()
     assert.are.equal(1, #srv:requests())
   end)
 
+  it("setup { profile = NAME }: the profile's key and base URL, its label for --group-by organization", function()
+    local dir = util.tmpdir()
+    local file = dir .. "/profiles.lua"
+    util.write(file, ("return { work = { key_command = { 'cat', %q }, base_url = %q, organization = 'Work Org' } }")
+      :format(dir .. "/key", srv.url))
+    util.write(dir .. "/key", KEY .. "\n")
+    assert(util.execute("chmod 600 " .. shell_quote(file)))
+    local setup = ("lua require('openai_usage.nvim').setup { profile = 'work', profiles = %q }"):format(file)
+    -- neither the environment's key nor its base URL would work
+    local env = { OPENAI_ADMIN_KEY = "sk-admin-neovim-not-the-profile", OPENAI_BASE_URL = "http://127.0.0.1:9/v1" }
+    local result, code, printed = nvim { init = "NONE", env = env,
+      steps = { { at = 0, cmd = setup }, run_args(ARGS)[1] } }
+    assert.are.equal(0, code)
+    assert.are.same({}, result.errors)
+    assert.are.equal("buffer", result.why)
+    assert.are.equal(cli.render(job, rows):gsub("\n$", ""), table.concat(result.buffers[1].lines, "\n"))
+    for _, r in ipairs(srv:requests()) do
+      assert.are.equal("Bearer " .. KEY, r.headers.authorization)
+    end
+    assert.is_nil(printed:find(KEY, 1, true))
+    -- grouped by organization: one row, the profile's label, the rows' total
+    srv:reset()
+    local by_org = { "images", "--since", "2024-10-27", "--until", "2024-11-24", "--group-by", "organization" }
+    result = nvim { init = "NONE", env = env, steps = { { at = 0, cmd = setup }, run_args(by_org)[1] } }
+    assert.are.same({}, result.errors)
+    local total = 0
+    for _, row in ipairs(rows) do
+      total = total + row.images
+    end
+    local shown
+    for _, line in ipairs(result.buffers[1].lines) do
+      shown = shown or line:match "^Work Org%s+([%d,]+)"
+    end
+    assert.are.equal(total, tonumber(((shown or ""):gsub(",", ""))))
+    -- a profile file others may read is refused there too, nothing sent
+    srv:reset()
+    assert(util.execute("chmod 644 " .. shell_quote(file)))
+    result = nvim { init = "NONE", env = env, steps = { { at = 0, cmd = setup }, run_args(ARGS)[1] } }
+    assert.are.equal(1, #result.errors)
+    assert.truthy(result.errors[1]:find("chmod 600 " .. file, 1, true), result.errors[1])
+    assert.are.same({}, srv:requests())
+    util.rm_rf(dir)
+  end)
+
+  it("--profile a,b: one report over both organizations by organization; a failing one fails it, named", function()
+    local key_b = "sk-admin-neovim-beta-2f81"
+    local two = standin.start { key = KEY, now = NOW, orgs = { beta = key_b } }
+    local dir = util.tmpdir()
+    local file = dir .. "/profiles.lua"
+    util.write(file, ("return { a = { key = %q, base_url = %q, organization = 'Alpha' }, "
+      .. "b = { key = %q, base_url = %q, organization = 'Beta', options = { max_retries = 0 } } }")
+      :format(KEY, two.url, key_b, two.url))
+    assert(util.execute("chmod 600 " .. shell_quote(file)))
+    local by_org = { "images", "--since", "2024-10-27", "--until", "2024-11-24", "--bucket", "1h", "--group-by",
+      "organization", "--profiles", file, "--profile", "a,b" }
+    -- each organization's images, through the plain client
+    local expected = {}
+    for label, key in pairs { Alpha = KEY, Beta = key_b } do
+      local c = assert(usage.new { api_key = key, base_url = two.url })
+      expected[label] = 0
+      for row in c:results(job.endpoint, job.params) do
+        expected[label] = expected[label] + row.images
+      end
+      c:close()
+    end
+    assert.are_not.equal(expected.Alpha, expected.Beta)
+    local result, code, printed = nvim { init = "NONE", steps = run_args(by_org) }
+    assert.are.equal(0, code)
+    assert.are.same({}, result.errors)
+    local shown = {}
+    for _, line in ipairs(result.buffers[1].lines) do
+      local label, images = line:match "^(%a+)%s+([%d,]+)%s+[%d,]+$"
+      if label then
+        shown[label] = tonumber((images:gsub(",", "")))
+      end
+    end
+    assert.are.same({ Alpha = expected.Alpha, Beta = expected.Beta, Total = expected.Alpha + expected.Beta }, shown)
+    assert.is_nil(printed:find(key_b, 1, true))
+    -- the second organization fails: one error naming it, no buffer
+    two:reset()
+    two:faults { { org = "beta", status = 500, times = 20 } }
+    result = nvim { init = "NONE", steps = run_args(by_org) }
+    assert.are.equal(1, #result.errors)
+    assert.truthy(result.errors[1]:find('profile "b" (Beta)', 1, true), result.errors[1])
+    assert.are.same({}, result.buffers)
+    two:stop()
+    util.rm_rf(dir)
+  end)
+
   it("a server message with terminal escapes is shown as text, never as escapes", function()
     -- OSC (the window title), a bell, clear-screen, CR/LF and the C1 CSI
     local json = '{"error":{"message":"\\u001b]0;owned\\u0007\\u001b[2J\\r\\nnext \\u009b end","type":"t"}}'

@@ -13,6 +13,7 @@
 #include "query.h"
 #include "retry.h"
 #include "rules.h"
+#include "secret.h"
 
 /* core.decode(text [, max_depth]) -> value | nil, err */
 static int core_decode(lua_State *L)
@@ -254,6 +255,116 @@ static int core_probe_dir(lua_State *L)
     return fs_result(L, ou_fs_probe_dir(luaL_checkstring(L, 1), err, sizeof err), err);
 }
 
+/* The buffers of a secret (a profiles file, a key command's output) live in
+ * a userdata whose __gc wipes and frees them, so a Lua error raised midway
+ * (memory) still releases them. */
+static int secret_box_gc(lua_State *L)
+{
+    ou_secret_run_free(lua_touserdata(L, 1));
+    return 0;
+}
+
+static struct ou_secret_run *secret_box(lua_State *L)
+{
+    struct ou_secret_run *box = lua_newuserdata(L, sizeof *box);
+    memset(box, 0, sizeof *box);
+    if (luaL_newmetatable(L, "openai_usage.secret_box")) {
+        lua_pushcfunction(L, secret_box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    return box;
+}
+
+/* core.read_private(path [, max_bytes]) -> {text, mode, uid, euid, regular,
+ * link} | nil, err: what the opened descriptor is (a symlink's target), and
+ * its bytes when it is a regular file; profiles.lua decides what to accept. */
+static int core_read_private(lua_State *L)
+{
+    char err[512];
+    struct ou_secret_file file;
+    const char *path = luaL_checkstring(L, 1);
+    lua_Integer max = luaL_optinteger(L, 2, 1 << 20);
+    struct ou_secret_run *box;
+    luaL_argcheck(L, max >= 0 && max <= (1 << 30), 2, "from 0 to 2^30 bytes");
+    box = secret_box(L);
+    if (!ou_secret_read_file(path, (size_t)max, &file, &box->out, err, sizeof err)) {
+        ou_error_push(L, "io", err);
+        return ou_error_return(L);
+    }
+    lua_createtable(L, 0, 6);
+    if (file.regular) {
+        lua_pushlstring(L, box->out.data ? box->out.data : "", box->out.len);
+        lua_setfield(L, -2, "text");
+    }
+    ou_secret_run_free(box);
+    lua_pushinteger(L, (lua_Integer)file.mode);
+    lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, (lua_Integer)file.uid);
+    lua_setfield(L, -2, "uid");
+    lua_pushinteger(L, (lua_Integer)file.euid);
+    lua_setfield(L, -2, "euid");
+    lua_pushboolean(L, file.regular);
+    lua_setfield(L, -2, "regular");
+    lua_pushboolean(L, file.is_link);
+    lua_setfield(L, -2, "link");
+    return 1;
+}
+
+/* core.run_command(argv [, out_max [, err_max [, timeout]]]) -> {stdout,
+ * stderr, status | signal, interrupted, timed_out} | nil, err: argv (a list
+ * of strings) run without a shell, its output captured (a key command: the
+ * key is on its stdout), killed after timeout seconds (default 0: never). */
+static int core_run_command(lua_State *L)
+{
+    char err[512];
+    const char **argv;
+    struct ou_secret_run *box;
+    size_t n;
+    lua_Integer out_max = luaL_optinteger(L, 2, 65536), err_max = luaL_optinteger(L, 3, 4096);
+    lua_Number timeout = luaL_optnumber(L, 4, 0);
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_argcheck(L, timeout >= 0 && timeout <= 1e9, 4, "seconds from 0 (never) to 1e9");
+    luaL_argcheck(L, out_max > 0 && out_max <= (1 << 24), 2, "from 1 to 2^24 bytes");
+    luaL_argcheck(L, err_max > 0 && err_max <= (1 << 24), 3, "from 1 to 2^24 bytes");
+    n = ou_rawlen(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 4096, 1, "a list of 1 to 4096 strings");
+    /* the strings stay in argv's table (argument 1) while the command runs */
+    argv = lua_newuserdata(L, (n + 1) * sizeof *argv);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, (int)i + 1);
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1, "a list of strings");
+        argv[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    argv[n] = NULL;
+    box = secret_box(L);
+    if (!ou_secret_run((char *const *)argv, (size_t)out_max, (size_t)err_max, (double)timeout, box, err,
+                       sizeof err)) {
+        ou_error_push(L, "io", err);
+        return ou_error_return(L);
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushlstring(L, box->out.data ? box->out.data : "", box->out.len);
+    lua_setfield(L, -2, "stdout");
+    lua_pushlstring(L, box->errs.data ? box->errs.data : "", box->errs.len);
+    lua_setfield(L, -2, "stderr");
+    if (box->exited) {
+        lua_pushinteger(L, box->status);
+        lua_setfield(L, -2, "status");
+    }
+    if (box->signal) {
+        lua_pushinteger(L, box->signal);
+        lua_setfield(L, -2, "signal");
+    }
+    lua_pushboolean(L, box->interrupted);
+    lua_setfield(L, -2, "interrupted");
+    lua_pushboolean(L, box->timed_out);
+    lua_setfield(L, -2, "timed_out");
+    ou_secret_run_free(box);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
     {"clock", core_clock},
     {"libcurl_version", core_libcurl_version},
@@ -276,12 +387,20 @@ static const luaL_Reg fs_functions[] = {
     {NULL, NULL},
 };
 
+/* the secrets stage (secret.c), for profiles.lua */
+static const luaL_Reg secret_functions[] = {
+    {"read_private", core_read_private},
+    {"run_command", core_run_command},
+    {NULL, NULL},
+};
+
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L);
 OU_EXPORT int luaopen_openai_usage_core(lua_State *L)
 {
     ou_error_open(L);
     ou_newlib(L, core_functions);
     ou_setfuncs(L, fs_functions);
+    ou_setfuncs(L, secret_functions);
     ou_client_open(L);
     ou_lua_transport_open(L);
     lua_pushliteral(L, OU_VERSION);

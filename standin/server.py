@@ -287,16 +287,24 @@ class Storage:
 
 class Organization:
     """Projects, users and keys, and the usage of every endpoint by them:
-    one organization, so usage and costs join on project, user and key."""
+    one organization, so usage and costs join on project, user and key.
+    name: another organization (--org NAME=KEY), its every hash salted by
+    the name and its ids prefixed by it; none is the default one."""
 
-    def __init__(self):
-        self.projects = ["proj_%s" % n for n in ("atlas", "borealis", "cinder", "delta")]
-        self.users = ["user-%s" % n for n in ("ada", "bo", "chen", "dara", "eli", "fumi")]
+    def __init__(self, name=None):
+        self.name = name
+        self.mix = mix
+        if name:
+            salt = mix(*name.encode())
+            self.mix = lambda *values: mix(salt, *values)
+        prefix = name + "_" if name else ""
+        self.projects = ["proj_%s%s" % (prefix, n) for n in ("atlas", "borealis", "cinder", "delta")]
+        self.users = ["user-%s%s" % (prefix, n) for n in ("ada", "bo", "chen", "dara", "eli", "fumi")]
         self.keys = []  # (key id, project, user)
         for i in range(8):
-            self.keys.append(("key_%016x" % mix(1, i), self.projects[i % 4], self.users[(i * 5) % 6]))
+            self.keys.append(("key_%016x" % self.mix(1, i), self.projects[i % 4], self.users[(i * 5) % 6]))
         # two vector stores per project
-        self.vector_stores = [("vs_%016x" % mix(109, 1, i), self.projects[i // 2]) for i in range(8)]
+        self.vector_stores = [("vs_%016x" % self.mix(109, 1, i), self.projects[i // 2]) for i in range(8)]
         self.families = {
             "images": Streams(self.image_streams()),
             "completions": Streams(self.keyed_streams(101, 24, self.completion_stream)),
@@ -314,24 +322,24 @@ class Organization:
         price = PRICES["images"]
         streams = []
         for i in range(36):
-            key, project, user = self.keys[mix(2, i) % 8]
-            model = MODELS[mix(3, i) % 3]
-            size = SIZES[mix(4, i) % 5]
+            key, project, user = self.keys[self.mix(2, i) % 8]
+            model = MODELS[self.mix(3, i) % 3]
+            size = SIZES[self.mix(4, i) % 5]
             if model == "gpt-image-1":
-                size = GPT_IMAGE_SIZES[mix(4, i) % 4]
+                size = GPT_IMAGE_SIZES[self.mix(4, i) % 4]
             elif model == "dall-e-3" and size in ("256x256", "512x512"):
                 size = "1024x1024"
-            source = SOURCES[0] if mix(5, i) % 4 else SOURCES[1 + mix(6, i) % 2]
-            per_request = 1 if model == "dall-e-3" else 1 + mix(7, i) % 4
+            source = SOURCES[0] if self.mix(5, i) % 4 else SOURCES[1 + self.mix(6, i) % 2]
+            per_request = 1 if model == "dall-e-3" else 1 + self.mix(7, i) % 4
             streams.append({
                 "index": i,
                 "dims": {"project_id": project, "user_id": user, "api_key_id": key, "model": model, "size": size,
                          "source": source},
                 "metrics": {"images": per_request, "num_model_requests": 1},
                 "items": [(price["line_item"], price["unit"], per_request, price["per_image"][model][size])],
-                "rate": 2 + mix(8, i) % 30,  # requests in a busy hour
-                # mix(9, i, hour) and mix(10, i, hour, j) without re-hashing the prefix
-                "noise_seed": mix(9, i), "minute_seed": mix(10, i),
+                "rate": 2 + self.mix(8, i) % 30,  # requests in a busy hour
+                # self.mix(9, i, hour) and self.mix(10, i, hour, j) without re-hashing the prefix
+                "noise_seed": self.mix(9, i), "minute_seed": self.mix(10, i),
             })
         return streams
 
@@ -343,7 +351,7 @@ class Organization:
         streams = []
         for i in range(count):
             def h(n, i=i):
-                return mix(salt, n, i)
+                return self.mix(salt, n, i)
             key, project, user = self.keys[i if i < 8 else h(1) % 8]
             s = {"index": i, "dims": {"project_id": project, "user_id": user, "api_key_id": key},
                  "noise_seed": h(9), "minute_seed": h(10)}
@@ -444,15 +452,15 @@ class Organization:
         price = PRICES["code_interpreter_sessions"]
         return [{"index": i, "dims": {"project_id": self.projects[i % 4]}, "metrics": {"num_sessions": 1},
                  "items": [(price["line_item"], price["unit"], 1, price["per_session"])],
-                 "rate": 1 + mix(108, 2, i) % 6, "noise_seed": mix(108, 9, i), "minute_seed": mix(108, 10, i)}
+                 "rate": 1 + self.mix(108, 2, i) % 6, "noise_seed": self.mix(108, 9, i), "minute_seed": self.mix(108, 10, i)}
                 for i in range(8)]
 
     def stores(self):
         price = PRICES["vector_stores"]
         return [{"index": i, "dims": {"project_id": project}, "metrics": {"usage_bytes": 1},
                  "items": [(price["line_item"], price["unit"], price["per_gibibyte_day"] / 24.0)],
-                 "base": (5 + mix(109, 2, i) % 800) * MIB + mix(109, 5, i) % MIB,
-                 "growth": (1 + mix(109, 3, i) % 20) * MIB, "phase": mix(109, 4, i) % 45}
+                 "base": (5 + self.mix(109, 2, i) % 800) * MIB + self.mix(109, 5, i) % MIB,
+                 "growth": (1 + self.mix(109, 3, i) % 20) * MIB, "phase": self.mix(109, 4, i) % 45}
                 for i, (store, project) in enumerate(self.vector_stores)]
 
     def line_items(self, a, b, lo, hi, spike=None, billed_prices=None):
@@ -789,7 +797,7 @@ FAULT_TYPES = {
     "reset": (bool,), "truncate": (int,), "reset_after": (int,), "latency_ms": (int, float),
     "drip_bytes_per_sec": (int, float), "gzip_bomb": (int,), "close_after": (bool,), "times": (int,),
     "echo_key": (dict,), "null_bucket": (int,), "null_result": (list,), "empty_buckets": (int,),
-    "stall_after": (int,),
+    "stall_after": (int,), "org": (str,),
 }
 
 
@@ -834,13 +842,18 @@ def check_organization(org, endpoints):
 
 
 class State:
-    def __init__(self, key, now, late_seconds=0):
+    def __init__(self, key, now, late_seconds=0, orgs=()):
         self.key = key
         self.fixed_now = now
         self.late_seconds = late_seconds
         self.endpoints = load_endpoints()
         self.org = Organization()
         check_organization(self.org, self.endpoints)
+        # the organization each key sees: --key the default one, --org NAME=KEY others
+        self.orgs = {key: self.org}
+        for name, org_key in orgs:
+            self.orgs[org_key] = Organization(name)
+            check_organization(self.orgs[org_key], self.endpoints)
         self.directory = Directory(self.org)
         self.lock = threading.Lock()
         self.records = []
@@ -863,17 +876,26 @@ class State:
                     "settings": dict(self.settings), "now": self.now(), "connections": self.next_connection,
                     "idle_closes": self.idle_closes}
 
-    def take_fault(self):
+    def take_fault(self, org_name=None):
+        """The first fault queued for any request, or for org_name's (a fault
+        with an `org` is taken only by requests with that organization's key)."""
         with self.lock:
-            if not self.faults:
-                return None
-            fault = self.faults[0]
-            remaining = fault.get("times", 1) - 1
-            if remaining <= 0:
-                self.faults.pop(0)
-            else:
-                fault["times"] = remaining
-            return dict(fault)
+            for i, fault in enumerate(self.faults):
+                if fault.get("org") not in (None, org_name):
+                    continue
+                remaining = fault.get("times", 1) - 1
+                if remaining <= 0:
+                    self.faults.pop(i)
+                else:
+                    fault["times"] = remaining
+                return dict(fault)
+            return None
+
+    def org_of(self, authorization):
+        """The organization a request's Authorization header sees, or None."""
+        if authorization.startswith("Bearer "):
+            return self.orgs.get(authorization[7:])
+        return None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -1052,14 +1074,16 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in self.headers.items():
             name = name.lower()
             headers[name] = headers[name] + ", " + value if name in headers else value
+        org = state.org_of(self.headers.get("Authorization", ""))
+        org_name = org and (org.name or "default")
         with state.lock:
             state.records.append({
                 "method": method, "path": path, "query": query, "headers": headers,
-                "connection": self.connection_id, "time": time.time(),
+                "connection": self.connection_id, "time": time.time(), "org": org_name,
             })
         if method != "GET":
             self.read_json_body_safely()
-        fault = state.take_fault() or {}
+        fault = state.take_fault(org_name) or {}
         delay = state.settings.get("latency_ms", 0) + fault.get("latency_ms", 0)
         if delay:
             time.sleep(delay / 1000.0)
@@ -1103,7 +1127,8 @@ class Handler(BaseHTTPRequestHandler):
         listed = endpoint is None and state.directory.route(path) is not None
         if (endpoint is None and not listed) or method != "GET":
             return 404, envelope("Invalid URL (%s %s)" % (method, path))
-        if auth != "Bearer " + state.key:
+        org = state.org_of(auth)
+        if org is None:
             given = auth[7:] if auth.startswith("Bearer ") else ""
             message = ("Incorrect API key provided: %s. You can find your API key at "
                        "https://platform.openai.com/account/api-keys." % mask(given)) if given else (
@@ -1130,10 +1155,10 @@ class Handler(BaseHTTPRequestHandler):
             return 400, envelope(str(e), param=e.param)
         spike = state.settings.get("spike")
         if endpoint.name == "costs":
-            page = costs_page(state.org, endpoint, usage_query, now, cursor_loop, late, spike,
+            page = costs_page(org, endpoint, usage_query, now, cursor_loop, late, spike,
                               state.settings.get("billed_prices"))
         else:
-            page = usage_page(state.org, endpoint, usage_query, now, cursor_loop, late, spike)
+            page = usage_page(org, endpoint, usage_query, now, cursor_loop, late, spike)
         renamed(page, state.settings.get("rename"))
         return 200, json.dumps(page, separators=(",", ":")).encode()
 
@@ -1369,6 +1394,8 @@ def main():
     parser.add_argument("--port-file")
     parser.add_argument("--watch-pid", type=int, default=0)
     parser.add_argument("--key", default="sk-admin-standin")
+    parser.add_argument("--org", action="append", default=[], metavar="NAME=KEY",
+                        help="another organization, seen by requests with KEY (repeatable)")
     parser.add_argument("--now", type=int, default=None, help="freeze 'now' (Unix seconds)")
     parser.add_argument("--late-seconds", type=int, default=0,
                         help="usage reaches the API this many seconds late (the setting late_seconds)")
@@ -1387,7 +1414,13 @@ def main():
         # handler's timeout), so a silent client cannot stall accept()
         server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         scheme = "https"
-    server.state = State(args.key, args.now, args.late_seconds)
+    orgs = []
+    for item in args.org:
+        name, _, org_key = item.partition("=")
+        if not name.isidentifier() or not org_key or org_key == args.key:
+            parser.error("--org %r: expected NAME=KEY, NAME a word, KEY not --key's" % item)
+        orgs.append((name, org_key))
+    server.state = State(args.key, args.now, args.late_seconds, orgs)
     server.quiet = args.quiet
     port = server.server_address[1]
     if args.port_file:

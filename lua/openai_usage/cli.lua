@@ -131,6 +131,12 @@ local OPTIONS = {
     help = "stop with an error after N pages if the API has more" },
   { names = { "--base-url" }, arg = "URL", key = "base_url",
     help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
+  { names = { "--profile" }, arg = "NAME,NAME", key = "profile",
+    help = "key, base URL and client options from these profiles; several:\n"
+      .. "one report across their organizations (--group-by organization)" },
+  { names = { "--profiles" }, arg = "FILE", key = "profiles",
+    help = "the profiles file (default $OPENAI_USAGE_PROFILES, else\n"
+      .. "~/.config/openai-usage/profiles.lua); must be 0600" },
   { names = { "--timeout" }, arg = "SECONDS", key = "timeout",
     help = "give up an attempt after that long (default 600; also after 60 s\nwithout a byte)" },
   { names = { "--progress" }, key = "progress", help = "show the progress line even when stderr is not a terminal" },
@@ -205,6 +211,7 @@ local function endpoint_help(endpoint, rule)
   if group and group.values then
     lines[#lines + 1] = ""
     lines[#lines + 1] = "  --group-by takes: " .. table.concat(group.values, ", ")
+      .. ", and organization (with --profile)"
   end
   local widths = {}
   for _, w in ipairs(rule.widths) do
@@ -245,7 +252,7 @@ function M.help(endpoint)
     "usage: openai-usage ENDPOINT [options]",
     "",
     "Reads the OpenAI organization Usage API and prints a report. The admin key",
-    "comes from OPENAI_ADMIN_KEY.",
+    "comes from OPENAI_ADMIN_KEY, or from a profile (--profile).",
     "",
     "endpoints: " .. table.concat(endpoints(), ", "),
     "",
@@ -507,7 +514,7 @@ local function cost_group_by(job, params)
     return fail("--cost: estimates exist for images only; for amounts billed, report on costs (openai-usage costs)")
   end
   local api_group = {}
-  for _, f in ipairs(job.group_by) do
+  for _, f in ipairs(params.group_by or {}) do
     api_group[#api_group + 1] = f
   end
   for _, f in ipairs { "model", "size" } do
@@ -565,6 +572,9 @@ function M.check_analysis(job)
   return job
 end
 
+-- The grouping the CLI adds to the API's (openai_usage.profiles stamps it).
+local ORGANIZATION = "organization"
+
 -- The API query of the job: range, width, page size (the rule's most),
 -- grouping; validated whole, so a bad one fails before any request.
 local function build_query(job, rule, width_rule, params)
@@ -575,8 +585,18 @@ local function build_query(job, rule, width_rule, params)
   params.bucket_width = job.bucket
   params.limit = width_rule.max_limit
   job.group_by = job.group_by and split(job.group_by) or {}
-  if #job.group_by > 0 then
-    params.group_by = job.group_by
+  -- organization is the CLI's grouping: rows stamped with their profile's label
+  local api_group = {}
+  for _, f in ipairs(job.group_by) do
+    if f ~= ORGANIZATION then
+      api_group[#api_group + 1] = f
+    end
+  end
+  if #api_group < #job.group_by and not job.profile then
+    return fail("--group-by organization: needs --profile (each row gets its profile's organization label)")
+  end
+  if #api_group > 0 then
+    params.group_by = api_group
   end
   if job.cost then
     local ok, err = cost_group_by(job, params)
@@ -711,8 +731,8 @@ local function write_stream(stream, text)
   return true
 end
 
--- The client of a job (client options under the command line's), or nil
--- after saying why on stderr.
+-- The client of a job's history store (--db), or nil after saying why on
+-- stderr.
 local function open_store_client(job, options, stderr)
   local client, err = require("openai_usage.store").client(job.db, {
     now = function() return job.now or options.now or os.time() end,
@@ -727,14 +747,36 @@ local function open_store_client(job, options, stderr)
   return client
 end
 
+-- The client of a job (client options under the command line's), or nil
+-- after saying why on stderr. With --profile, the profiles' clients joined
+-- (openai_usage.profiles): the command line's options over each profile's,
+-- options.client under them, the profile's key.
 local function open_client(job, options, stderr)
   if job.db then -- the history store answers, not the API: no key needed
+    if job.profile then -- until the store's client reads a profile's organization, never the wrong one
+      stderr:write("openai-usage: --db with --profile: not supported yet (the store is read as the organization "
+        .. "\"default\"); query it with sqlite3 by its organization column\n")
+      return nil
+    end
     return open_store_client(job, options, stderr)
   end
   local client_options = {
     base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages,
     timeout = job.timeout,
   }
+  if job.profile then
+    local profiles = require "openai_usage.profiles"
+    local members, perr = profiles.clients(job.profile, { path = job.profiles, over = client_options,
+      under = options.client })
+    if not members then
+      stderr:write("openai-usage: ", usage.printable(tostring(perr.message or perr)), "\n")
+      return nil
+    end
+    return profiles.join(members)
+  elseif job.profiles then
+    stderr:write("openai-usage: --profiles FILE: name the profile to use (--profile NAME)\n")
+    return nil
+  end
   for k, v in pairs(options.client or {}) do
     client_options[k] = client_options[k] or v
   end
@@ -858,8 +900,8 @@ function M.run(argv, options)
     stderr:write("openai-usage: ", note, "\n")
   end
   local client = open_client(job, options, stderr)
-  if not client then
-    return M.EXIT.usage
+  if not client then -- Ctrl-C while a profile's key_command ran is 130, as anywhere
+    return core.interrupted() and M.EXIT.interrupted or M.EXIT.usage
   end
   local text, code = report_text(client, job, stderr)
   if not text then

@@ -61,9 +61,22 @@ function M.pages(client, endpoint, by, start, stop, params)
       query.limit = w.max_limit
     end
   end
-  query.group_by = #by > 0 and by or nil
+  -- organization is no field of the API's: a walk over several profiles
+  -- (openai_usage.profiles) marks each page with it, and its rows take it
+  local api_by = {}
+  for _, f in ipairs(by) do
+    if f ~= "organization" then
+      api_by[#api_by + 1] = f
+    end
+  end
+  query.group_by = #api_by > 0 and api_by or nil
   local pages = {}
   for page in client:pages(endpoint, query) do
+    for _, bucket in ipairs(page.organization and page.data or {}) do
+      for _, row in ipairs(bucket.results or {}) do
+        row.organization = page.organization
+      end
+    end
     pages[#pages + 1] = page
   end
   return pages
@@ -87,6 +100,8 @@ local COMMON = {
   { name = "--db", arg = "FILE", key = "db", help = "read the history store FILE (openai-usage sync), not the API" },
   { name = "--timeout", arg = "SECONDS", key = "timeout", help = "give up an attempt after that long" },
   { name = "--max-pages", arg = "N", key = "max_pages", help = "stop with an error after N pages" },
+  { name = "--profile", arg = "NAME,NAME", key = "profile", help = "key and options from profiles (see README)" },
+  { name = "--profiles", arg = "FILE", key = "profiles", help = "the profiles file (must be 0600)" },
   { name = "-h", key = "help", help = "this help" },
   { name = "--help", key = "help", help = "this help" },
 }

@@ -105,6 +105,11 @@ end
 function Fold:page(page)
   self.buckets = self.buckets + #(page.data or {})
   local rows = walk.rows(page) -- stamped with their bucket's times
+  if page.organization then -- a page of several organizations' walk (openai_usage.profiles)
+    for i = 1, #rows do
+      rows[i].organization = page.organization
+    end
+  end
   if self.objects then
     rows = report.rows(rows)
   end

@@ -10,6 +10,7 @@ local async = require "openai_usage.async"
 
 local M = {
   interval = 15, -- milliseconds between two steps of a walk
+  config = {}, -- what setup was given
 }
 
 local levels = vim.log.levels
@@ -30,38 +31,8 @@ local function fail(err)
 end
 
 --- Splits a command line into words like a shell would, without expanding
--- anything: blanks separate words, '...' and "..." quote, \ escapes a
--- character outside single quotes.
-function M.split(line)
-  local words, word, quote, escaped = {}, nil, nil, false
-  for ch in tostring(line or ""):gmatch "." do
-    if escaped then
-      word, escaped = (word or "") .. ch, false
-    elseif quote then
-      if ch == quote then
-        quote = nil
-      elseif ch == "\\" and quote == '"' then
-        escaped = true
-      else
-        word = word .. ch
-      end
-    elseif ch == "'" or ch == '"' then
-      quote, word = ch, word or ""
-    elseif ch == "\\" then
-      escaped = true
-    elseif ch:match "%s" then
-      if word then
-        words[#words + 1], word = word, nil
-      end
-    else
-      word = (word or "") .. ch
-    end
-  end
-  if word then
-    words[#words + 1] = word
-  end
-  return words
-end
+-- anything (text.words).
+M.split = require("openai_usage.text").words
 
 local FILETYPES = { md = "markdown", csv = "csv", json = "json", jsonl = "json", html = "html", svg = "svg" }
 
@@ -113,6 +84,85 @@ function M.show(name, text, options)
   return buf
 end
 
+--- Settings: profile (a profile's name: its key, base URL, organization
+-- label and client options, as --profile NAME, which overrides it) and
+-- profiles (the profiles file, as --profiles FILE; default
+-- $OPENAI_USAGE_PROFILES or ~/.config/openai-usage/profiles.lua). Without
+-- a profile the key is vim.g.openai_usage_api_key or $OPENAI_ADMIN_KEY.
+function M.setup(options)
+  options = options or {}
+  for _, name in ipairs { "profile", "profiles" } do
+    local value = options[name]
+    if value ~= nil and (type(value) ~= "string" or value == "") then
+      return fail(("setup: %s must be a non-empty string"):format(name))
+    end
+  end
+  M.config = { profile = options.profile, profiles = options.profiles }
+  return true
+end
+
+-- argv with setup's profile and profiles file where argv names none.
+local function with_config(argv)
+  local given = {}
+  for _, a in ipairs(argv) do
+    local name = a:match "^(%-%-[%w%-]+)"
+    if name then
+      given[name] = true
+    end
+  end
+  local out = {}
+  for i, a in ipairs(argv) do
+    out[i] = a
+  end
+  for option, value in pairs { ["--profile"] = M.config.profile, ["--profiles"] = M.config.profiles } do
+    if value and not given[option] and (option == "--profile" or not given["--profile"]) then
+      out[#out + 1], out[#out + 2] = option, value
+    end
+  end
+  return out
+end
+
+-- The clients of a job, as profiles.clients gives them ({ name,
+-- organization, client }): its profiles' (--profile, or setup's), else one
+-- with the key of M.api_key. nil, err when there is none.
+local function open_clients(job)
+  if job.profile then
+    local members, err = require("openai_usage.profiles").clients(job.profile, {
+      path = job.profiles,
+      over = { base_url = job.base_url, cache_dir = job.cache, settle_after = job.settle_after,
+        max_pages = job.max_pages },
+      under = { base_url = vim.g.openai_usage_base_url },
+    })
+    if not members then
+      return nil, err
+    end
+    if #members > 1 and (job.cost or job.forecast or job.movers or job.names) then
+      for _, m in ipairs(members) do
+        m.client:close()
+      end
+      return nil, "--cost, --forecast, --movers and --names over several profiles: use the command line "
+        .. "(openai-usage ... --profile " .. job.profile .. ")"
+    end
+    return members
+  end
+  local key = M.api_key()
+  if not key then
+    return nil, "no admin key: set $OPENAI_ADMIN_KEY or vim.g.openai_usage_api_key, or a profile "
+      .. "(require('openai_usage.nvim').setup { profile = NAME })"
+  end
+  local client, err = usage.new {
+    api_key = key,
+    base_url = job.base_url or vim.g.openai_usage_base_url,
+    cache_dir = job.cache,
+    settle_after = job.settle_after,
+    max_pages = job.max_pages,
+  }
+  if not client then
+    return nil, err
+  end
+  return { { client = client } }
+end
+
 --- The admin key and where it was found: vim.g.openai_usage_api_key (a
 -- string, or a function that returns one), else $OPENAI_ADMIN_KEY.
 function M.api_key()
@@ -134,7 +184,7 @@ end
 -- the buffer shown, or nil and an error), options.on_done(buf | nil, err)
 -- at the end. Returns the handle ({task, cancel = fn}); what names the
 -- work in messages.
-local function drive(client, task, what, options, hooks)
+local function drive(clients, task, what, options, hooks)
   local started = uv.hrtime()
   local timer = uv.new_timer()
   local handle = { task = task }
@@ -145,12 +195,14 @@ local function drive(client, task, what, options, hooks)
     return (uv.hrtime() - started) / 1e9
   end
 
-  -- Stops the timer and closes the client (a cancelled transfer has been
+  -- Stops the timer and closes the clients (a cancelled transfer has been
   -- aborted by then: closing does not wait on the network).
   local function release()
     timer:stop()
     timer:close()
-    client:close()
+    for _, c in ipairs(clients) do
+      c:close()
+    end
   end
 
   local function finish(buf, ferr)
@@ -175,9 +227,15 @@ local function drive(client, task, what, options, hooks)
       hooks.progress(seconds())
     end
     if task.done then
-      if task.err ~= nil then
-        fail(task.err)
-        finish(nil, task.err)
+      local following, next_err
+      if task.err == nil and hooks.next then -- the next organization's task, or none
+        following, next_err = hooks.next()
+      end
+      if following then
+        task, handle.task = following, following
+      elseif task.err ~= nil or next_err ~= nil then
+        fail(task.err or next_err)
+        finish(nil, task.err or next_err)
       else
         local ok, buf, show_err = pcall(hooks.complete, task.result, seconds())
         if not ok then -- a bug, not a failed request: say so once and stop
@@ -259,7 +317,7 @@ local function run_check(argv, options)
       task.pages, seconds), result.at_risk > 0 and levels.WARN or levels.INFO)
     return buf
   end
-  return drive(client, task, "check", options, { progress = progress, complete = complete })
+  return drive({ client }, task, "check", options, { progress = progress, complete = complete })
 end
 
 --- The text :OpenAIUsage check shows: the lines at risk, then those under
@@ -302,7 +360,7 @@ function M.run(argv, options)
     return run_check(rest, options)
   end
   local cli = require "openai_usage.cli"
-  local job, err = cli.parse(argv)
+  local job, err = cli.parse(with_config(argv))
   if not job then
     return fail(err)
   end
@@ -314,39 +372,58 @@ function M.run(argv, options)
     notify(("%s (%s)"):format(usage.version, usage.libcurl_version() or "libcurl"))
     return true
   end
-  local client, cerr = open_client(job.base_url,
-    { cache_dir = job.cache, settle_after = job.settle_after, max_pages = job.max_pages })
-  if not client then
-    return nil, cerr
+  local members, merr = open_clients(job)
+  if not members then
+    return fail(merr)
   end
 
   local jobs = require "openai_usage.job"
   local figures, path = cli.figures(job.endpoint), usage.rules(job.endpoint).path
-  local fold -- the job's rows so far
-  -- the command line's job, as a task: its walks yield to the timer
-  local task, terr = async.task(client, function(c)
-    fold = jobs.fold(job)
-    for page in c:pages(job.endpoint, job.params) do
-      fold:page(page)
-    end
-    local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
-    if job.forecast or job.movers then -- their daily walks through the same task
-      jobs.analysis(c, job, meta, figures)
-    end
-    if job.names then
-      meta = jobs.names(c, job, fold, figures, meta)
-    end
-    return jobs.text(job, fold, meta, figures, path)
-  end)
+  local fold = jobs.fold(job) -- the job's rows so far, of every organization
+  -- the command line's job, as tasks (one an organization, in turn, into
+  -- one fold): their walks yield to the timer; the last writes the text
+  local index, done_pages, done_cached = 0, 0, 0
+  local function next_task()
+    index = index + 1
+    local member, last = members[index], index == #members
+    return async.task(member.client, function(c)
+      local ok, werr = pcall(function()
+        for page in c:pages(job.endpoint, job.params) do
+          page.organization = member.organization -- a profile's label, for --group-by organization
+          fold:page(page)
+        end
+      end)
+      if not ok then -- over several organizations the error names the profile
+        error(#members > 1 and require("openai_usage.profiles").blame(member, werr) or werr, 0)
+      end
+      if not last then
+        return true
+      end
+      local meta = job.cost and jobs.cost(c, job, fold, figures) or {}
+      if job.forecast or job.movers then -- their daily walks through the same task
+        jobs.analysis(c, job, meta, figures)
+      end
+      if job.names then
+        meta = jobs.names(c, job, fold, figures, meta)
+      end
+      return jobs.text(job, fold, meta, figures, path)
+    end)
+  end
+  local task, terr = next_task()
   if not task then
-    client:close()
+    for _, m in ipairs(members) do
+      m.client:close()
+    end
     return fail(terr)
   end
 
   local function progress(seconds)
     vim.api.nvim_echo({ { ("openai-usage: %s · pages %d · buckets %d · rows %d · %.1f s")
-      :format(job.endpoint, task.pages, fold and fold.buckets or 0, fold and fold.rows or 0, seconds) } },
-      false, {})
+      :format(job.endpoint, done_pages + task.pages, fold.buckets, fold.rows, seconds) } }, false, {})
+  end
+
+  local function pages()
+    return done_pages + task.pages, done_cached + task.cached
   end
 
   local function complete(text, seconds)
@@ -361,12 +438,32 @@ function M.run(argv, options)
     end
     local buf = M.show("openai-usage://" .. job.endpoint, text,
       { mods = options.mods, filetype = FILETYPES[job.format] })
-    local from_cache = task.cached > 0 and (" (%d from the cache)"):format(task.cached) or ""
-    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, task.pages, from_cache, fold.rows, seconds))
+    local n, cached = pages()
+    local from_cache = cached > 0 and (" (%d from the cache)"):format(cached) or ""
+    notify(("%s: %d pages%s, %d rows in %.1f s"):format(job.endpoint, n, from_cache, fold.rows, seconds))
     return buf
   end
 
-  local handle = drive(client, task, job.endpoint, options, { progress = progress, complete = complete })
+  local clients = {}
+  for i, m in ipairs(members) do
+    clients[i] = m.client
+  end
+  local handle = drive(clients, task, job.endpoint, options, {
+    progress = progress,
+    complete = complete,
+    next = function() -- after an organization's walk, the next one's
+      if index >= #members then
+        return nil
+      end
+      done_pages, done_cached = pages()
+      local t, next_err = next_task()
+      if not t then
+        return nil, next_err
+      end
+      task = t
+      return t
+    end,
+  })
   handle.job = job
   return handle
 end

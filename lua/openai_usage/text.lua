@@ -299,4 +299,39 @@ function M.label(v, none)
   return tostring(v)
 end
 
+--- Splits a command line into words like a shell would, without expanding
+-- anything: blanks separate words, '...' and "..." quote, \ escapes a
+-- character outside single quotes. (Neovim's :OpenAIUsage arguments, a
+-- profile's key_command.)
+function M.words(line)
+  local words, word, quote, escaped = {}, nil, nil, false
+  for ch in tostring(line or ""):gmatch "." do
+    if escaped then
+      word, escaped = (word or "") .. ch, false
+    elseif quote then
+      if ch == quote then
+        quote = nil
+      elseif ch == "\\" and quote == '"' then
+        escaped = true
+      else
+        word = word .. ch
+      end
+    elseif ch == "'" or ch == '"' then
+      quote, word = ch, word or ""
+    elseif ch == "\\" then
+      escaped = true
+    elseif ch:match "%s" then
+      if word then
+        words[#words + 1], word = word, nil
+      end
+    else
+      word = (word or "") .. ch
+    end
+  end
+  if word then
+    words[#words + 1] = word
+  end
+  return words
+end
+
 return M

@@ -59,9 +59,14 @@ end
 M.make_certificate = make_certificate
 
 --- Starts a server: options key (the accepted admin key), now (frozen
--- time), tls (serve HTTPS with a fresh self-signed certificate: srv.ca_file).
+-- time), tls (serve HTTPS with a fresh self-signed certificate: srv.ca_file),
+-- orgs ({ name = key }: other organizations, each seen by its own key).
 function M.start(options)
   options = options or {}
+  local orgs = {}
+  for name, key in pairs(options.orgs or {}) do
+    orgs[#orgs + 1] = "--org " .. shell_quote(name .. "=" .. key)
+  end
   local base = os.tmpname()
   local self = setmetatable({
     key = options.key or "sk-admin-standin",
@@ -77,7 +82,8 @@ function M.start(options)
   end
   local cmd = ("env -u LD_PRELOAD %s standin/server.py --port 0 --port-file %s --watch-pid %s --key %s %s %s"
     .. " --quiet >%s 2>&1 & echo $!"):format(python, shell_quote(self.port_file), self_pid(), shell_quote(self.key),
-    options.now and ("--now " .. math.floor(options.now)) or "", tls, shell_quote(self.log))
+    options.now and ("--now " .. math.floor(options.now)) or "", tls .. " " .. table.concat(orgs, " "),
+    shell_quote(self.log))
   local p = assert(io.popen(cmd))
   self.pid = p:read "*l"
   p:close()

@@ -20,6 +20,8 @@ local OPTIONS = {
     help = "API base (default $OPENAI_BASE_URL or https://api.openai.com/v1)" },
   { names = { "--timeout" }, arg = "SECONDS", key = "timeout",
     help = "give up an attempt after that long (default 600)" },
+  { names = { "--profile" }, arg = "NAME,NAME", key = "profile", help = "key and options from profiles (see README)" },
+  { names = { "--profiles" }, arg = "FILE", key = "profiles", help = "the profiles file (must be 0600)" },
   { names = { "-h", "--help" }, key = "help", help = "this help" },
 }
 

@@ -26,6 +26,9 @@ local OPTIONS = {
   { name = "--timeout", arg = "SECONDS", key = "timeout", help = "give up an attempt after that long" },
   { name = "--names", key = "names",
     help = "also refresh the directory: projects, users, keys, service accounts (their names)" },
+  { name = "--profile", arg = "NAME,NAME", key = "profile",
+    help = "key and options from profiles; several fill one store, an organization each" },
+  { name = "--profiles", arg = "FILE", key = "profiles", help = "the profiles file (must be 0600)" },
   { name = "--help", key = "help", help = "this help" },
 }
 
@@ -108,36 +111,63 @@ function M.run(argv, options, cli)
     local ok = cli.write_stream(stdout, M.help())
     return ok and cli.EXIT.ok or cli.EXIT.output
   end
-  local client = cli.open_client(job, options, stderr)
-  if not client then
-    return cli.EXIT.usage
+  -- the organizations to sync: each profile's (--profile a,b: one store,
+  -- an organization column), else the one of OPENAI_ADMIN_KEY
+  local members
+  if job.profile then
+    local perr
+    members, perr = require("openai_usage.profiles").clients(job.profile, { path = job.profiles,
+      over = { base_url = job.base_url, timeout = job.timeout, settle_after = job.settle_after },
+      under = options.client })
+    if not members then
+      stderr:write("openai-usage: ", usage.printable(tostring(perr.message or perr)), "\n")
+      return core.interrupted() and cli.EXIT.interrupted or cli.EXIT.usage
+    end
+  else
+    local client = cli.open_client(job, options, stderr)
+    if not client then
+      return cli.EXIT.usage
+    end
+    members = { { client = client } }
+  end
+  local function close_clients()
+    for _, m in ipairs(members) do
+      m.client:close()
+    end
   end
   local store, err = store_module.open(job.store_file)
   if not store then
-    client:close()
+    close_clients()
     stderr:write("openai-usage: ", usage.printable(tostring(err.message)), "\n")
     return cli.EXIT.failed
   end
-  local failed
-  local summaries, bad = store:sync(client, {
-    endpoints = job.endpoints, width = job.bucket, since = job.since, ["until"] = job["until"],
-    now = options.now,
-    on_endpoint = function(s)
-      if s.err then
-        failed = s
-      else
-        cli.write_stream(stdout, summary_line(s))
-      end
-    end,
-  })
-  if not summaries then
-    client:close()
-    store:close()
-    stderr:write("openai-usage: sync: ", usage.printable(tostring(bad.message)), "\n")
-    return cli.EXIT.usage
+  local failed, failed_member
+  for _, member in ipairs(members) do
+    local prefix = member.name and ("%s: "):format(member.organization) or ""
+    local summaries, bad = store:sync(member.client, {
+      endpoints = job.endpoints, width = job.bucket, since = job.since, ["until"] = job["until"],
+      now = options.now,
+      on_endpoint = function(s)
+        if s.err then
+          failed = s
+        else
+          cli.write_stream(stdout, prefix .. summary_line(s))
+        end
+      end,
+    })
+    if not summaries then
+      close_clients()
+      store:close()
+      stderr:write("openai-usage: sync: ", usage.printable(tostring(bad.message)), "\n")
+      return cli.EXIT.usage
+    end
+    if failed then -- the organizations after it are not synced: the next run does them all
+      failed_member = member
+      break
+    end
   end
   if failed then
-    client:close()
+    close_clients()
     local state = store:state(failed.organization, failed.endpoint, failed.width)
     store:close()
     cli.write_stream(stdout, summary_line(failed))
@@ -147,24 +177,28 @@ function M.run(argv, options, cli)
     end
     local kept = state and ("buckets through %s are stored, the next run starts at %s"):format(state.synced_iso,
       state.settled_iso) or "nothing of it is stored yet"
-    stderr:write(("openai-usage: sync %s stopped: %s; %s: run the same sync again to resume\n"):format(
-      failed.endpoint, usage.printable(tostring(failed.err)), kept))
+    local whose = failed_member.name and ('profile "%s" (%s): '):format(failed_member.name,
+      failed_member.organization) or ""
+    stderr:write(("openai-usage: %ssync %s stopped: %s; %s: run the same sync again to resume\n"):format(
+      usage.printable(whose), failed.endpoint, usage.printable(tostring(failed.err)), kept))
     return cli.EXIT.failed
   end
-  if job.names then -- the names the store's reports join (openai_usage.directory)
-    local organization = client.organization or "default"
-    local counts, names_err = require("openai_usage.directory").refresh_store(store, client, organization)
+  -- the names the store's reports join (openai_usage.directory), each organization's
+  for _, member in ipairs(job.names and members or {}) do
+    local organization = member.client.organization or "default"
+    local counts, names_err = require("openai_usage.directory").refresh_store(store, member.client, organization)
     if not counts then
       store:close()
-      client:close()
+      close_clients()
       stderr:write("openai-usage: sync: the usage is stored; the names are not: ",
         usage.printable(tostring(names_err)), "\n")
       return cli.EXIT.failed
     end
-    cli.write_stream(stdout, ("directory: %d projects, %d users, %d api_keys, %d service_accounts\n"):format(
-      counts.projects, counts.users, counts.api_keys, counts.service_accounts))
+    local prefix = member.name and ("%s: "):format(member.organization) or ""
+    cli.write_stream(stdout, prefix .. ("directory: %d projects, %d users, %d api_keys, %d service_accounts\n")
+      :format(counts.projects, counts.users, counts.api_keys, counts.service_accounts))
   end
-  client:close()
+  close_clients()
   store:close()
   return cli.EXIT.ok
 end
