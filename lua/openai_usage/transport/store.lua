@@ -21,8 +21,6 @@ local time = require "openai_usage.time"
 
 local M = {}
 
-local WIDTH_SECONDS = { ["1m"] = 60, ["1h"] = 3600, ["1d"] = 86400 }
-
 local function unescape(s)
   return (s:gsub("+", " "):gsub("%%(%x%x)", function(h)
     return string.char(tonumber(h, 16))
@@ -148,7 +146,7 @@ function M.new(s, opts)
     local endpoint = rule.name
     local params = read_query(rule, query)
     local width = params.bucket_width or rule.default_width or "1d"
-    local seconds = WIDTH_SECONDS[width]
+    local seconds = time.width(width) -- the C core checked it against the rule table
     local now = (opts.now or os.time)()
     params.bucket_width = width
     params.organization = opts.organization
